@@ -1,0 +1,127 @@
+"""The pull side of the OCI distribution API over WSGI (Flask), errors always JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from flask import Flask, Request, Response, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import wrap_file
+
+from nixery import errors
+from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
+from nixery.service import RegistryService
+from nixery.storage import BlobNotFound
+
+log = logging.getLogger(__name__)
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+READ_METHODS = ("GET", "HEAD")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+_ROUTES = [
+    ("base", re.compile(r"/v2/?")),
+    ("upload", re.compile(r"/v2/(?P<name>.+)/blobs/uploads(?:/.*)?")),
+    ("manifest", re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")),
+    ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)")),
+    ("tags", re.compile(r"/v2/(?P<name>.+)/tags/list")),
+]
+
+
+def error_response(error: RegistryError) -> Response:
+    body = error.body()
+    response = Response(body, status=error.status, content_type=ERROR_CONTENT_TYPE)
+    response.headers.update(API_VERSION_HEADER)
+    response.headers.update(error.headers)
+    return response
+
+
+def _json_response(value: object) -> Response:
+    response = Response(json.dumps(value, separators=(",", ":")), content_type="application/json")
+    response.headers.update(API_VERSION_HEADER)
+    return response
+
+
+class RegistryApi:
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
+
+    def dispatch(self, http_request: Request) -> Response:
+        path = http_request.path
+        for route, pattern in _ROUTES:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route == "upload" or http_request.method not in READ_METHODS:
+                raise errors.unsupported(http_request.method, path)
+            if route == "base":
+                return _json_response({})
+            handler = getattr(self, route)
+            return handler(http_request, **match.groupdict())
+        raise errors.not_found(path)
+
+    def manifest(self, http_request: Request, name: str, reference: str) -> Response:
+        manifest = self.service.manifest(name, reference, http_request.headers.get("Accept"))
+        response = Response(manifest.body, content_type=manifest.media_type)
+        response.headers.update(API_VERSION_HEADER)
+        response.headers["Docker-Content-Digest"] = manifest.digest
+        response.headers["ETag"] = f'"{manifest.digest}"'
+        return response
+
+    def blob(self, http_request: Request, name: str, digest: str) -> Response:
+        record = self.service.blob(name, digest)
+        headers = {**API_VERSION_HEADER, "Docker-Content-Digest": digest}
+        if http_request.method == "HEAD":
+            response = Response(content_type="application/octet-stream", headers=headers)
+            response.content_length = record.size
+            response.headers["Accept-Ranges"] = "bytes"
+            return response
+        url = self.service.storage.redirect_url(digest)
+        if url is not None:
+            return Response(status=303, headers={**headers, "Location": url})
+        try:
+            reader = self.service.storage.open(digest)
+        except BlobNotFound:
+            raise errors.blob_unknown(digest) from None
+        response = Response(
+            wrap_file(http_request.environ, reader),
+            content_type="application/octet-stream",
+            headers=headers,
+            direct_passthrough=True,
+        )
+        response.headers["ETag"] = f'"{digest}"'
+        return response.make_conditional(
+            http_request, accept_ranges=True, complete_length=record.size
+        )
+
+    def tags(self, http_request: Request, name: str) -> Response:
+        return _json_response({"name": name, "tags": self.service.tags(name)})
+
+
+def create_app(service: RegistryService) -> Flask:
+    app = Flask("nixery")
+    api = RegistryApi(service)
+
+    @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
+    @app.route("/<path:path>", methods=ALL_METHODS)
+    def registry(path: str) -> Response:
+        return handle(api, request)
+
+    return app
+
+
+def handle(api: RegistryApi, http_request: Request) -> Response:
+    """One request, any failure turned into the registry's JSON error form."""
+    try:
+        return api.dispatch(http_request)
+    except RegistryError as error:
+        return error_response(error)
+    except HTTPException as error:
+        return error_response(
+            RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
+        )
+    except Exception:
+        log.exception("unhandled error for %s %s", http_request.method, http_request.path)
+        return error_response(RegistryError(500, "UNKNOWN", "internal error"))

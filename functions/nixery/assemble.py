@@ -1,0 +1,52 @@
+"""Wiring: a Config becomes a running registry's parts (the embedded, one-machine default)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from nixery.api import create_app
+from nixery.builder import ImageBuilder
+from nixery.config import Config, ConfigError, find_nix_dir
+from nixery.coordinator import BuildCoordinator
+from nixery.index.sqlite import SqliteIndex
+from nixery.nix import Nix
+from nixery.popcount import load_popularity
+from nixery.service import RegistryService
+from nixery.sources import ChannelSource, GitSource, PackageSource, PathSource
+from nixery.storage.filesystem import FilesystemStorage
+
+
+def package_source(config: Config) -> PackageSource:
+    if config.source_kind == "git":
+        assert config.pkgs_repo
+        return GitSource(config.pkgs_repo)
+    if config.source_kind == "path":
+        assert config.pkgs_path
+        return PathSource(config.pkgs_path)
+    return ChannelSource(config.effective_channel)
+
+
+def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
+    if config.storage_backend != "filesystem":
+        raise ConfigError("`nixery serve` runs with NIXERY_STORAGE_BACKEND=filesystem")
+    try:
+        popularity = load_popularity(config.popularity_url) if config.popularity_url else {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"NIX_POPULARITY_URL: {error}") from error
+    storage = FilesystemStorage(config.storage_path)
+    index = SqliteIndex(config.index_path)
+    nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
+    builder = ImageBuilder(
+        nix,
+        storage,
+        index,
+        popularity,
+        config.layer_budget,
+        config.nix_timeout,
+        config.layer_workers,
+    )
+    coordinator = BuildCoordinator(
+        builder, index, config.lease_seconds, wait_seconds=config.nix_timeout + 120
+    )
+    service = RegistryService(source or package_source(config), index, storage, coordinator)
+    return create_app(service)

@@ -1,0 +1,181 @@
+"""One image build, top-down: Nix -> closure graph -> layers -> blobs -> manifests -> index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from nixery.digest import sha256_digest
+from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
+from nixery.layering import plan_layers
+from nixery.layers import COMPRESSOR, LayerBlob, write_store_layer, write_symlink_layer
+from nixery.manifest import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    Descriptor,
+    HistoryEntry,
+    ImageConfig,
+    ImageManifest,
+)
+from nixery.names import ImageRequest
+from nixery.nix import Nix
+from nixery.singleflight import SingleFlight
+from nixery.sources import Revision
+from nixery.storage import Storage, put_bytes
+
+log = logging.getLogger(__name__)
+
+# Bump when anything that shapes an image changes (layout, config, layering), so old cache
+# entries are not served for the new format.
+BUILDER_FORMAT = 1
+SYMLINK_LAYER_FORMAT = 1
+
+
+class PackagesNotFound(Exception):
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = list(names)
+
+
+def image_key(revision: Revision, request: ImageRequest) -> str:
+    """The identity of an image: everything that decides its contents, hashed."""
+    material = {
+        "format": BUILDER_FORMAT,
+        "source": revision.source_id,
+        "commit": revision.commit,
+        "system": request.platform.system,
+        "packages": list(request.packages),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _layer_key(kind: str, paths: Sequence[str]) -> str:
+    material = "\n".join([kind, COMPRESSOR, *paths])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BuiltLayer:
+    blob: LayerBlob
+    history: HistoryEntry
+
+
+class ImageBuilder:
+    def __init__(
+        self,
+        nix: Nix,
+        storage: Storage,
+        index: Index,
+        popularity: Mapping[str, int],
+        layer_budget: int,
+        nix_timeout: float,
+        layer_workers: int = 2,
+    ) -> None:
+        self.nix = nix
+        self.storage = storage
+        self.index = index
+        self.popularity = popularity
+        self.layer_budget = layer_budget
+        self.nix_timeout = nix_timeout
+        self._layer_pool = ThreadPoolExecutor(layer_workers, thread_name_prefix="layer")
+        self._layer_flights: SingleFlight[LayerBlob] = SingleFlight()
+
+    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+        started = time.monotonic()
+        deadline = started + self.nix_timeout
+        resolution = self.nix.resolve(
+            revision.nix_source, request.packages, request.platform.system, deadline
+        )
+        if resolution.not_found:
+            raise PackagesNotFound(resolution.not_found)
+        self.nix.realise(resolution.packages, deadline)
+        roots = sorted({path for pkg in resolution.packages for path in pkg.outputs.values()})
+        graph = self.nix.closure_graph(roots, deadline)
+        nix_done = time.monotonic()
+
+        plan = plan_layers(graph, self.popularity, self.layer_budget)
+        jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
+        built = [job.result() for job in jobs]
+        built.append(self._symlink_layer(roots))
+
+        record = self._publish(key, request, roots, built)
+        log.info(
+            "built %s (%d layers) in %.2fs (nix %.2fs)",
+            request.repository,
+            len(built),
+            time.monotonic() - started,
+            nix_done - started,
+        )
+        return record
+
+    def _cached_layer(
+        self, key: str, history: HistoryEntry, create: Callable[[], LayerBlob]
+    ) -> BuiltLayer:
+        def create_once() -> LayerBlob:
+            record = self.index.get_layer(key)
+            if record and self.storage.size(record.digest) == record.size:
+                return LayerBlob(record.digest, record.diff_id, record.size)
+            blob = create()
+            self.index.put_blob(BlobRecord(blob.digest, blob.size, OCI_LAYER))
+            self.index.put_layer(LayerRecord(key, blob.digest, blob.diff_id, blob.size))
+            return blob
+
+        return BuiltLayer(self._layer_flights.run(key, create_once), history)
+
+    def _store_layer(self, paths: Sequence[str]) -> BuiltLayer:
+        history = HistoryEntry(
+            created_by="nix store paths: " + " ".join(paths),
+            comment=f"{len(paths)} store paths",
+        )
+        return self._cached_layer(
+            _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
+        )
+
+    def _symlink_layer(self, roots: Sequence[str]) -> BuiltLayer:
+        history = HistoryEntry(
+            created_by="symlink layer: " + " ".join(roots),
+            comment="/bin, /lib, /share, /etc ... of the requested packages",
+        )
+        kind = f"symlinks-v{SYMLINK_LAYER_FORMAT}"
+        return self._cached_layer(
+            _layer_key(kind, roots), history, lambda: write_symlink_layer(roots, self.storage)
+        )
+
+    def _publish(
+        self,
+        key: str,
+        request: ImageRequest,
+        roots: Sequence[str],
+        layers: Sequence[BuiltLayer],
+    ) -> ImageRecord:
+        """Config, then both manifests, then the image record: nothing refers to a missing blob."""
+        config = ImageConfig(
+            architecture=request.platform.architecture,
+            diff_ids=tuple(layer.blob.diff_id for layer in layers),
+            history=tuple(layer.history for layer in layers),
+            has_ca_bundle=any(
+                os.path.exists(os.path.join(root, "etc/ssl/certs/ca-bundle.crt")) for root in roots
+            ),
+            has_bash=any(os.path.exists(os.path.join(root, "bin/bash")) for root in roots),
+        ).to_json()
+        config_digest = sha256_digest(config)
+        put_bytes(self.storage, config_digest, config, OCI_CONFIG)
+        self.index.put_blob(BlobRecord(config_digest, len(config), OCI_CONFIG))
+
+        config_descriptor = Descriptor(OCI_CONFIG, config_digest, len(config))
+        layer_descriptors = tuple(
+            Descriptor(OCI_LAYER, layer.blob.digest, layer.blob.size) for layer in layers
+        )
+        oci = ImageManifest(False, config_descriptor, layer_descriptors).stored()
+        docker = ImageManifest(True, config_descriptor, layer_descriptors).stored()
+        self.index.put_manifest(oci)
+        self.index.put_manifest(docker)
+        record = ImageRecord(key, oci.digest, docker.digest)
+        self.index.put_image(record)
+        return record

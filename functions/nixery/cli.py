@@ -1,0 +1,115 @@
+"""`nixery`: serve the registry, or compute popularity data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nixery.config import ENVIRONMENT, ConfigError, load_config
+
+_SETTING_HELP = {
+    "host": "address to listen on (default 127.0.0.1)",
+    "port": "TCP port (default 8080)",
+    "channel": "nixpkgs channel or 40-hex commit (default nixos-unstable)",
+    "pkgs_repo": "git repository holding the package set",
+    "pkgs_path": "local path of the package set",
+    "storage_backend": "filesystem (gcs is the cloud deployment's)",
+    "storage_path": "where blobs, the index and GC roots live",
+    "gcs_bucket": "bucket for the gcs backend",
+    "nix_timeout": "seconds for the whole Nix step of one build (default 600)",
+    "popularity_url": "path or URL of popularity data (Nixery's JSON format)",
+    "layer_budget": "maximum store-path layers per image (default 94)",
+    "threads": "request threads (default 16)",
+    "layer_workers": "layers compressed in parallel (default 2)",
+    "lease_seconds": "build lease lifetime, renewed while building (default 60)",
+}
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"{_SETTING_HELP[name]} [env {ENVIRONMENT[name]}]",
+        )
+
+
+def _settings(args: argparse.Namespace) -> dict[str, str | None]:
+    return {name: getattr(args, name, None) for name in ENVIRONMENT}
+
+
+def serve(args: argparse.Namespace) -> int:
+    from nixery.assemble import embedded_app
+    from nixery.server import RegistryServer
+
+    config = load_config(os.environ, _settings(args))
+    app = embedded_app(config)
+    print(
+        f"nixery: serving {config.source_kind} packages on http://{config.host}:{config.port}/ "
+        f"(storage {config.storage_path})",
+        file=sys.stderr,
+    )
+    RegistryServer(app, config.host, config.port, config.threads).run()
+    return 0
+
+
+def popcount(args: argparse.Namespace) -> int:
+    from nixery.assemble import package_source
+    from nixery.config import find_nix_dir
+    from nixery.nix import Nix
+    from nixery.popcount import popcount as count
+
+    config = load_config(os.environ, _settings(args))
+    revision = package_source(config).resolve(args.tag)
+    if revision is None:
+        raise ConfigError(f"tag {args.tag!r} names no revision of the package source")
+    nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
+    counts = count(nix, revision.nix_source, args.system, realise=args.realise, store=args.store)
+    text = json.dumps(counts, sort_keys=True, indent=1) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nixery", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the registry on this machine")
+    _add_settings(serve_parser, [n for n in ENVIRONMENT if n != "gcs_bucket"])
+    serve_parser.set_defaults(run=serve)
+    pop_parser = commands.add_parser(
+        "popcount", help="compute popularity data for a package source"
+    )
+    _add_settings(pop_parser, ["channel", "pkgs_repo", "pkgs_path", "storage_path", "nix_timeout"])
+    pop_parser.add_argument(
+        "--tag", default="latest", help="revision of the source (default latest)"
+    )
+    pop_parser.add_argument("--system", default="x86_64-linux")
+    pop_parser.add_argument(
+        "--store", default=None, help="store or binary cache to read closures from"
+    )
+    pop_parser.add_argument("--realise", action="store_true", help="build every package first")
+    pop_parser.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    pop_parser.set_defaults(run=popcount)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        print(f"nixery: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Settings, named as Nixery names them, from the environment with command-line overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_CHANNEL = "nixos-unstable"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _default_storage_path() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(data_home) / "nixery"
+
+
+def find_nix_dir() -> Path:
+    """`nix/` inside an installed package, else beside `functions/` in a checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "nix", package.parent.parent / "nix"):
+        if (candidate / "resolve.nix").is_file():
+            return candidate
+    raise ConfigError("cannot find the nix/ expressions next to the nixery package")
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    channel: str | None = None
+    pkgs_repo: str | None = None
+    pkgs_path: Path | None = None
+    storage_backend: Literal["filesystem", "gcs"] = "filesystem"
+    storage_path: Path = field(default_factory=_default_storage_path)
+    gcs_bucket: str | None = None
+    nix_timeout: float = 600.0
+    popularity_url: str | None = None
+    layer_budget: int = 94
+    threads: int = 16
+    layer_workers: int = 2
+    lease_seconds: float = 60.0
+
+    @property
+    def source_kind(self) -> Literal["channel", "git", "path"]:
+        """NIXERY_CHANNEL, then NIXERY_PKGS_REPO, then NIXERY_PKGS_PATH, as in Nixery."""
+        if self.channel:
+            return "channel"
+        if self.pkgs_repo:
+            return "git"
+        if self.pkgs_path:
+            return "path"
+        return "channel"
+
+    @property
+    def effective_channel(self) -> str:
+        return self.channel or DEFAULT_CHANNEL
+
+    @property
+    def index_path(self) -> Path:
+        return self.storage_path / "index.sqlite"
+
+    @property
+    def gcroots_dir(self) -> Path:
+        return self.storage_path / "gcroots"
+
+
+# Each setting: its field, its environment variable, and its command-line flag.
+ENVIRONMENT = {
+    "host": "NIXERY_HOST",
+    "port": "PORT",
+    "channel": "NIXERY_CHANNEL",
+    "pkgs_repo": "NIXERY_PKGS_REPO",
+    "pkgs_path": "NIXERY_PKGS_PATH",
+    "storage_backend": "NIXERY_STORAGE_BACKEND",
+    "storage_path": "STORAGE_PATH",
+    "gcs_bucket": "GCS_BUCKET",
+    "nix_timeout": "NIX_TIMEOUT",
+    "popularity_url": "NIX_POPULARITY_URL",
+    "layer_budget": "NIXERY_LAYER_BUDGET",
+    "threads": "NIXERY_THREADS",
+    "layer_workers": "NIXERY_LAYER_WORKERS",
+    "lease_seconds": "NIXERY_LEASE_SECONDS",
+}
+
+
+def _positive_number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def load_config(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> Config:
+    """Build the config from `env`, with non-None `overrides` (command-line flags) winning."""
+    raw: dict[str, str] = {}
+    for name, variable in ENVIRONMENT.items():
+        value = overrides.get(name)
+        if value is None:
+            value = env.get(variable) or None
+        if value is not None:
+            raw[name] = value
+    values: dict[str, object] = {}
+    types = {f.name: f.type for f in fields(Config)}
+    for name, value in raw.items():
+        label = ENVIRONMENT[name]
+        kind = types[name]
+        if kind == "int":
+            number = _positive_number(label, value, int)
+            if name == "port" and number > 65535:
+                raise ConfigError(f"{label} must be a TCP port (1-65535), got {value!r}")
+            values[name] = number
+        elif kind == "float":
+            values[name] = _positive_number(label, value, float)
+        elif name in ("pkgs_path", "storage_path"):
+            values[name] = Path(value).expanduser().absolute()
+        else:
+            values[name] = value
+    config = Config(**values)  # type: ignore[arg-type]
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if config.storage_backend not in ("filesystem", "gcs"):
+        raise ConfigError(
+            f"NIXERY_STORAGE_BACKEND must be 'filesystem' or 'gcs', got {config.storage_backend!r}"
+        )
+    if config.storage_backend == "gcs" and not config.gcs_bucket:
+        raise ConfigError("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET")
+    if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
+        raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
+    if config.layer_budget < 2 or config.layer_budget > 120:
+        raise ConfigError(
+            "NIXERY_LAYER_BUDGET must be between 2 and 120 (Docker allows 125 layers)"
+        )

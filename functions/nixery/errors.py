@@ -1,0 +1,100 @@
+"""Registry errors and their one wire form: `{"errors":[{"code","message","detail"}]}`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ERROR_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class ErrorEntry:
+    code: str
+    message: str
+    detail: Any = None
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    errors: list[ErrorEntry] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+class RegistryError(Exception):
+    """An error a client sees, with the HTTP status it travels with."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return ErrorBody([ErrorEntry(self.code, self.message, self.detail)]).to_json()
+
+
+def name_invalid(name: str, why: str) -> RegistryError:
+    return RegistryError(
+        400, "NAME_INVALID", "invalid repository name", {"name": name, "reason": why}
+    )
+
+
+def tag_invalid(tag: str) -> RegistryError:
+    return RegistryError(400, "TAG_INVALID", "invalid tag", {"tag": tag})
+
+
+def digest_invalid(digest: str) -> RegistryError:
+    return RegistryError(400, "DIGEST_INVALID", "invalid digest", {"digest": digest})
+
+
+def manifest_unknown(reference: str, detail: Any = None) -> RegistryError:
+    return RegistryError(404, "MANIFEST_UNKNOWN", f"manifest unknown: {reference}", detail)
+
+
+def packages_unknown(names: list[str]) -> RegistryError:
+    return RegistryError(
+        404,
+        "MANIFEST_UNKNOWN",
+        "unknown packages: " + ", ".join(names),
+        {"packages": names},
+    )
+
+
+def blob_unknown(digest: str) -> RegistryError:
+    return RegistryError(404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": digest})
+
+
+def unsupported(method: str, path: str) -> RegistryError:
+    return RegistryError(
+        405,
+        "UNSUPPORTED",
+        "this registry is read-only: images are built from Nix packages named in the path",
+        {"method": method, "path": path},
+    )
+
+
+def not_found(path: str) -> RegistryError:
+    return RegistryError(404, "NOT_FOUND", "no such endpoint", {"path": path})
+
+
+def build_failed(message: str, log_tail: str) -> RegistryError:
+    return RegistryError(500, "UNKNOWN", message, {"log": log_tail})
+
+
+def unavailable(message: str, retry_after: int) -> RegistryError:
+    return RegistryError(
+        503, "UNAVAILABLE", message, None, headers={"Retry-After": str(retry_after)}
+    )

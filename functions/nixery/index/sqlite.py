@@ -1,0 +1,138 @@
+"""The embedded index: one SQLite file, safe for many threads and processes (WAL)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    key TEXT PRIMARY KEY, oci_digest TEXT NOT NULL, docker_digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS manifests (
+    digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    key TEXT PRIMARY KEY, digest TEXT NOT NULL, diff_id TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tags (
+    repository TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (repository, tag));
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+
+
+class SqliteIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connection().executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _one(self, sql: str, *params: object) -> tuple | None:
+        return self._connection().execute(sql, params).fetchone()
+
+    def _insert(self, sql: str, *params: object) -> None:
+        with self._transaction() as db:
+            db.execute(sql, params)
+
+    def get_image(self, key: str) -> ImageRecord | None:
+        row = self._one("SELECT key, oci_digest, docker_digest FROM images WHERE key = ?", key)
+        return ImageRecord(*row) if row else None
+
+    def put_image(self, record: ImageRecord) -> None:
+        self._insert(
+            "INSERT OR IGNORE INTO images VALUES (?, ?, ?)",
+            record.key,
+            record.oci_digest,
+            record.docker_digest,
+        )
+
+    def get_manifest(self, digest: str) -> StoredManifest | None:
+        row = self._one("SELECT digest, media_type, body FROM manifests WHERE digest = ?", digest)
+        return StoredManifest(row[0], row[1], bytes(row[2])) if row else None
+
+    def put_manifest(self, manifest: StoredManifest) -> None:
+        self._insert(
+            "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?)",
+            manifest.digest,
+            manifest.media_type,
+            manifest.body,
+        )
+
+    def get_layer(self, key: str) -> LayerRecord | None:
+        row = self._one("SELECT key, digest, diff_id, size FROM layers WHERE key = ?", key)
+        return LayerRecord(*row) if row else None
+
+    def put_layer(self, record: LayerRecord) -> None:
+        self._insert(
+            "INSERT OR IGNORE INTO layers VALUES (?, ?, ?, ?)",
+            record.key,
+            record.digest,
+            record.diff_id,
+            record.size,
+        )
+
+    def get_blob(self, digest: str) -> BlobRecord | None:
+        row = self._one("SELECT digest, size, media_type FROM blobs WHERE digest = ?", digest)
+        return BlobRecord(*row) if row else None
+
+    def put_blob(self, record: BlobRecord) -> None:
+        self._insert(
+            "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)",
+            record.digest,
+            record.size,
+            record.media_type,
+        )
+
+    def add_tag(self, repository: str, tag: str) -> None:
+        self._insert("INSERT OR IGNORE INTO tags VALUES (?, ?)", repository, tag)
+
+    def list_tags(self, repository: str) -> list[str]:
+        rows = (
+            self._connection()
+            .execute("SELECT tag FROM tags WHERE repository = ? ORDER BY tag", (repository,))
+            .fetchall()
+        )
+        return [row[0] for row in rows]
+
+    def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT owner, expires_at FROM leases WHERE key = ?", (key,)
+            ).fetchone()
+            if row and row[0] != owner and row[1] > now:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (key, owner, now + ttl_seconds)
+            )
+            return True
+
+    def release_lease(self, key: str, owner: str) -> None:
+        self._insert("DELETE FROM leases WHERE key = ? AND owner = ?", key, owner)

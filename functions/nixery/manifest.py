@@ -1,0 +1,116 @@
+"""Image config and manifests: typed wire formats, each with exactly one serialiser."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nixery.digest import sha256_digest
+from nixery.index import StoredManifest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+# Images are functions of their inputs, not of the time they were built.
+FIXED_CREATED = "1970-01-01T00:00:01Z"
+CA_BUNDLE = "/etc/ssl/certs/ca-bundle.crt"
+IMAGE_PATH = "/bin:/usr/bin"
+
+
+def _serialise(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    created_by: str
+    comment: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"created": FIXED_CREATED, "created_by": self.created_by, "comment": self.comment}
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    architecture: str
+    diff_ids: tuple[str, ...]
+    history: tuple[HistoryEntry, ...]
+    has_ca_bundle: bool
+    has_bash: bool
+
+    def to_json(self) -> bytes:
+        env = [f"PATH={IMAGE_PATH}"]
+        if self.has_ca_bundle:
+            env.append(f"SSL_CERT_FILE={CA_BUNDLE}")
+        container: dict[str, Any] = {"Env": env}
+        if self.has_bash:
+            container["Cmd"] = ["bash"]
+        return _serialise(
+            {
+                "architecture": self.architecture,
+                "os": "linux",
+                "created": FIXED_CREATED,
+                "config": container,
+                "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)},
+                "history": [entry.to_dict() for entry in self.history],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """One image, in either wire form; the forms differ only in media types."""
+
+    docker: bool
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+    @property
+    def media_type(self) -> str:
+        return DOCKER_MANIFEST if self.docker else OCI_MANIFEST
+
+    def to_json(self) -> bytes:
+        config_type, layer_type = (
+            (DOCKER_CONFIG, DOCKER_LAYER) if self.docker else (OCI_CONFIG, OCI_LAYER)
+        )
+        config = Descriptor(config_type, self.config.digest, self.config.size)
+        layers = [Descriptor(layer_type, layer.digest, layer.size) for layer in self.layers]
+        return _serialise(
+            {
+                "schemaVersion": 2,
+                "mediaType": self.media_type,
+                "config": config.to_dict(),
+                "layers": [layer.to_dict() for layer in layers],
+            }
+        )
+
+    def stored(self) -> StoredManifest:
+        body = self.to_json()
+        return StoredManifest(sha256_digest(body), self.media_type, body)
+
+
+def prefers_docker(accept_header: str | None) -> bool:
+    """Docker schema2 only for a client that lists media types but no OCI one."""
+    if not accept_header:
+        return False
+    types = {part.split(";")[0].strip().lower() for part in accept_header.split(",")}
+    types.discard("")
+    if not types or "*/*" in types or "application/*" in types:
+        return False
+    return OCI_MANIFEST not in types and OCI_INDEX not in types

@@ -1,0 +1,100 @@
+"""The registry's read side: references -> manifests and blobs, building what is missing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from nixery import errors
+from nixery.builder import PackagesNotFound, image_key
+from nixery.coordinator import Builder
+from nixery.digest import DIGEST_RE
+from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
+from nixery.manifest import prefers_docker
+from nixery.names import ImageRequest, parse_image_name, validate_repository, validate_tag
+from nixery.nix import NixError, NixTimeout
+from nixery.sources import PackageSource, Revision, SourceError
+from nixery.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class RegistryService:
+    def __init__(
+        self, source: PackageSource, index: Index, storage: Storage, builder: Builder
+    ) -> None:
+        self.source = source
+        self.index = index
+        self.storage = storage
+        self.builder = builder
+        self._known_tags: set[tuple[str, str]] = set()
+        self._known_tags_lock = threading.Lock()
+
+    def manifest(self, repository: str, reference: str, accept: str | None) -> StoredManifest:
+        if reference.startswith("sha256:") or ":" in reference:
+            validate_repository(repository)
+            return self.manifest_by_digest(reference)
+        request = parse_image_name(repository)
+        validate_tag(reference)
+        try:
+            revision = self.source.resolve(reference)
+        except SourceError as error:
+            raise errors.unavailable(str(error), retry_after=30) from error
+        if revision is None:
+            raise errors.manifest_unknown(
+                f"{repository}:{reference}", {"tag": reference, "reason": "no such revision"}
+            )
+        key = image_key(revision, request)
+        record = self.index.get_image(key)
+        if record is None:
+            record = self._build(key, request, revision)
+        self._remember_tag(repository, reference)
+        digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
+        manifest = self.index.get_manifest(digest)
+        if manifest is None:
+            raise errors.manifest_unknown(digest, {"reason": "index lost the manifest"})
+        return manifest
+
+    def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+        try:
+            return self.builder.build(key, request, revision)
+        except PackagesNotFound as missing:
+            raise errors.packages_unknown(missing.names) from None
+        except NixTimeout as error:
+            raise errors.build_failed(
+                f"Nix timed out building {request.repository}", error.log_tail
+            ) from None
+        except NixError as error:
+            raise errors.build_failed(
+                f"Nix failed building {request.repository}", error.log_tail
+            ) from None
+        except SourceError as error:
+            raise errors.unavailable(str(error), retry_after=30) from error
+
+    def _remember_tag(self, repository: str, tag: str) -> None:
+        with self._known_tags_lock:
+            if (repository, tag) in self._known_tags:
+                return
+            self._known_tags.add((repository, tag))
+        self.index.add_tag(repository, tag)
+
+    def manifest_by_digest(self, digest: str) -> StoredManifest:
+        if not DIGEST_RE.fullmatch(digest):
+            raise errors.digest_invalid(digest)
+        manifest = self.index.get_manifest(digest)
+        if manifest is None:
+            raise errors.manifest_unknown(digest)
+        return manifest
+
+    def blob(self, repository: str, digest: str) -> BlobRecord:
+        validate_repository(repository)
+        if not DIGEST_RE.fullmatch(digest):
+            raise errors.digest_invalid(digest)
+        record = self.index.get_blob(digest)
+        if record is None:
+            raise errors.blob_unknown(digest)
+        return record
+
+    def tags(self, repository: str) -> list[str]:
+        parse_image_name(repository)
+        return sorted({"latest", *self.index.list_tags(repository)})

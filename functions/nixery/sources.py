@@ -1,0 +1,189 @@
+"""Package sources, and tags resolved to commits so every cache is keyed by what was evaluated."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from nixery.nix import NixSource
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+NIXPKGS_ARCHIVE = "https://github.com/NixOS/nixpkgs/archive/{commit}.tar.gz"
+CHANNEL_REVISION = "https://channels.nixos.org/{channel}/git-revision"
+
+
+class SourceError(Exception):
+    """The source itself could not be consulted (network, git); not the client's fault."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    source_id: str
+    commit: str  # a git commit, or for a path source a fingerprint of the tree
+    nix_source: NixSource
+
+
+class PackageSource(Protocol):
+    source_id: str
+
+    def resolve(self, tag: str) -> Revision | None:
+        """The revision `tag` names, or None when the tag names nothing in this source."""
+        ...
+
+
+V = TypeVar("V")
+
+
+class _TtlCache(Generic[V]):
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, compute: Callable[[], V]) -> V:
+        now = self._clock()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit and now - hit[0] < self._ttl:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._entries[key] = (now, value)
+        return value
+
+
+def fetch_channel_commit(channel: str) -> str:
+    """The production channel resolver: the commit a nixpkgs channel points at now."""
+    url = CHANNEL_REVISION.format(channel=channel)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            commit = response.read().decode().strip()
+    except OSError as error:
+        raise SourceError(f"cannot resolve channel {channel}: {error}") from error
+    if not COMMIT_RE.fullmatch(commit):
+        raise SourceError(f"channel {channel} resolved to a non-commit {commit!r}")
+    return commit
+
+
+class ChannelSource:
+    """A nixpkgs channel (re-resolved at most every `ttl` seconds) or a pinned nixpkgs commit.
+
+    Tags: `latest` (or the channel's name) is the channel's commit; a 40-hex tag pins nixpkgs.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        resolve_channel: Callable[[str], str] = fetch_channel_commit,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.channel = channel
+        self.source_id = f"channel:{channel}"
+        self._resolve_channel = resolve_channel
+        self._cache: _TtlCache[str] = _TtlCache(ttl, clock)
+
+    def _revision(self, commit: str) -> Revision:
+        return Revision(
+            self.source_id, commit, NixSource("tarball", NIXPKGS_ARCHIVE.format(commit=commit))
+        )
+
+    def resolve(self, tag: str) -> Revision | None:
+        if COMMIT_RE.fullmatch(tag):
+            return self._revision(tag)
+        if tag not in ("latest", self.channel):
+            return None
+        if COMMIT_RE.fullmatch(self.channel):
+            return self._revision(self.channel)
+        return self._revision(
+            self._cache.get(self.channel, lambda: self._resolve_channel(self.channel))
+        )
+
+
+class GitSource:
+    """A git repository: `latest` is HEAD; a branch, a git tag or a 40-hex commit all work."""
+
+    def __init__(
+        self, url: str, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.url = url
+        self.source_id = f"git:{url}"
+        self._cache: _TtlCache[dict[str, str]] = _TtlCache(ttl, clock)
+
+    def _refs(self) -> dict[str, str]:
+        try:
+            result = subprocess.run(
+                ["git", "ls-remote", "--", self.url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            )
+        except (subprocess.SubprocessError, OSError) as error:
+            raise SourceError(f"git ls-remote {self.url} failed: {error}") from error
+        refs: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            commit, _, ref = line.partition("\t")
+            refs[ref] = commit
+        return refs
+
+    def resolve(self, tag: str) -> Revision | None:
+        if COMMIT_RE.fullmatch(tag):
+            commit: str | None = tag
+        else:
+            refs = self._cache.get("refs", self._refs)
+            if tag == "latest":
+                commit = refs.get("HEAD")
+            else:
+                # A peeled annotated tag (`^{}`) names the commit rather than the tag object.
+                commit = (
+                    refs.get(f"refs/heads/{tag}")
+                    or refs.get(f"refs/tags/{tag}^{{}}")
+                    or refs.get(f"refs/tags/{tag}")
+                )
+        if commit is None:
+            return None
+        return Revision(self.source_id, commit, NixSource("git", self.url, commit))
+
+
+class PathSource:
+    """A local package set. The tag is ignored; the revision is a fingerprint of the tree.
+
+    The fingerprint covers every file's name, mode, size and modification time, so an edit gives
+    a new revision (and a new evaluation) without running Nix to find out.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.source_id = f"path:{self.path}"
+        self._root = self.path if self.path.is_dir() else self.path.parent
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for directory, subdirs, files in os.walk(self._root):
+            subdirs[:] = sorted(d for d in subdirs if d != ".git")
+            for name in sorted(files):
+                full = os.path.join(directory, name)
+                try:
+                    stat = os.lstat(full)
+                except FileNotFoundError:
+                    continue
+                relative = os.path.relpath(full, self._root)
+                digest.update(
+                    f"{relative}\0{stat.st_mode}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+                )
+        return digest.hexdigest()
+
+    def resolve(self, tag: str) -> Revision:
+        return Revision(self.source_id, self.fingerprint(), NixSource("path", str(self.path)))

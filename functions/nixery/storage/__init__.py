@@ -1,0 +1,60 @@
+"""Blob storage: content-addressed, written once, never visible half-written.
+
+Two implementations share one contract (tests/contract): the filesystem (the embedded default)
+and GCS (the cloud deployment).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+class BlobWriter(Protocol):
+    """A blob under construction. Nothing is visible under the final name before `commit`."""
+
+    def write(self, data: bytes) -> int: ...
+
+    def commit(self, digest: str, media_type: str) -> None:
+        """Publish the written bytes as `digest` (a no-op if that blob already exists)."""
+        ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> BlobWriter: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Abort unless committed."""
+        ...
+
+
+class Storage(Protocol):
+    def writer(self) -> BlobWriter: ...
+
+    def size(self, digest: str) -> int | None:
+        """The stored size of `digest`, or None when absent."""
+        ...
+
+    def open(self, digest: str) -> BinaryIO:
+        """A seekable reader of the blob; raises BlobNotFound."""
+        ...
+
+    def redirect_url(self, digest: str) -> str | None:
+        """A URL that serves the blob to a client (GCS signed URL), or None to serve it here."""
+        ...
+
+
+def put_bytes(storage: Storage, digest: str, data: bytes, media_type: str) -> None:
+    """Store a small blob (config, manifest) whose digest is already known."""
+    with storage.writer() as writer:
+        writer.write(data)
+        writer.commit(digest, media_type)

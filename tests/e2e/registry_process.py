@@ -1,0 +1,109 @@
+"""`nixery serve` as a real process on 127.0.0.1, with every Nix invocation counted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+NIX_COMMANDS = ("nix", "nix-build", "nix-instantiate", "nix-store")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def counting_nix_shims(directory: Path, log: Path) -> Path:
+    """Wrappers that log each Nix command line, then run the real command."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for command in NIX_COMMANDS:
+        real = subprocess.run(
+            ["sh", "-c", f"command -v {command}"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        shim = directory / command
+        shim.write_text(f'#!/bin/sh\necho "{command} $*" >> "{log}"\nexec "{real}" "$@"\n')
+        shim.chmod(0o755)
+    return directory
+
+
+@dataclass
+class RegistryProcess:
+    storage: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    nix_log: Path = field(init=False)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.nix_log = self.storage.parent / f"{self.storage.name}-nix-calls.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryProcess:
+        shims = counting_nix_shims(self.storage.parent / f"{self.storage.name}-shims", self.nix_log)
+        env = {
+            **os.environ,
+            "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+            "STORAGE_PATH": str(self.storage),
+            "PORT": str(self.port),
+            **self.env,
+        }
+        log = (self.storage.parent / f"{self.storage.name}-server.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nixery", "serve", "--host", "127.0.0.1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nixery serve exited with {self.process.returncode}")
+            try:
+                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("nixery serve did not come up")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def nix_calls(self, command: str | None = None) -> list[str]:
+        if not self.nix_log.exists():
+            return []
+        lines = self.nix_log.read_text().splitlines()
+        return [line for line in lines if command is None or line.split(" ", 1)[0] == command]
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

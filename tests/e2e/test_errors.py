@@ -1,0 +1,106 @@
+"""Every error is JSON in the registry's format, with the right status and code."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import pytest
+import requests
+from tests.e2e.registry_process import RegistryProcess
+
+ABSENT = "sha256:" + "0" * 64
+
+
+def assert_error(response: requests.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["errors"][0]["code"] == code
+    assert set(body["errors"][0]) == {"code", "message", "detail"}
+    return body["errors"][0]
+
+
+def test_base_endpoint(registry: RegistryProcess) -> None:
+    response = requests.get(f"{registry.url}/v2/")
+    assert response.status_code == 200
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+def test_unknown_packages_lists_every_missing_name(registry: RegistryProcess) -> None:
+    calls = len(registry.nix_calls("nix-store"))
+    response = requests.get(f"{registry.url}/v2/hello/nosuchthing/notaderivation/manifests/latest")
+    error = assert_error(response, 404, "MANIFEST_UNKNOWN")
+    assert error["detail"]["packages"] == ["nosuchthing", "notaderivation"]
+    assert len(registry.nix_calls("nix-store")) == calls, "nothing was built"
+
+
+def test_nix_build_failure_reports_the_log_tail(registry: RegistryProcess) -> None:
+    response = requests.get(f"{registry.url}/v2/broken/manifests/latest")
+    error = assert_error(response, 500, "UNKNOWN")
+    assert "frobnicator.c:42" in error["detail"]["log"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        (f"/v2/hello/manifests/{ABSENT}", 404, "MANIFEST_UNKNOWN"),
+        (f"/v2/hello/blobs/{ABSENT}", 404, "BLOB_UNKNOWN"),
+        ("/v2/hello/blobs/sha256:..passwd", 400, "DIGEST_INVALID"),
+        ("/v2/hello/manifests/sha256:nothex", 400, "DIGEST_INVALID"),
+        ("/v2/Hello/manifests/latest", 400, "NAME_INVALID"),
+        ("/v2/a..b/manifests/latest", 400, "NAME_INVALID"),
+        ("/v2/hello/manifests/-bad-tag", 400, "TAG_INVALID"),
+        ("/v2/../../etc/passwd", 404, "NOT_FOUND"),
+        ("/nothing/here", 404, "NOT_FOUND"),
+    ],
+)
+def test_bad_requests(registry: RegistryProcess, path: str, status: int, code: str) -> None:
+    assert_error(requests.get(registry.url + path), status, code)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/hello/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd",
+        "/v2/hello/blobs/../../../../etc/passwd",
+        "/v2/hello/manifests/..%2F..%2Findex.sqlite",
+        "/v2/%2E%2E/%2E%2E/blobs/sha256:" + "0" * 64,
+    ],
+)
+def test_path_traversal_is_refused(registry: RegistryProcess, path: str) -> None:
+    # http.client sends the path as written; requests would normalise the dot segments away.
+    connection = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=30)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status in (400, 404)
+    assert body["errors"][0]["code"] in {
+        "DIGEST_INVALID",
+        "NAME_INVALID",
+        "TAG_INVALID",
+        "NOT_FOUND",
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/v2/hello/manifests/latest"),
+        ("DELETE", "/v2/hello/manifests/latest"),
+        ("POST", "/v2/hello/blobs/uploads/"),
+        ("PATCH", "/v2/hello/blobs/uploads/some-session"),
+        ("DELETE", f"/v2/hello/blobs/{ABSENT}"),
+    ],
+)
+def test_writes_are_unsupported(registry: RegistryProcess, method: str, path: str) -> None:
+    calls = len(registry.nix_calls())
+    assert_error(requests.request(method, registry.url + path), 405, "UNSUPPORTED")
+    assert len(registry.nix_calls()) == calls
+
+
+def test_random_tag_on_a_git_source_never_builds(git_registry: RegistryProcess) -> None:
+    calls = len(git_registry.nix_calls())
+    response = requests.get(f"{git_registry.url}/v2/hello/manifests/no-such-branch-x7")
+    assert_error(response, 404, "MANIFEST_UNKNOWN")
+    assert len(git_registry.nix_calls()) == calls

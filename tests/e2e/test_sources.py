@@ -1,0 +1,38 @@
+"""A git package source: every kind of tag resolves to a commit before anything is cached."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import requests
+from tests.e2e.conftest import OCI_MANIFEST
+from tests.e2e.registry_process import RegistryProcess
+
+
+def _digest(registry: RegistryProcess, tag: str) -> str:
+    response = requests.get(
+        f"{registry.url}/v2/hello/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["Docker-Content-Digest"]
+
+
+def test_branch_tag_commit_and_latest(git_registry: RegistryProcess, pkgs_git_repo: Path) -> None:
+    first = subprocess.run(
+        ["git", "-C", str(pkgs_git_repo), "rev-parse", "stable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    latest = _digest(git_registry, "latest")
+    # Both commits hold the same package set, so every tag gives the same image...
+    assert _digest(git_registry, "main") == latest
+    assert _digest(git_registry, "stable") == latest
+    assert _digest(git_registry, "v1") == latest
+    assert _digest(git_registry, first) == latest
+    # ...but each commit is evaluated once and then cached: 2 commits, 2 evaluations.
+    evaluations = git_registry.nix_calls("nix-instantiate")
+    assert len(evaluations) == 2, evaluations
+    tags = requests.get(f"{git_registry.url}/v2/hello/tags/list").json()["tags"]
+    assert tags == sorted({"latest", "main", "stable", "v1", first})

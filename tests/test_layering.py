@@ -1,0 +1,408 @@
+"""The layering algorithm on hand-made and random closure graphs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+
+import pytest
+
+from nixery.graph import ClosureGraph, StorePathInfo, name_version
+from nixery.layering import (
+    BIG_CLOSURE_THRESHOLD,
+    DEFAULT_BUDGET,
+    FORCED_POPULARITY,
+    POPULARITY_THRESHOLD,
+    Layer,
+    plan_layers,
+)
+
+MB = 1000 * 1000
+
+
+def store_path(name: str) -> str:
+    # The hash comes first in a store path, so sorting by path is not sorting by name.
+    return f"/nix/store/{hashlib.sha256(name.encode()).hexdigest()[:32]}-{name}"
+
+
+def make_graph(
+    roots: list[str], references: Mapping[str, list[str]], sizes: Mapping[str, int] | None = None
+) -> ClosureGraph:
+    """Graph over short names; every name defaults to 1000 bytes."""
+    names = set(roots) | set(references) | {ref for refs in references.values() for ref in refs}
+    sizes = sizes or {}
+    nodes = {
+        store_path(name): StorePathInfo(
+            path=store_path(name),
+            nar_size=sizes.get(name, 1000),
+            references=tuple(sorted(store_path(ref) for ref in references.get(name, []))),
+        )
+        for name in sorted(names)
+    }
+    return ClosureGraph(roots=tuple(sorted(store_path(root) for root in roots)), nodes=nodes)
+
+
+def groups(layers: tuple[Layer, ...]) -> set[frozenset[str]]:
+    return {frozenset(name_version(path) for path in layer.paths) for layer in layers}
+
+
+def named_layers(layers: tuple[Layer, ...]) -> list[tuple[set[str], int, int]]:
+    return [({name_version(p) for p in layer.paths}, layer.rating, layer.size) for layer in layers]
+
+
+# Nixery's documented example (layers/layers.go): the image asks for A, B, C and D.
+NIXERY_EXAMPLE_REFERENCES = {"A": ["E"], "B": ["E"], "C": ["E", "D"], "D": ["F", "G"]}
+
+
+def test_nixery_example_without_popularity_or_size() -> None:
+    graph = make_graph(["A", "B", "C", "D"], NIXERY_EXAMPLE_REFERENCES)
+    # E is shared by A, B and C, so none of them dominates it: E is a layer of its own.
+    # D is requested itself (and referenced by C), so it heads a layer with what only it needs.
+    assert groups(plan_layers(graph, {})) == {
+        frozenset("A"),
+        frozenset("B"),
+        frozenset("C"),
+        frozenset("E"),
+        frozenset("DFG"),
+    }
+
+
+def test_big_node_is_split_out_of_its_dominators_layer() -> None:
+    graph = make_graph(["A", "B", "C", "D"], NIXERY_EXAMPLE_REFERENCES, {"G": 150 * MB})
+    assert groups(plan_layers(graph, {})) == {
+        frozenset("A"),
+        frozenset("B"),
+        frozenset("C"),
+        frozenset("E"),
+        frozenset("DF"),
+        frozenset("G"),
+    }
+
+
+def test_big_is_measured_on_the_closure_like_nixery() -> None:
+    # B itself is small, but with C and D its runtime closure is above the threshold; C and D
+    # are not big, so B dominates them.
+    references = {"A": ["B"], "B": ["C", "D"]}
+    graph = make_graph(["A"], references, {"B": 1 * MB, "C": 60 * MB, "D": 60 * MB})
+    assert groups(plan_layers(graph, {})) == {frozenset("A"), frozenset("BCD")}
+
+
+@pytest.mark.parametrize(("extra", "expected"), [(0, {"ABC"}), (1, {"A", "BC"})])
+def test_big_means_strictly_above_the_threshold(extra: int, expected: set[str]) -> None:
+    half = BIG_CLOSURE_THRESHOLD // 2
+    graph = make_graph(["A"], {"A": ["B"], "B": ["C"]}, {"B": half, "C": half + extra})
+    assert groups(plan_layers(graph, {})) == {frozenset(names) for names in expected}
+
+
+def test_popular_node_is_split_out_of_its_dominators_layer() -> None:
+    graph = make_graph(["A"], {"A": ["B"], "B": ["C"]})
+    assert groups(plan_layers(graph, {})) == {frozenset("ABC")}
+    assert groups(plan_layers(graph, {"C": POPULARITY_THRESHOLD - 1})) == {frozenset("ABC")}
+    assert groups(plan_layers(graph, {"C": POPULARITY_THRESHOLD})) == {
+        frozenset("AB"),
+        frozenset("C"),
+    }
+
+
+def test_cacert_and_iana_etc_always_get_their_own_layers() -> None:
+    cacert, iana = "nss-cacert-3.98", "iana-etc-20240318"
+    graph = make_graph(["app"], {"app": ["lib", cacert, iana]})
+    # Popularity data cannot demote them: Nixery overrides whatever the data says.
+    layers = plan_layers(graph, {cacert: 0, iana: 0, "app": 5})
+    assert groups(layers) == {
+        frozenset(["app", "lib"]),
+        frozenset([cacert]),
+        frozenset([iana]),
+    }
+    ratings = {frozenset(name_version(p) for p in layer.paths): layer.rating for layer in layers}
+    assert ratings[frozenset([cacert])] == FORCED_POPULARITY * 1000
+    assert ratings[frozenset([iana])] == FORCED_POPULARITY * 1000
+
+
+def test_cacert_without_nss_prefix_is_also_forced() -> None:
+    graph = make_graph(["app"], {"app": ["cacert-3.98"]})
+    assert groups(plan_layers(graph, {})) == {frozenset(["app"]), frozenset(["cacert-3.98"])}
+
+
+def test_rating_is_head_popularity_times_group_size() -> None:
+    graph = make_graph(["A"], {"A": ["B"]}, {"A": 10, "B": 20})
+    # B's popularity does not count: the layer is rated by the path that heads it.
+    assert named_layers(plan_layers(graph, {"A": 5, "B": 50})) == [({"A", "B"}, 150, 30)]
+
+
+def test_missing_popularity_counts_as_one() -> None:
+    graph = make_graph(["A"], {}, {"A": 1234})
+    assert named_layers(plan_layers(graph, {"unrelated-1.0": 7})) == [({"A"}, 1234, 1234)]
+
+
+def test_root_referenced_by_another_root_heads_its_own_layer() -> None:
+    graph = make_graph(["A", "B"], {"A": ["B"], "B": ["C"]})
+    assert groups(plan_layers(graph, {})) == {frozenset("A"), frozenset("BC")}
+
+
+def test_self_references_are_ignored() -> None:
+    path = store_path("A")
+    graph = ClosureGraph(roots=(path,), nodes={path: StorePathInfo(path, 10, (path,))})
+    assert plan_layers(graph, {}) == (Layer(paths=(path,), rating=10, size=10),)
+
+
+def test_empty_closure_has_no_layers() -> None:
+    assert plan_layers(ClosureGraph(roots=(), nodes={}), {}) == ()
+
+
+# Five independent roots rated 100, 200, 300, 400, 500 (no popularity data: rating = size).
+FIVE_ROOTS = make_graph(list("VWXYZ"), {}, {"V": 100, "W": 200, "X": 300, "Y": 400, "Z": 500})
+
+
+def test_within_budget_nothing_is_merged() -> None:
+    assert named_layers(plan_layers(FIVE_ROOTS, {}, budget=5)) == [
+        ({"Z"}, 500, 500),
+        ({"Y"}, 400, 400),
+        ({"X"}, 300, 300),
+        ({"W"}, 200, 200),
+        ({"V"}, 100, 100),
+    ]
+
+
+def test_over_budget_the_lowest_rated_layers_merge_into_one() -> None:
+    # 5 layers, budget 3: the 3 lowest-rated become one layer, rated by the sum of ratings.
+    assert named_layers(plan_layers(FIVE_ROOTS, {}, budget=3)) == [
+        ({"V", "W", "X"}, 600, 600),
+        ({"Z"}, 500, 500),
+        ({"Y"}, 400, 400),
+    ]
+
+
+def test_merge_uses_ratings_not_sizes() -> None:
+    # Ratings V 5000, W 200, X 300, Y 800, Z 500: Z is the biggest but merged, V the smallest
+    # but kept, because popularity counts too.
+    popularity = {"V": 50, "Y": 2}
+    assert named_layers(plan_layers(FIVE_ROOTS, popularity, budget=3)) == [
+        ({"V"}, 5000, 100),
+        ({"W", "X", "Z"}, 1000, 1000),
+        ({"Y"}, 800, 400),
+    ]
+
+
+def test_budget_one_gives_a_single_layer() -> None:
+    assert named_layers(plan_layers(FIVE_ROOTS, {}, budget=1)) == [
+        ({"V", "W", "X", "Y", "Z"}, 1500, 1500)
+    ]
+
+
+def test_rating_ties_are_broken_by_paths() -> None:
+    graph = make_graph(list("PQRS"), {})  # all rated 1000
+    by_path = sorted(graph.nodes)
+    assert [layer.paths for layer in plan_layers(graph, {}, budget=4)] == [(p,) for p in by_path]
+    merged = plan_layers(graph, {}, budget=3)
+    # The two first paths merge; the merged layer (2000) comes before the rest (1000).
+    assert [layer.paths for layer in merged] == [
+        tuple(by_path[:2]),
+        (by_path[2],),
+        (by_path[3],),
+    ]
+
+
+def test_default_budget_is_nixerys() -> None:
+    assert DEFAULT_BUDGET == 94
+    graph = make_graph([f"p{i}" for i in range(100)], {})
+    assert len(plan_layers(graph, {})) == DEFAULT_BUDGET
+
+
+@pytest.mark.parametrize("budget", [0, -1])
+def test_budget_below_one_is_rejected(budget: int) -> None:
+    with pytest.raises(ValueError, match="budget"):
+        plan_layers(FIVE_ROOTS, {}, budget=budget)
+
+
+def test_reference_outside_the_closure_is_rejected() -> None:
+    a, missing = store_path("A"), store_path("missing")
+    graph = ClosureGraph(roots=(a,), nodes={a: StorePathInfo(a, 1, (missing,))})
+    with pytest.raises(ValueError, match="missing"):
+        plan_layers(graph, {})
+
+
+def test_root_outside_the_closure_is_rejected() -> None:
+    graph = make_graph(["A"], {})
+    with pytest.raises(ValueError, match="root"):
+        plan_layers(ClosureGraph(roots=(store_path("B"),), nodes=graph.nodes), {})
+
+
+def test_node_unreachable_from_the_roots_is_rejected() -> None:
+    graph = make_graph(["A"], {"A": ["B"], "C": ["B"]})
+    with pytest.raises(ValueError, match="-C is not in the closure of the roots"):
+        plan_layers(ClosureGraph(roots=(store_path("A"),), nodes=graph.nodes), {})
+
+
+def test_reference_cycle_is_rejected() -> None:
+    graph = make_graph(["A"], {"A": ["B"], "B": ["C"], "C": ["B"]})
+    with pytest.raises(ValueError, match="cycle"):
+        plan_layers(graph, {})
+
+
+def test_node_keyed_by_another_path_is_rejected() -> None:
+    a, b = store_path("A"), store_path("B")
+    graph = ClosureGraph(roots=(a,), nodes={a: StorePathInfo(b, 1, ())})
+    with pytest.raises(ValueError, match="another path"):
+        plan_layers(graph, {})
+
+
+def random_graph(seed: int, size: int) -> tuple[ClosureGraph, dict[str, int]]:
+    """A DAG shaped like a closure: paths refer to earlier paths, unreferenced paths are roots.
+
+    Most references go to a path nothing refers to yet (a private dependency, which its
+    referrer dominates), the others to any earlier path (a shared library).
+    """
+    rng = random.Random(seed)
+    names = [f"pkg{i}-{rng.randint(1, 9)}.{rng.randint(0, 20)}" for i in range(size)]
+    unreferenced: list[str] = []
+    references: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        chosen: set[str] = set()
+        for _ in range(rng.randint(0, 4)):
+            if unreferenced and rng.random() < 0.7:
+                chosen.add(unreferenced.pop(rng.randrange(len(unreferenced))))
+            elif i:
+                chosen.add(names[rng.randrange(i)])
+        unreferenced = [n for n in unreferenced if n not in chosen]
+        unreferenced.append(name)
+        references[name] = sorted(chosen)
+    # Few distinct sizes, so that many layers tie on rating and tie-breaking matters.
+    sizes = {name: rng.choice([1, 2, 5]) * 10 ** rng.randint(3, 7) for name in names}
+    popularity = {
+        name: rng.choice([1, 5, 50, 99, 100, 5000]) for name in rng.sample(names, size // 10)
+    }
+    return make_graph(unreferenced, references, sizes), popularity
+
+
+def brute_force_groups(graph: ClosureGraph, popularity: Mapping[str, int]) -> set[frozenset[str]]:
+    """Nixery's grouping from the definition of dominance, without any dominator algorithm."""
+
+    def closure_of(start: set[str], removed: str | None = None) -> set[str]:
+        seen: set[str] = set()
+        todo = [p for p in start if p != removed]
+        while todo:
+            path = todo.pop()
+            if path not in seen:
+                seen.add(path)
+                todo.extend(r for r in graph.nodes[path].references if r != removed)
+        return seen
+
+    def is_separate(path: str) -> bool:
+        key = name_version(path)
+        big = sum(graph.nodes[p].nar_size for p in closure_of({path})) > BIG_CLOSURE_THRESHOLD
+        return big or popularity.get(key, 1) >= POPULARITY_THRESHOLD
+
+    heads = set(graph.roots) | {path for path in graph.nodes if is_separate(path)}
+    # Dominators of p: p itself and every path whose removal cuts p off from the root's children.
+    dominators = {
+        path: {path} | {d for d in graph.nodes if d != path and path not in closure_of(heads, d)}
+        for path in graph.nodes
+    }
+    # The layer of p is headed by its outermost dominator (the one dominated only by the root).
+    grouped: dict[str, set[str]] = {}
+    for path, doms in dominators.items():
+        (head,) = [d for d in doms if dominators[d] == {d}]
+        grouped.setdefault(head, set()).add(name_version(path))
+    return {frozenset(members) for members in grouped.values()}
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_matches_the_definition_of_dominance(seed: int) -> None:
+    graph, popularity = random_graph(seed, 40)
+    assert groups(plan_layers(graph, popularity, budget=10_000)) == brute_force_groups(
+        graph, popularity
+    )
+
+
+def assert_invariants(graph: ClosureGraph, layers: tuple[Layer, ...], budget: int) -> None:
+    assert 1 <= len(layers) <= budget
+    placed = [path for layer in layers for path in layer.paths]
+    assert len(placed) == len(set(placed)) == len(graph.nodes)
+    assert set(placed) == set(graph.nodes)
+    for layer in layers:
+        assert layer.paths
+        assert list(layer.paths) == sorted(layer.paths)
+        assert layer.size == sum(graph.nodes[path].nar_size for path in layer.paths)
+    assert list(layers) == sorted(layers, key=lambda layer: (-layer.rating, layer.paths))
+
+
+@pytest.mark.parametrize("budget", [1, 2, 10, DEFAULT_BUDGET, 10_000])
+def test_random_closure_invariants(budget: int) -> None:
+    graph, popularity = random_graph(2024, 300)
+    assert_invariants(graph, plan_layers(graph, popularity, budget), budget)
+
+
+def test_unmerged_layers_are_entered_only_through_their_head() -> None:
+    graph, popularity = random_graph(7, 300)
+    layers = plan_layers(graph, popularity, budget=10_000)
+    assert len(layers) > 20  # the random graph is interesting enough to test something
+    layer_of = {path: i for i, layer in enumerate(layers) for path in layer.paths}
+    entered_from_outside = {path for path in graph.roots}
+    for path, info in graph.nodes.items():
+        entered_from_outside.update(r for r in info.references if layer_of[r] != layer_of[path])
+    for layer in layers:
+        entries = entered_from_outside.intersection(layer.paths)
+        # Popular or big paths get an edge from the root without being entered from outside.
+        assert len(entries) <= 1, layer
+
+
+def shuffled(graph: ClosureGraph, seed: int) -> ClosureGraph:
+    items = list(graph.nodes.items())
+    random.Random(seed).shuffle(items)
+    return ClosureGraph(roots=graph.roots, nodes=dict(items))
+
+
+def test_node_insertion_order_does_not_matter() -> None:
+    graph, popularity = random_graph(11, 300)
+    expected = plan_layers(graph, popularity)
+    for seed in range(5):
+        reordered_popularity = dict(reversed(list(popularity.items())))
+        assert plan_layers(shuffled(graph, seed), reordered_popularity) == expected
+
+
+PLAN_IN_SUBPROCESS = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from test_layering import random_graph
+    from nixery.graph import ClosureGraph
+    from nixery.layering import plan_layers
+
+    graph, popularity = random_graph(13, 300)
+    # Insert nodes in set order, which differs between hash seeds.
+    nodes = {path: graph.nodes[path] for path in set(graph.nodes)}
+    print(repr(plan_layers(ClosureGraph(graph.roots, nodes), popularity, budget=20)))
+    """
+)
+
+
+def test_same_layers_in_processes_with_different_hash_seeds() -> None:
+    outputs = set()
+    insertion_orders = set()
+    for seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", PLAN_IN_SUBPROCESS, os.path.dirname(__file__)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.add(run.stdout)
+        order = subprocess.run(
+            [sys.executable, "-c", "print(list({'a'+str(i) for i in range(50)}))"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        insertion_orders.add(order.stdout)
+    assert len(insertion_orders) > 1  # the seeds really do change set order
+    graph, popularity = random_graph(13, 300)
+    assert outputs == {repr(plan_layers(graph, popularity, budget=20)) + "\n"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -12,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nixery.digest import sha256_digest
+from nixery.imagekey import PackagesNotFound
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
 from nixery.layering import plan_layers
 from nixery.layers import COMPRESSOR, LayerBlob, write_store_layer, write_symlink_layer
@@ -31,28 +31,7 @@ from nixery.storage import Storage, put_bytes
 
 log = logging.getLogger(__name__)
 
-# Bump when anything that shapes an image changes (layout, config, layering), so old cache
-# entries are not served for the new format.
-BUILDER_FORMAT = 1
 SYMLINK_LAYER_FORMAT = 1
-
-
-class PackagesNotFound(Exception):
-    def __init__(self, names: Sequence[str]) -> None:
-        super().__init__(", ".join(names))
-        self.names = list(names)
-
-
-def image_key(revision: Revision, request: ImageRequest) -> str:
-    """The identity of an image: everything that decides its contents, hashed."""
-    material = {
-        "format": BUILDER_FORMAT,
-        "source": revision.source_id,
-        "commit": revision.commit,
-        "system": request.platform.system,
-        "packages": list(request.packages),
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def _layer_key(kind: str, paths: Sequence[str]) -> str:

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from nixery.builder import ImageBuilder
 from nixery.errors import unavailable
 from nixery.index import ImageRecord, Index
 from nixery.names import ImageRequest
@@ -28,7 +27,7 @@ class BuildCoordinator:
 
     def __init__(
         self,
-        builder: ImageBuilder,
+        builder: Builder,
         index: Index,
         lease_seconds: float,
         wait_seconds: float,

@@ -6,9 +6,9 @@ import logging
 import threading
 
 from nixery import errors
-from nixery.builder import PackagesNotFound, image_key
 from nixery.coordinator import Builder
 from nixery.digest import DIGEST_RE
+from nixery.imagekey import PackagesNotFound, image_key
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
 from nixery.manifest import prefers_docker
 from nixery.names import ImageRequest, parse_image_name, validate_repository, validate_tag

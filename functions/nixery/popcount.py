@@ -1,0 +1,102 @@
+"""Popularity data in Nixery's format: `{"<name-version>": count}`.
+
+A store path's count is how many other paths reference it within the union of the runtime
+closures of all top-level packages of a package set. Layering puts popular paths in layers of
+their own, so that images share them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from nixery.graph import name_version
+from nixery.nix import Nix, NixError, NixSource, NixTimeout, parse_path_info, source_arguments
+
+URL_TIMEOUT_SECONDS = 30.0
+
+
+def popcount(
+    nix: Nix, source: NixSource, system: str, realise: bool, store: str | None
+) -> dict[str, int]:
+    """Counts references between the closures of `source`'s packages, within `nix.timeout`.
+
+    With `realise`, packages are built first (those that fail are left out); otherwise the
+    paths must already be in `store` (a binary cache URL, say) or the local store. Paths that
+    are missing there are left out, as is every path referenced by no other.
+    """
+    deadline = time.monotonic() + nix.timeout
+    roots = nix.evaluate_json(
+        nix.nix_dir / "popcount.nix",
+        {**source_arguments(source), "system": system},
+        deadline,
+        write_derivations=realise,
+    )
+    if not isinstance(roots, list):
+        raise NixError(f"popcount.nix returned {type(roots).__name__}, not a list")
+    if realise:
+        targets = [f"{root['drvPath']}!out" for root in roots]
+        try:
+            nix.run(["nix-store", "--realise", "--keep-going", *targets], deadline, "building")
+        except NixTimeout:
+            raise
+        except NixError:
+            pass  # broken packages are expected: count what did build
+    paths = [root["path"] for root in roots]
+    valid = _valid_paths(nix.path_info(paths, deadline, recursive=False, store=store))
+    if not valid:
+        return {}
+    info = nix.path_info(valid, deadline, recursive=True, store=store)
+    graph = parse_path_info(info, valid)
+    counts: Counter[str] = Counter()
+    for node in graph.nodes.values():
+        for reference in node.references:
+            counts[name_version(reference)] += 1
+    return dict(sorted(counts.items()))
+
+
+def dump_popularity(counts: Mapping[str, int]) -> str:
+    """The same bytes for the same counts, whatever order they were computed in."""
+    return json.dumps(dict(counts), sort_keys=True, indent=1) + "\n"
+
+
+def load_popularity(location: str) -> dict[str, int]:
+    """Reads popularity data from a file path or an http(s) URL."""
+    if location.startswith(("http://", "https://")):
+        with urllib.request.urlopen(location, timeout=URL_TIMEOUT_SECONDS) as response:
+            text = response.read().decode()
+    else:
+        text = Path(os.path.expanduser(location)).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"popularity data at {location} is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"popularity data at {location} must be an object of name-version -> count"
+        )
+    for key, count in data.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"popularity data at {location}: count of {key!r} is {count!r}, "
+                "not a non-negative integer"
+            )
+    return data
+
+
+def _valid_paths(info: object) -> list[str]:
+    """The paths that exist, from non-recursive path info of either Nix output shape."""
+    if isinstance(info, list):
+        return sorted(
+            item["path"]
+            for item in info
+            if isinstance(item, dict) and item.get("valid") is not False
+        )
+    if isinstance(info, dict):
+        return sorted(path for path, item in info.items() if item is not None)
+    raise ValueError(f"path info must be a list or an object, not {type(info).__name__}")

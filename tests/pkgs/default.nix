@@ -1,0 +1,302 @@
+# A tiny package set shaped like nixpkgs, buildable offline from a static busybox.
+#
+# It is called like nixpkgs (`import ./. { system; config = {}; overlays = []; }`) and exposes the
+# shapes the registry must cope with: runtime dependency chains and diamonds, multi-output
+# packages, upper-case and nested attribute paths, throwing and non-derivation attributes, a
+# failing build, and a large seeded synthetic DAG for layering.
+{
+  system ? builtins.currentSystem,
+  busybox ? "/bin/busybox",
+  ...
+}:
+
+let
+  # busybox picks its applet from argv[0]'s basename, so the builder must be a file literally
+  # named `busybox`: import the directory holding it (with nothing else) rather than the file.
+  # On a merged-/usr system /bin is a symlink, which `builtins.path` would store as a dangling
+  # symlink; Nix has no readlink builtin, so try the merged-/usr location as well.
+  busyboxName = baseNameOf busybox;
+  isRealDirWithBusybox =
+    dir:
+    let
+      parent = dirOf dir;
+      entries = builtins.readDir parent;
+      base = baseNameOf dir;
+    in
+    builtins.pathExists dir
+    && (dir == "/" || (entries.${base} or null) == "directory")
+    && ((builtins.readDir dir).${busyboxName} or null) == "regular";
+  candidateDirs = [
+    (dirOf busybox)
+    ("/usr" + dirOf busybox)
+  ];
+  usableDirs = builtins.filter isRealDirWithBusybox candidateDirs;
+  bootstrapDir =
+    if usableDirs == [ ] then
+      throw "tests/pkgs: ${busybox} is not a regular file in a real (non-symlinked) directory; pass busybox = <real path>"
+    else
+      builtins.head usableDirs;
+  bootstrap = builtins.path {
+    path = bootstrapDir;
+    name = "busybox-bootstrap";
+    filter = path: type: path == "${bootstrapDir}/${busyboxName}" && type == "regular";
+  };
+
+  mkPackage =
+    {
+      pname,
+      version,
+      script,
+      outputs ? [ "out" ],
+      meta ? { },
+    }:
+    let
+      drv = builtins.derivation {
+        name = "${pname}-${version}";
+        inherit system outputs;
+        builder = "${bootstrap}/${busyboxName}";
+        args = [
+          "sh"
+          "-e"
+          "-c"
+          script
+        ];
+        # Applets run without PATH lookups (busybox's standalone shell); PATH is set only so
+        # that nothing falls back to the host.
+        PATH = "${bootstrap}";
+      };
+    in
+    drv
+    // {
+      inherit pname version meta;
+    };
+
+  # A `bin/<name>` shell script that runs on busybox's sh.
+  script = name: body: ''
+    mkdir -p $out/bin
+    printf '%s\n' '#!${pkgs.busybox}/bin/sh' ${body} > $out/bin/${name}
+    chmod 0555 $out/bin/${name}
+  '';
+
+  # Text naming each dependency's store path, which makes it a runtime reference.
+  dependencyFile = deps: ''
+    mkdir -p $out/nix-support
+    printf '%s\n' ${toString deps} > $out/nix-support/runtime-dependencies
+  '';
+
+  library =
+    name: deps:
+    mkPackage {
+      pname = name;
+      version = "1.0";
+      script = ''
+        mkdir -p $out/lib
+        printf 'library ${name}\n' > $out/lib/${name}.txt
+        ${dependencyFile deps}
+      '';
+    };
+
+  pkgs = {
+    busybox = mkPackage {
+      pname = "busybox";
+      version = "static";
+      script = ''
+        mkdir -p $out/bin
+        cp ${bootstrap}/${busyboxName} $out/bin/busybox
+        chmod 0555 $out/bin/busybox
+        cd $out/bin
+        for applet in $(./busybox --list); do
+          [ "$applet" = busybox ] || ln -s busybox "$applet"
+        done
+      '';
+    };
+
+    hello = mkPackage {
+      pname = "hello";
+      version = "2.12";
+      script = script "hello" "'echo \"Hello from nixery!\"'";
+    };
+
+    # Stand-ins for the packages that image name parsing adds.
+    bashInteractive = mkPackage {
+      pname = "bash-interactive";
+      version = "5.2";
+      script = ''
+        ${script "bash" "'exec ${pkgs.busybox}/bin/sh \"$@\"'"}
+        ln -s ${pkgs.busybox}/bin/sh $out/bin/sh
+      '';
+    };
+    coreutils = mkPackage {
+      pname = "coreutils";
+      version = "9.5";
+      script = ''
+        mkdir -p $out/bin
+        for tool in cat chmod cp date echo env false head ls mkdir mv pwd rm sleep sort tail touch true uname wc; do
+          ln -s ${pkgs.busybox}/bin/busybox $out/bin/$tool
+        done
+      '';
+    };
+    moreutils = mkPackage {
+      pname = "moreutils";
+      version = "0.69";
+      script = ''
+        ${script "sponge" "'exec ${pkgs.busybox}/bin/cat > \"$1\"'"}
+        ln -s ${pkgs.busybox}/bin/busybox $out/bin/ts
+      '';
+    };
+    nano = mkPackage {
+      pname = "nano";
+      version = "8.0";
+      script = script "nano" "'exec ${pkgs.busybox}/bin/vi \"$@\"'";
+    };
+    cacert = mkPackage {
+      pname = "cacert";
+      version = "3.95";
+      script = ''
+        mkdir -p $out/etc/ssl/certs
+        printf '%s\n' '-----BEGIN CERTIFICATE-----' 'bml4ZXJ5LXRlc3QtY2VydGlmaWNhdGU=' '-----END CERTIFICATE-----' \
+          > $out/etc/ssl/certs/ca-bundle.crt
+      '';
+    };
+    iana-etc = mkPackage {
+      pname = "iana-etc";
+      version = "20240318";
+      script = ''
+        mkdir -p $out/etc
+        printf 'ip 0 IP\ntcp 6 TCP\nudp 17 UDP\n' > $out/etc/protocols
+        printf 'http 80/tcp\nhttps 443/tcp\n' > $out/etc/services
+      '';
+    };
+
+    # Runtime dependencies: a diamond (app -> libfoo, libbar -> libbase) under a chain
+    # (tool -> app).
+    libbase = library "libbase" [ ];
+    libfoo = library "libfoo" [ pkgs.libbase ];
+    libbar = library "libbar" [ pkgs.libbase ];
+    app = mkPackage {
+      pname = "app";
+      version = "1.0";
+      script = ''
+        ${script "app" "'echo app uses ${pkgs.libfoo} and ${pkgs.libbar}'"}
+      '';
+    };
+    tool = library "tool" [ pkgs.app ];
+
+    # Every output has content; `bin` and `dev` reference `out`. `man` is listed in
+    # outputsToInstall to check that documentation outputs are dropped.
+    multi = mkPackage {
+      pname = "multi";
+      version = "1.0";
+      outputs = [
+        "out"
+        "dev"
+        "bin"
+        "man"
+      ];
+      meta.outputsToInstall = [
+        "bin"
+        "man"
+      ];
+      script = ''
+        mkdir -p $out/lib $dev/include $bin/bin $man/share/man/man1
+        printf 'multi library\n' > $out/lib/libmulti.txt
+        printf '/* uses %s */\n' $out > $dev/include/multi.h
+        printf '#!${pkgs.busybox}/bin/sh\necho multi from %s\n' $out > $bin/bin/multi
+        chmod 0555 $bin/bin/multi
+        printf 'multi(1)\n' > $man/share/man/man1/multi.1
+      '';
+    };
+    # outputsToInstall holds only documentation, so the default output is installed.
+    docsOnly = mkPackage {
+      pname = "docs-only";
+      version = "1.0";
+      outputs = [
+        "out"
+        "doc"
+      ];
+      meta.outputsToInstall = [ "doc" ];
+      script = ''
+        mkdir -p $out/bin $doc/share/doc
+        printf 'program\n' > $out/bin/docs-only
+        printf 'documentation\n' > $doc/share/doc/README
+      '';
+    };
+
+    # Attribute path shapes.
+    SDL2 = library "SDL2" [ ];
+    _1password = library "1password" [ ];
+    haskellPackages = {
+      ShellCheck = library "ShellCheck" [ pkgs.libbase ];
+    };
+    python3Packages = {
+      recurseForDerivations = true;
+      numpy = library "python3-numpy" [ pkgs.libbase ];
+    };
+    deeply = {
+      Nested = {
+        Leaf = library "deeply-nested-leaf" [ ];
+      };
+    };
+    notADerivation = {
+      foo = 1;
+    };
+    oldAlias = throw "oldAlias was removed";
+    # `bomb` aborts (which tryEval cannot catch): resolving anything that forces it fails the
+    # whole evaluation.
+    mixed = {
+      bad = throw "mixed.bad was removed";
+      bomb = abort "mixed.bomb must never be forced";
+      good = library "mixed-good" [ ];
+    };
+
+    broken = mkPackage {
+      pname = "broken";
+      version = "1.0";
+      script = ''
+        echo "broken: configuring" >&2
+        echo "broken: compiling frobnicator.c" >&2
+        echo "broken: error: frobnicator.c:42: expected ';'" >&2
+        exit 1
+      '';
+    };
+
+    emptydir = mkPackage {
+      pname = "emptydir";
+      version = "1.0";
+      script = ''
+        mkdir -p $out/var/empty $out/bin $out/share
+        printf '#!${pkgs.busybox}/bin/sh\necho run\n' > $out/bin/run
+        chmod 0555 $out/bin/run
+        printf 'data\n' > $out/share/data.txt
+        chmod 0444 $out/share/data.txt
+      '';
+    };
+
+    synthetic = import ./synthetic.nix {
+      inherit mkPackage;
+      inherit (pkgs) busybox;
+    };
+
+    # One package whose closure is the whole synthetic DAG (300+ paths).
+    syntheticAll = library "synthetic-all" (
+      map (name: pkgs.synthetic.${name}) (
+        builtins.filter (name: name != "recurseForDerivations") (builtins.attrNames pkgs.synthetic)
+      )
+    );
+
+    # Not recursed into (no recurseForDerivations), so whole-set builds never start these.
+    testing = {
+      # Builds for ten minutes: for timeouts.
+      slow = mkPackage {
+        pname = "slow";
+        version = "1.0";
+        script = ''
+          echo "slow: started" >&2
+          sleep 600
+          mkdir $out
+        '';
+      };
+    };
+  };
+in
+pkgs

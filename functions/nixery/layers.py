@@ -1,0 +1,301 @@
+"""Layer blobs: deterministic gzipped tarballs written in one streaming pass.
+
+Each layer is produced by a single pass over its sources: tar bytes are hashed (diff_id), gzipped,
+hashed again (digest) and handed to a storage writer as they are made, so memory stays bounded by a
+few chunks however large the layer is. The same inputs give the same bytes in any process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import isal
+from isal import isal_zlib
+
+from nixery.storage import BlobWriter, Storage
+
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+_COMPRESSION_LEVEL = 1  # isa-l's levels are 0-3; 1 is fast and still close to zlib -6 in size
+# The compressor decides a layer's bytes and so its digest: any change here must change this id,
+# which is part of the layer-cache key.
+COMPRESSOR = f"isal-{isal.__version__}/isa-l-{isal.ISAL_VERSION}/gzip-{_COMPRESSION_LEVEL}"
+
+# The Nix store's own timestamp for every path; anything else would make layers differ per build.
+_MTIME = 1
+_DIR_MODE = 0o755
+_TMP_MODE = 0o1777
+_SYMLINK_MODE = 0o777
+_GZIP_WBITS = 31  # deflate with a gzip wrapper: zero mtime, no file name, fixed OS byte
+
+# Bytes are fed to the compressor in chunks of exactly this size, so the compressed stream depends
+# only on the tar bytes, never on how the tar writer happened to split its writes.
+_CHUNK = 1 << 20
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+
+_BASH = "bin/bash"
+_SH = "bin/sh"
+_ENV = "bin/env"
+_USR_ENV = "usr/bin/env"
+_CA_BUNDLE = "etc/ssl/certs/ca-bundle.crt"
+# Where a cacert package may keep its bundle when it is not at the path that Nix tools look for.
+_CA_BUNDLE_SOURCES = (_CA_BUNDLE, "etc/ssl/certs/ca-certificates.crt")
+# nixpkgs' `cacert` is named `nss-cacert-<version>`.
+_CACERT_NAME_PREFIXES = ("cacert-", "nss-cacert-")
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    digest: str  # "sha256:<hex>" of the compressed stream
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar
+    size: int  # compressed size
+
+
+class StorePathChanged(OSError):
+    """A source file changed while its layer was being written."""
+
+
+def write_store_layer(paths: Sequence[str], storage: Storage) -> LayerBlob:
+    """Tar the given absolute store paths, recursively, with their parent directories."""
+    return _write_layer(_store_members(_store_layer_names(paths)), storage)
+
+
+def write_symlink_layer(top_level: Sequence[str], storage: Storage) -> LayerBlob:
+    """The image root: the top-level paths merged like symlinkJoin, plus what a shell expects."""
+    tree = _merge_top_level(top_level)
+    _add_conventional_links(tree, top_level)
+    return _write_layer(_symlink_members(tree), storage)
+
+
+def _write_layer(
+    members: Iterable[tuple[tarfile.TarInfo, str | None]], storage: Storage
+) -> LayerBlob:
+    # The writer aborts on any exception, so a half-written layer is never committed.
+    with storage.writer() as writer:
+        stream = _LayerStream(writer)
+        for info, body_path in members:
+            stream.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            if body_path is not None:
+                _copy_body(body_path, info.size, stream)
+        stream.finish_tar()
+        blob = stream.finish()
+        writer.commit(blob.digest, LAYER_MEDIA_TYPE)
+    return blob
+
+
+class _LayerStream:
+    """Tar bytes in; diff_id, gzip, digest and size computed on the way to the blob writer."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self._writer = writer
+        self._tar_sha256 = hashlib.sha256()
+        self._tar_size = 0
+        self._pending = bytearray()
+        self._compressor = isal_zlib.compressobj(
+            _COMPRESSION_LEVEL, isal_zlib.DEFLATED, _GZIP_WBITS
+        )
+        self._gzip_sha256 = hashlib.sha256()
+        self._gzip_size = 0
+
+    def write(self, data: bytes) -> None:
+        self._tar_sha256.update(data)
+        self._tar_size += len(data)
+        self._pending += data
+        whole = len(self._pending) - len(self._pending) % _CHUNK
+        if whole:
+            with memoryview(self._pending) as view:
+                for start in range(0, whole, _CHUNK):
+                    self._emit(self._compressor.compress(view[start : start + _CHUNK]))
+            del self._pending[:whole]
+
+    def finish_tar(self) -> None:
+        """The end-of-archive marker, padded to a whole record as GNU tar and tarfile do."""
+        end = self._tar_size + 2 * _BLOCK
+        self.write(bytes(2 * _BLOCK + (-end) % _RECORD))
+
+    def finish(self) -> LayerBlob:
+        self._emit(self._compressor.compress(self._pending))
+        self._pending.clear()
+        self._emit(self._compressor.flush())
+        return LayerBlob(
+            digest="sha256:" + self._gzip_sha256.hexdigest(),
+            diff_id="sha256:" + self._tar_sha256.hexdigest(),
+            size=self._gzip_size,
+        )
+
+    def _emit(self, compressed: bytes) -> None:
+        if compressed:
+            self._gzip_sha256.update(compressed)
+            self._gzip_size += len(compressed)
+            self._writer.write(compressed)
+
+
+def _copy_body(path: str, size: int, stream: _LayerStream) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as source:
+        if os.fstat(fd).st_size != size:
+            raise StorePathChanged(f"{path} changed size while its layer was written")
+        remaining = size
+        while remaining:
+            chunk = source.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise StorePathChanged(f"{path} was truncated while its layer was written")
+            stream.write(chunk)
+            remaining -= len(chunk)
+        if source.read(1):
+            raise StorePathChanged(f"{path} grew while its layer was written")
+    padding = -size % _BLOCK
+    if padding:
+        stream.write(bytes(padding))
+
+
+def _tar_info(
+    name: str, kind: bytes, mode: int, size: int = 0, target: str = ""
+) -> tarfile.TarInfo:
+    # Built by hand: tarfile.gettarinfo would turn hard-linked files into link entries by inode
+    # and copy owners and timestamps, all of which vary between machines.
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.size = size
+    info.linkname = target
+    info.mtime = _MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _sort_key(name: str) -> bytes:
+    return os.fsencode(name)
+
+
+def _store_layer_names(paths: Sequence[str]) -> list[tuple[str, bool]]:
+    """Every member name, sorted bytewise, each with whether it is a synthesized parent directory.
+
+    Only names are kept (the file bodies are read later, one at a time). A full bytewise sort, not a
+    depth-first walk, decides the order; since a name sorts before every name it prefixes, parents
+    still come before their contents.
+    """
+    synthesized: dict[str, bool] = {}
+    for path in paths:
+        name = _member_name(path)
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            synthesized.setdefault("/".join(parts[:depth]), True)
+        for member in _walk(name):
+            synthesized[member] = False
+    return sorted(synthesized.items(), key=lambda item: _sort_key(item[0]))
+
+
+def _member_name(path: str) -> str:
+    normalized = os.path.normpath(path)
+    if not os.path.isabs(normalized) or normalized.strip("/") == "":
+        raise ValueError(f"not an absolute path below /: {path!r}")
+    return normalized.lstrip("/")
+
+
+def _walk(name: str) -> Iterator[str]:
+    """`name` and, when it is a real directory, everything below it (symlinks are not followed)."""
+    yield name
+    if not stat.S_ISDIR(os.lstat("/" + name).st_mode):
+        return
+    pending = [name]
+    while pending:
+        directory = pending.pop()
+        with os.scandir("/" + directory) as entries:
+            for entry in entries:
+                member = f"{directory}/{entry.name}"
+                yield member
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(member)
+
+
+def _store_members(names: list[tuple[str, bool]]) -> Iterator[tuple[tarfile.TarInfo, str | None]]:
+    for name, is_synthesized in names:
+        if is_synthesized:
+            yield _tar_info(name, tarfile.DIRTYPE, _DIR_MODE), None
+            continue
+        path = "/" + name
+        status = os.lstat(path)
+        mode = stat.S_IMODE(status.st_mode)
+        if stat.S_ISREG(status.st_mode):
+            yield _tar_info(name, tarfile.REGTYPE, mode, size=status.st_size), path
+        elif stat.S_ISDIR(status.st_mode):
+            yield _tar_info(name, tarfile.DIRTYPE, mode), None
+        elif stat.S_ISLNK(status.st_mode):
+            yield _tar_info(name, tarfile.SYMTYPE, _SYMLINK_MODE, target=os.readlink(path)), None
+        else:
+            # The Nix store holds only these three kinds; anything else is not a store path.
+            raise ValueError(f"{path}: unsupported file type {stat.S_IFMT(status.st_mode):o}")
+
+
+# The symlink layer's tree: member name -> None for a directory, or the absolute link target.
+_Tree = dict[str, str | None]
+
+
+def _merge_top_level(top_level: Sequence[str]) -> _Tree:
+    """symlinkJoin/lndir: directories merge, everything else links to its store path; first wins."""
+    # /tmp is claimed before any package so that it is always a world-writable directory.
+    tree: _Tree = {"tmp": None}
+    for root in top_level:
+        if not os.path.isdir(root):
+            continue
+        pending = [""]
+        while pending:
+            relative_dir = pending.pop()
+            with os.scandir(os.path.join(root, relative_dir)) as entries:
+                for entry in entries:
+                    member = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if member not in tree:
+                        tree[member] = None if is_dir else entry.path
+                    elif not (is_dir and tree[member] is None):
+                        continue  # an earlier package owns this name
+                    if is_dir:
+                        pending.append(member)
+    return tree
+
+
+def _add_conventional_links(tree: _Tree, top_level: Sequence[str]) -> None:
+    """/bin/sh, /usr/bin/env and the CA bundle, each only when something real backs it."""
+    _add_link(tree, _SH, tree.get(_BASH))
+    _add_link(tree, _USR_ENV, tree.get(_ENV))
+    if _CA_BUNDLE not in tree:
+        for root in top_level:
+            store_name = os.path.basename(root).partition("-")[2]
+            if not store_name.startswith(_CACERT_NAME_PREFIXES):
+                continue
+            bundles = (os.path.join(root, source) for source in _CA_BUNDLE_SOURCES)
+            bundle = next((path for path in bundles if os.path.isfile(path)), None)
+            if _add_link(tree, _CA_BUNDLE, bundle):
+                break
+
+
+def _add_link(tree: _Tree, name: str, target: str | None) -> bool:
+    """Link `name` to `target` unless that would dangle, shadow an entry or go through a link."""
+    if target is None or name in tree or not os.path.exists(target):
+        return False
+    parts = name.split("/")
+    parents = ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+    if any(tree.get(parent, None) is not None for parent in parents):
+        return False  # a package made a parent a symlink; writing below it would change that
+    for parent in parents:
+        tree.setdefault(parent, None)
+    tree[name] = target
+    return True
+
+
+def _symlink_members(tree: _Tree) -> Iterator[tuple[tarfile.TarInfo, str | None]]:
+    for name in sorted(tree, key=_sort_key):
+        target = tree[name]
+        if target is None:
+            mode = _TMP_MODE if name == "tmp" else _DIR_MODE
+            yield _tar_info(name, tarfile.DIRTYPE, mode), None
+        else:
+            yield _tar_info(name, tarfile.SYMTYPE, _SYMLINK_MODE, target=target), None

@@ -8,11 +8,13 @@ from nixery.api import create_app
 from nixery.builder import ImageBuilder
 from nixery.config import Config, ConfigError, find_nix_dir
 from nixery.coordinator import BuildCoordinator
+from nixery.index import Index
 from nixery.index.sqlite import SqliteIndex
 from nixery.nix import Nix
 from nixery.popcount import load_popularity
 from nixery.service import RegistryService
 from nixery.sources import ChannelSource, GitSource, PackageSource, PathSource
+from nixery.storage import Storage
 from nixery.storage.filesystem import FilesystemStorage
 
 
@@ -26,15 +28,12 @@ def package_source(config: Config) -> PackageSource:
     return ChannelSource(config.effective_channel)
 
 
-def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
-    if config.storage_backend != "filesystem":
-        raise ConfigError("`nixery serve` runs with NIXERY_STORAGE_BACKEND=filesystem")
+def build_coordinator(config: Config, storage: Storage, index: Index) -> BuildCoordinator:
+    """Nix, layering and layer creation behind one-build-per-image coordination."""
     try:
         popularity = load_popularity(config.popularity_url) if config.popularity_url else {}
     except (OSError, ValueError) as error:
         raise ConfigError(f"NIX_POPULARITY_URL: {error}") from error
-    storage = FilesystemStorage(config.storage_path)
-    index = SqliteIndex(config.index_path)
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
     builder = ImageBuilder(
         nix,
@@ -44,9 +43,18 @@ def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
         config.layer_budget,
         config.nix_timeout,
         config.layer_workers,
+        config.build_concurrency,
     )
-    coordinator = BuildCoordinator(
-        builder, index, config.lease_seconds, wait_seconds=config.nix_timeout + 120
-    )
+    # Waiting for another process's build: its Nix step plus time to write its layers.
+    wait = config.nix_timeout + 120
+    return BuildCoordinator(builder, index, config.lease_seconds, wait_seconds=wait)
+
+
+def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
+    if config.storage_backend != "filesystem":
+        raise ConfigError("`nixery serve` runs with NIXERY_STORAGE_BACKEND=filesystem")
+    storage = FilesystemStorage(config.storage_path)
+    index = SqliteIndex(config.index_path)
+    coordinator = build_coordinator(config, storage, index)
     service = RegistryService(source or package_source(config), index, storage, coordinator)
     return create_app(service)

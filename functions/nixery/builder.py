@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,7 @@ class ImageBuilder:
         layer_budget: int,
         nix_timeout: float,
         layer_workers: int = 2,
+        max_parallel_builds: int = 4,
     ) -> None:
         self.nix = nix
         self.storage = storage
@@ -64,8 +66,14 @@ class ImageBuilder:
         self.nix_timeout = nix_timeout
         self._layer_pool = ThreadPoolExecutor(layer_workers, thread_name_prefix="layer")
         self._layer_flights: SingleFlight[LayerBlob] = SingleFlight()
+        # Builds of different images share the machine: past this many, they queue.
+        self._build_slots = threading.BoundedSemaphore(max_parallel_builds)
 
     def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+        with self._build_slots:
+            return self._build(key, request, revision)
+
+    def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
         started = time.monotonic()
         deadline = started + self.nix_timeout
         resolution = self.nix.resolve(

@@ -27,7 +27,9 @@ _SETTING_HELP = {
     "threads": "request threads (default 16)",
     "layer_workers": "layers compressed in parallel (default 2)",
     "lease_seconds": "build lease lifetime, renewed while building (default 60)",
+    "build_concurrency": "builds of different images run at once (default 4)",
 }
+SERVE_SETTINGS = [name for name in _SETTING_HELP if name != "gcs_bucket"]
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nixery", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the registry on this machine")
-    _add_settings(serve_parser, [n for n in ENVIRONMENT if n != "gcs_bucket"])
+    _add_settings(serve_parser, SERVE_SETTINGS)
     serve_parser.set_defaults(run=serve)
     pop_parser = commands.add_parser(
         "popcount", help="compute popularity data for a package source"

@@ -47,6 +47,17 @@ class Config:
     threads: int = 16
     layer_workers: int = 2
     lease_seconds: float = 60.0
+    build_concurrency: int = 4
+    # The cloud deployment's settings (see docs/cloud.md).
+    gcp_project: str | None = None
+    firestore_database: str = "(default)"
+    firestore_prefix: str = ""
+    builder_url: str | None = None
+    build_wait: float = 540.0
+    signed_url_expiry: float = 900.0
+    id_token_key_file: Path | None = None
+    builder_audience: str | None = None
+    id_token_public_keys: Path | None = None
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:
@@ -88,7 +99,18 @@ ENVIRONMENT = {
     "threads": "NIXERY_THREADS",
     "layer_workers": "NIXERY_LAYER_WORKERS",
     "lease_seconds": "NIXERY_LEASE_SECONDS",
+    "build_concurrency": "NIXERY_BUILD_CONCURRENCY",
+    "gcp_project": "GOOGLE_CLOUD_PROJECT",
+    "firestore_database": "NIXERY_FIRESTORE_DATABASE",
+    "firestore_prefix": "NIXERY_FIRESTORE_PREFIX",
+    "builder_url": "NIXERY_BUILDER_URL",
+    "build_wait": "NIXERY_BUILD_WAIT",
+    "signed_url_expiry": "NIXERY_SIGNED_URL_EXPIRY",
+    "id_token_key_file": "NIXERY_ID_TOKEN_KEY_FILE",
+    "builder_audience": "NIXERY_BUILDER_AUDIENCE",
+    "id_token_public_keys": "NIXERY_ID_TOKEN_PUBLIC_KEYS",
 }
+PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
 
 def _positive_number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
@@ -122,7 +144,7 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> 
             values[name] = number
         elif kind == "float":
             values[name] = _positive_number(label, value, float)
-        elif name in ("pkgs_path", "storage_path"):
+        elif name in PATH_SETTINGS:
             values[name] = Path(value).expanduser().absolute()
         else:
             values[name] = value

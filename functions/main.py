@@ -1,0 +1,43 @@
+"""Cloud Functions (functions-framework) entry points of nixery-serverless.
+
+- `registry`: the registry front, an HTTP function at the root of its host.
+- `build`: the builder's handler; the Cloud Run builder serves it with functions-framework too.
+
+Each is assembled on its first request from the environment (docs/cloud.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import flask
+import functions_framework
+
+from nixery.api import RegistryApi, handle
+
+logging.basicConfig(level=logging.INFO)
+
+
+@functools.cache
+def _registry_api() -> RegistryApi:
+    from nixery.cloud import cloud_config, registry_service
+
+    return RegistryApi(registry_service(cloud_config()))
+
+
+@functools.cache
+def _build_service():  # type: ignore[no-untyped-def]
+    from nixery.cloud import build_service, cloud_config
+
+    return build_service(cloud_config())
+
+
+@functions_framework.http
+def registry(request: flask.Request) -> flask.Response:
+    return handle(_registry_api(), request)
+
+
+@functions_framework.http
+def build(request: flask.Request) -> flask.Response:
+    return _build_service().handle(request)

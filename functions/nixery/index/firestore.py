@@ -1,0 +1,181 @@
+"""The cloud index in Firestore (native mode). The data model is in docs/firestore-model.md.
+
+Every record is keyed by its content or by a hash of its inputs, so writes are `create()` and
+the first one wins: no read-modify-write transactions, which contend badly on hot documents.
+The build lease uses `create()` as its lock and an update-time precondition for takeovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFound
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
+
+# A Firestore document is at most 1 MiB including field names and overhead; a manifest is a
+# few KB, so anything near the limit is a bug upstream rather than something to split.
+MAX_MANIFEST_BYTES = 900 * 1024
+# Ids in this alphabet are used as they are (readable in the console); anything else, such as a
+# repository name with "/", is hashed. "~" is outside the alphabet, so the two never collide.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:+-]{1,256}")
+# A lost race for a lease retries this often before giving up (returning "not acquired").
+_LEASE_ATTEMPTS = 5
+
+
+def document_id(key: str) -> str:
+    """A valid, collision-free document id for `key`."""
+    if _PLAIN_ID.fullmatch(key) and key not in {".", ".."} and not key.startswith("__"):
+        return key
+    return "~" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class FirestoreIndex:
+    def __init__(self, client: firestore.Client, prefix: str = "") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.images = client.collection(prefix + "images")
+        self.manifests = client.collection(prefix + "manifests")
+        self.layers = client.collection(prefix + "layers")
+        self.blobs = client.collection(prefix + "blobs")
+        self.tags = client.collection(prefix + "tags")
+        self.leases = client.collection(prefix + "leases")
+
+    def _get(self, collection: firestore.CollectionReference, key: str) -> dict[str, Any] | None:
+        snapshot = collection.document(document_id(key)).get()
+        return snapshot.to_dict() if snapshot.exists else None
+
+    @staticmethod
+    def _create(collection: firestore.CollectionReference, key: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(AlreadyExists):
+            collection.document(document_id(key)).create(data)
+
+    def get_image(self, key: str) -> ImageRecord | None:
+        data = self._get(self.images, key)
+        if data is None:
+            return None
+        return ImageRecord(data["key"], data["oci_digest"], data["docker_digest"])
+
+    def put_image(self, record: ImageRecord) -> None:
+        self._create(
+            self.images,
+            record.key,
+            {
+                "key": record.key,
+                "oci_digest": record.oci_digest,
+                "docker_digest": record.docker_digest,
+                "created_at": firestore.SERVER_TIMESTAMP,
+            },
+        )
+
+    def get_manifest(self, digest: str) -> StoredManifest | None:
+        data = self._get(self.manifests, digest)
+        if data is None:
+            return None
+        return StoredManifest(data["digest"], data["media_type"], bytes(data["body"]))
+
+    def put_manifest(self, manifest: StoredManifest) -> None:
+        if len(manifest.body) > MAX_MANIFEST_BYTES:
+            raise ValueError(
+                f"manifest {manifest.digest} is {len(manifest.body)} bytes, "
+                f"over the {MAX_MANIFEST_BYTES} bytes kept inline in one document"
+            )
+        self._create(
+            self.manifests,
+            manifest.digest,
+            {"digest": manifest.digest, "media_type": manifest.media_type, "body": manifest.body},
+        )
+
+    def get_layer(self, key: str) -> LayerRecord | None:
+        data = self._get(self.layers, key)
+        if data is None:
+            return None
+        return LayerRecord(data["key"], data["digest"], data["diff_id"], int(data["size"]))
+
+    def put_layer(self, record: LayerRecord) -> None:
+        self._create(
+            self.layers,
+            record.key,
+            {
+                "key": record.key,
+                "digest": record.digest,
+                "diff_id": record.diff_id,
+                "size": record.size,
+            },
+        )
+
+    def get_blob(self, digest: str) -> BlobRecord | None:
+        data = self._get(self.blobs, digest)
+        if data is None:
+            return None
+        return BlobRecord(data["digest"], int(data["size"]), data["media_type"])
+
+    def put_blob(self, record: BlobRecord) -> None:
+        self._create(
+            self.blobs,
+            record.digest,
+            {"digest": record.digest, "size": record.size, "media_type": record.media_type},
+        )
+
+    def add_tag(self, repository: str, tag: str) -> None:
+        # One document per (repository, tag): adding a tag never rewrites a shared document,
+        # so popular repositories have no hot spot and no array growing toward 1 MiB.
+        self._create(
+            self.tags,
+            _tag_key(repository, tag),
+            {"repository": repository, "tag": tag},
+        )
+
+    def list_tags(self, repository: str) -> list[str]:
+        # Sorted here: ordering by `tag` under an equality filter would need a composite index.
+        query = self.tags.where(filter=FieldFilter("repository", "==", repository))
+        return sorted(str(snapshot.get("tag")) for snapshot in query.stream())
+
+    def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        reference = self.leases.document(document_id(key))
+        for _ in range(_LEASE_ATTEMPTS):
+            now = datetime.now(UTC)
+            lease = {
+                "key": key,
+                "owner": owner,
+                "expires_at": now + timedelta(seconds=ttl_seconds),
+            }
+            try:
+                reference.create(lease)
+                return True
+            except AlreadyExists:
+                pass
+            snapshot = reference.get()
+            if not snapshot.exists:
+                continue  # released between our create and read: try creating again
+            if snapshot.get("owner") != owner and snapshot.get("expires_at") > now:
+                return False
+            try:
+                # Renewal or takeover, only if nobody wrote the lease since we read it.
+                reference.update(
+                    lease, option=self.client.write_option(last_update_time=snapshot.update_time)
+                )
+                return True
+            except (FailedPrecondition, NotFound):
+                continue  # someone else renewed, took over or released it: look again
+        return False
+
+    def release_lease(self, key: str, owner: str) -> None:
+        reference = self.leases.document(document_id(key))
+        snapshot = reference.get()
+        if not snapshot.exists or snapshot.get("owner") != owner:
+            return
+        # Failing means it expired and was taken over meanwhile: no longer ours to release.
+        with contextlib.suppress(FailedPrecondition, NotFound):
+            reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
+
+
+def _tag_key(repository: str, tag: str) -> str:
+    # "\0" cannot occur in either part, so distinct pairs give distinct keys.
+    return f"{repository}\0{tag}"

@@ -1,0 +1,164 @@
+"""V4 signed GET URLs for blobs, cached per object for part of their lifetime.
+
+With a service-account key (a key file, as GOOGLE_APPLICATION_CREDENTIALS names) the signature
+is computed locally. Cloud Run and Cloud Functions identities hold a token but no key: there
+each signature is a call to the IAM Credentials signBlob API, which is why URLs are cached.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import google.auth
+import google.auth.credentials
+import google.auth.iam
+import google.auth.transport.requests
+from google.cloud.storage import Bucket
+
+SignBlob = Callable[[bytes], bytes]
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+DEFAULT_EXPIRY = timedelta(minutes=15)
+# Past this many cached URLs, the expired ones are dropped on the next insert.
+CACHE_SWEEP_THRESHOLD = 10_000
+
+
+class _BlobSigningCredentials(google.auth.credentials.Signing):
+    """Presents a sign-blob function where the storage library expects signing credentials."""
+
+    def __init__(self, email: str, sign_blob: SignBlob) -> None:
+        self._email = email
+        self._sign_blob = sign_blob
+
+    def sign_bytes(self, message: bytes) -> bytes:
+        return self._sign_blob(message)
+
+    @property
+    def signer_email(self) -> str:
+        return self._email
+
+    @property
+    def signer(self) -> google.auth.crypt.Signer:
+        raise NotImplementedError("only sign_bytes is used for signed URLs")
+
+
+@dataclass
+class _CachedUrl:
+    url: str
+    signed_at: float
+
+
+class UrlSigner:
+    """Signs GET URLs for objects of `bucket`, valid for `expiry`.
+
+    `credentials`: signing credentials (with a private key) sign locally; credentials without a
+    key (a metadata-server identity) are refreshed when needed and their service account signs
+    through `sign_blob`, which defaults to IAM signBlob (`google.auth.iam.Signer`). None means
+    the application default credentials. `clock` (seconds, monotonic) only ages the cache.
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        expiry: timedelta = DEFAULT_EXPIRY,
+        credentials: google.auth.credentials.Credentials | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sign_blob: SignBlob | None = None,
+    ) -> None:
+        if credentials is None:
+            credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+        self.bucket = bucket
+        self.expiry = expiry
+        self.credentials = credentials
+        self._clock = clock
+        self._sign_blob = sign_blob
+        self._cache: dict[str, _CachedUrl] = {}
+        self._cache_lock = threading.Lock()
+        self._object_locks: dict[str, threading.Lock] = {}
+        self._credentials_lock = threading.Lock()
+        self.signing_operations = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.credential_refreshes = 0
+
+    @property
+    def signs_locally(self) -> bool:
+        return isinstance(self.credentials, google.auth.credentials.Signing)
+
+    def signed_url(self, object_name: str) -> str:
+        """A GET URL for `object_name` with more than half of `expiry` left."""
+        with self._cache_lock:
+            cached = self._fresh(object_name)
+            if cached is not None:
+                self.cache_hits += 1
+                return cached
+            object_lock = self._object_locks.setdefault(object_name, threading.Lock())
+        # One signature per object even when many requests for it arrive at once.
+        with object_lock:
+            with self._cache_lock:
+                cached = self._fresh(object_name)
+                if cached is not None:
+                    self.cache_hits += 1
+                    return cached
+                self.cache_misses += 1
+            # Read before signing: the URL's own validity window starts no earlier than this.
+            started = self._clock()
+            url = self.sign_uncached(object_name)
+            with self._cache_lock:
+                self._cache[object_name] = _CachedUrl(url, started)
+                if len(self._cache) > CACHE_SWEEP_THRESHOLD:
+                    self._sweep()
+        return url
+
+    def sign_uncached(self, object_name: str) -> str:
+        credentials = self._signing_credentials()
+        url = self.bucket.blob(object_name).generate_signed_url(
+            version="v4",
+            method="GET",
+            expiration=self.expiry,
+            credentials=credentials,
+        )
+        with self._cache_lock:
+            self.signing_operations += 1
+        return str(url)
+
+    def _fresh(self, object_name: str) -> str | None:
+        cached = self._cache.get(object_name)
+        if cached is None:
+            return None
+        age = self._clock() - cached.signed_at
+        if age >= self.expiry.total_seconds() / 2:
+            return None
+        return cached.url
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        limit = self.expiry.total_seconds() / 2
+        stale = [name for name, entry in self._cache.items() if now - entry.signed_at >= limit]
+        for name in stale:
+            del self._cache[name]
+            self._object_locks.pop(name, None)
+
+    def _signing_credentials(self) -> google.auth.credentials.Signing:
+        if isinstance(self.credentials, google.auth.credentials.Signing):
+            return self.credentials
+        with self._credentials_lock:
+            # The service account email reads "default" until the first refresh.
+            if not self.credentials.valid:
+                self.credentials.refresh(google.auth.transport.requests.Request())
+                self.credential_refreshes += 1
+            email = getattr(self.credentials, "service_account_email", None)
+            if not email or email == "default":
+                raise RuntimeError(
+                    "the credentials name no service account: keyless URL signing needs one"
+                )
+            sign_blob = self._sign_blob
+            if sign_blob is None:
+                sign_blob = google.auth.iam.Signer(
+                    google.auth.transport.requests.Request(), self.credentials, email
+                ).sign
+        return _BlobSigningCredentials(email, sign_blob)

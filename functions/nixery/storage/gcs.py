@@ -1,0 +1,181 @@
+"""Content-addressed blobs in a GCS bucket: `blobs/sha256/<hex>`, uploaded via `staging/<uuid>`.
+
+A writer does not know its digest until `commit`, so it streams a resumable upload to a staging
+object and `commit` copies that server-side to the final name. A resumable upload creates no
+object until it is finalised, so an upload that fails midway leaves nothing; a staging object
+that outlives a crash between finalising and deleting it is for a bucket lifecycle rule on
+`staging/` to remove.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.cloud.storage import Blob, Bucket
+from google.cloud.storage.retry import DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
+
+from nixery.digest import digest_hex
+from nixery.storage import BlobNotFound
+
+if TYPE_CHECKING:
+    from google.api_core.retry import Retry
+    from google.cloud.storage.fileio import BlobWriter
+
+    from nixery.signing import UrlSigner
+
+BLOB_PREFIX = "blobs/sha256/"
+STAGING_PREFIX = "staging/"
+STAGING_CONTENT_TYPE = "application/octet-stream"
+# Each upload buffers one chunk in memory; resumable chunks must be multiples of 256 KiB.
+DEFAULT_UPLOAD_CHUNK_SIZE = 8 * 1024 * 1024
+DEFAULT_READ_CHUNK_SIZE = 8 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def blob_name(digest: str) -> str:
+    return BLOB_PREFIX + digest_hex(digest)
+
+
+class GcsBlobWriter:
+    def __init__(self, storage: GcsStorage) -> None:
+        self._storage = storage
+        self.staging = storage.bucket.blob(STAGING_PREFIX + uuid.uuid4().hex)
+        self._upload = cast(
+            "BlobWriter",
+            self.staging.open(
+                "wb",
+                chunk_size=storage.upload_chunk_size,
+                content_type=STAGING_CONTENT_TYPE,
+                retry=storage.retry,
+                ignore_flush=True,
+            ),
+        )
+        self._finished = False
+
+    def write(self, data: bytes) -> int:
+        self._upload.write(data)
+        return len(data)
+
+    def commit(self, digest: str, media_type: str) -> None:
+        if self._finished:
+            raise RuntimeError("this blob writer has already committed or aborted")
+        # Validate before finalising anything: a malformed digest must not reach the bucket.
+        final = self._storage.bucket.blob(blob_name(digest))
+        self._finished = True
+        try:
+            self._upload.close()
+        except BaseException:
+            self._cancel_upload()
+            self._delete_staging()
+            raise
+        try:
+            self._storage.publish(self.staging, final, media_type)
+        finally:
+            self._delete_staging()
+
+    def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._cancel_upload()
+        # Nothing was finalised, but a failure inside close() may have raced the last chunk.
+        self._delete_staging()
+
+    def _cancel_upload(self) -> None:
+        # Frees the resumable session on the server; it would otherwise linger for a week. Not
+        # BlobWriter.terminate(): it sends the DELETE to the initiation URL, not the session's.
+        session = getattr(self._upload, "_upload_and_transport", None)
+        if session is None:
+            return  # nothing was sent yet
+        upload, transport = session
+        with contextlib.suppress(Exception):
+            if upload.resumable_url:
+                transport.delete(upload.resumable_url, timeout=30)
+
+    def _delete_staging(self) -> None:
+        try:
+            self.staging.delete(retry=self._storage.retry)
+        except NotFound:
+            pass
+        except Exception as error:
+            # The outcome of the upload stands either way; the staging lifecycle rule sweeps up.
+            log.warning("could not delete %s: %s", self.staging.name, error)
+
+    def __enter__(self) -> GcsBlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class GcsStorage:
+    def __init__(
+        self,
+        bucket: Bucket,
+        signer: UrlSigner | None = None,
+        *,
+        upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK_SIZE,
+        read_chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+        retry: Retry | None = DEFAULT_RETRY,
+    ) -> None:
+        self.bucket = bucket
+        self.signer = signer
+        self.upload_chunk_size = upload_chunk_size
+        self.read_chunk_size = read_chunk_size
+        self.retry = retry
+
+    def writer(self) -> GcsBlobWriter:
+        return GcsBlobWriter(self)
+
+    def publish(self, staging: Blob, final: Blob, media_type: str) -> None:
+        """Copy `staging` to `final` unless `final` exists; the first writer of a digest wins."""
+        # Checked first as well because not every GCS implementation (the emulator) honours
+        # if_generation_match; on GCS the precondition closes the race between check and copy.
+        if final.exists(retry=self.retry):
+            return
+        final.content_type = media_type
+        rewrite_retry = DEFAULT_RETRY_IF_GENERATION_SPECIFIED if self.retry else None
+        token: str | None = None
+        try:
+            while True:
+                # Large or cross-location copies take several calls, each resuming the token.
+                token, _written, _total = final.rewrite(
+                    staging, token=token, if_generation_match=0, retry=rewrite_retry
+                )
+                if token is None:
+                    break
+        except PreconditionFailed:
+            return
+        if final.content_type != media_type:
+            # GCS applies the destination metadata sent with the rewrite; the emulator does not.
+            final.content_type = media_type
+            final.patch(if_metageneration_match=final.metageneration, retry=self.retry)
+
+    def size(self, digest: str) -> int | None:
+        # Object metadata, not an HTTP HEAD of the media.
+        blob = self.bucket.get_blob(blob_name(digest), retry=self.retry)
+        return None if blob is None else blob.size
+
+    def open(self, digest: str) -> BinaryIO:
+        blob = self.bucket.get_blob(blob_name(digest), retry=self.retry)
+        if blob is None:
+            raise BlobNotFound(digest)
+        # The reader asks for this blob's generation, so every range comes from one object.
+        return cast(BinaryIO, blob.open("rb", chunk_size=self.read_chunk_size))
+
+    def redirect_url(self, digest: str) -> str | None:
+        name = blob_name(digest)
+        if self.signer is None:
+            return None
+        return self.signer.signed_url(name)

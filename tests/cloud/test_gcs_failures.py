@@ -1,0 +1,275 @@
+"""GCS storage under failure: uploads broken midway leave nothing behind, and a retry succeeds.
+
+Network failures are real: the storage client talks to the emulator through a TCP proxy that
+cuts chosen connections, so the client library sees what a dropped connection looks like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage as gcs
+from tests.emulators import TEST_PROJECT, Emulator
+
+from nixery.digest import sha256_digest
+from nixery.storage import put_bytes
+from nixery.storage.gcs import BLOB_PREFIX, DEFAULT_RETRY, STAGING_PREFIX, GcsStorage, blob_name
+
+pytestmark = pytest.mark.cloud
+
+CHUNK = 256 * 1024
+MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def chunk_stream(count: int, size: int = CHUNK) -> Iterator[bytes]:
+    """Deterministic, distinct chunks, made one at a time."""
+    for index in range(count):
+        seed = hashlib.sha256(index.to_bytes(8, "big")).digest()
+        yield seed * (size // len(seed))
+
+
+def digest_of(chunks: Iterator[bytes]) -> str:
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()
+
+
+class FaultyProxy:
+    """Forwards TCP connections to the emulator; `cut(request_line)` chooses which to drop.
+
+    The emulator answers with HTTP/1.0 and closes every connection, so each connection carries
+    one request and the first line identifies it.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut: Callable[[str], bool] = lambda request_line: False
+        self.requests: list[str] = []
+        self.dropped: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            head = b""
+            while b"\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            request_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            with self._lock:
+                self.requests.append(request_line)
+                drop = self.cut(request_line)
+                if drop:
+                    self.dropped.append(request_line)
+            if drop:
+                # Part of the request reaches nobody: the client sees the connection reset.
+                client.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                return
+            with socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+                upstream.sendall(head)
+                pump = threading.Thread(target=_pipe, args=(client, upstream), daemon=True)
+                pump.start()
+                _pipe(upstream, client)
+                pump.join(timeout=30)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def proxy(gcs_emulator: Emulator) -> Iterator[FaultyProxy]:
+    faulty = FaultyProxy(int(gcs_emulator.host_port.rsplit(":", 1)[1]))
+    yield faulty
+    faulty.close()
+
+
+def through(proxy: FaultyProxy, bucket: gcs.Bucket) -> gcs.Bucket:
+    client = gcs.Client(
+        project=TEST_PROJECT,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": proxy.url},
+    )
+    return client.bucket(bucket.name)
+
+
+def object_names(bucket: gcs.Bucket) -> list[str]:
+    return sorted(blob.name for blob in bucket.client.list_blobs(bucket.name))
+
+
+def nth_request(marker: str, n: int) -> Callable[[str], bool]:
+    seen = 0
+
+    def cut(request_line: str) -> bool:
+        nonlocal seen
+        if marker not in request_line:
+            return False
+        seen += 1
+        return seen == n
+
+    return cut
+
+
+def test_producer_failure_after_several_chunks_leaves_nothing(gcs_bucket: gcs.Bucket) -> None:
+    storage = GcsStorage(gcs_bucket, upload_chunk_size=CHUNK)
+    digest = digest_of(chunk_stream(8))
+    with pytest.raises(RuntimeError, match="tar failed"), storage.writer() as writer:
+        for sent, chunk in enumerate(chunk_stream(8)):
+            if sent == 5:
+                raise RuntimeError("tar failed")
+            writer.write(chunk)
+    assert object_names(gcs_bucket) == []
+
+    with storage.writer() as writer:
+        for chunk in chunk_stream(8):
+            writer.write(chunk)
+        writer.commit(digest, MEDIA_TYPE)
+    assert object_names(gcs_bucket) == [blob_name(digest)]
+    assert storage.size(digest) == 8 * CHUNK
+
+
+def test_connection_dropped_mid_upload_leaves_nothing_and_a_retry_succeeds(
+    gcs_bucket: gcs.Bucket, proxy: FaultyProxy
+) -> None:
+    # Without retries, so that the dropped connection surfaces instead of being recovered.
+    storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=None)
+    digest = digest_of(chunk_stream(8))
+    proxy.cut = nth_request("PUT /upload/", 3)
+    with pytest.raises(Exception) as failure, storage.writer() as writer:
+        for chunk in chunk_stream(8):
+            writer.write(chunk)
+        writer.commit(digest, MEDIA_TYPE)
+    assert "Connection" in type(failure.value).__name__ + str(failure.value)
+    assert len(proxy.dropped) == 1
+    assert object_names(gcs_bucket) == []
+    cancels = [line for line in proxy.requests if line.startswith("DELETE /upload/")]
+    assert len(cancels) == 1 and "upload_id=" in cancels[0], "the upload session is cancelled"
+
+    proxy.cut = lambda request_line: False
+    with storage.writer() as writer:
+        for chunk in chunk_stream(8):
+            writer.write(chunk)
+        writer.commit(digest, MEDIA_TYPE)
+    assert object_names(gcs_bucket) == [blob_name(digest)]
+    with storage.open(digest) as reader:
+        assert "sha256:" + hashlib.sha256(reader.read()).hexdigest() == digest
+
+
+def test_dropped_connection_is_recovered_by_the_default_retry(
+    gcs_bucket: gcs.Bucket, proxy: FaultyProxy
+) -> None:
+    storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=DEFAULT_RETRY)
+    digest = digest_of(chunk_stream(6))
+    proxy.cut = nth_request("PUT /upload/", 2)
+    with storage.writer() as writer:
+        for chunk in chunk_stream(6):
+            writer.write(chunk)
+        writer.commit(digest, MEDIA_TYPE)
+    assert len(proxy.dropped) == 1
+    assert object_names(gcs_bucket) == [blob_name(digest)]
+    with storage.open(digest) as reader:
+        assert "sha256:" + hashlib.sha256(reader.read()).hexdigest() == digest
+
+
+def test_failed_copy_to_the_final_name_removes_staging(
+    gcs_bucket: gcs.Bucket, proxy: FaultyProxy
+) -> None:
+    storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=None)
+    data = b"config" * 1000
+    digest = sha256_digest(data)
+    proxy.cut = lambda request_line: "/rewriteTo/" in request_line
+    with pytest.raises(Exception):  # noqa: B017
+        put_bytes(storage, digest, data, MEDIA_TYPE)
+    assert proxy.dropped and object_names(gcs_bucket) == []
+
+    proxy.cut = lambda request_line: False
+    put_bytes(storage, digest, data, MEDIA_TYPE)
+    assert object_names(gcs_bucket) == [blob_name(digest)]
+
+
+def test_unreachable_cleanup_does_not_undo_a_published_blob(
+    gcs_bucket: gcs.Bucket, proxy: FaultyProxy
+) -> None:
+    storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=None)
+    data = b"layer" * 1000
+    digest = sha256_digest(data)
+    proxy.cut = lambda request_line: request_line.startswith(
+        f"DELETE /storage/v1/b/{gcs_bucket.name}/o/staging"
+    )
+    put_bytes(storage, digest, data, MEDIA_TYPE)  # published: no error although cleanup failed
+    names = object_names(gcs_bucket)
+    assert blob_name(digest) in names
+    leftovers = [name for name in names if name.startswith(STAGING_PREFIX)]
+    assert len(leftovers) == 1, "left for the bucket's staging/ lifecycle rule"
+
+
+def test_multi_megabyte_blob_is_copied_whole(gcs_bucket: gcs.Bucket) -> None:
+    storage = GcsStorage(gcs_bucket, upload_chunk_size=4 * 1024 * 1024)
+    count = 12 * 4  # 12 MiB in 256 KiB writes
+    digest = digest_of(chunk_stream(count))
+    with storage.writer() as writer:
+        for chunk in chunk_stream(count):
+            writer.write(chunk)
+        writer.commit(digest, MEDIA_TYPE)
+    assert object_names(gcs_bucket) == [blob_name(digest)]
+    final = gcs_bucket.get_blob(blob_name(digest))
+    assert final is not None
+    assert final.size == count * CHUNK
+    assert final.content_type == MEDIA_TYPE
+    hasher = hashlib.sha256()
+    with storage.open(digest) as reader:
+        while block := reader.read(1024 * 1024):
+            hasher.update(block)
+    assert "sha256:" + hasher.hexdigest() == digest
+
+
+def test_upload_memory_stays_bounded_by_the_chunk_size(gcs_bucket: gcs.Bucket) -> None:
+    chunk_size = 1024 * 1024
+    storage = GcsStorage(gcs_bucket, upload_chunk_size=chunk_size)
+    count = 4 * 40  # 40 MiB
+    digest = digest_of(chunk_stream(count))
+    tracemalloc.start()
+    try:
+        with storage.writer() as writer:
+            for chunk in chunk_stream(count):
+                writer.write(chunk)
+            writer.commit(digest, MEDIA_TYPE)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert storage.size(digest) == count * CHUNK
+    assert peak < 8 * chunk_size, f"peak {peak} bytes while uploading 40 MiB"
+    assert all(name.startswith(BLOB_PREFIX) for name in object_names(gcs_bucket))

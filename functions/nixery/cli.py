@@ -81,6 +81,32 @@ def popcount(args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_stack(args: argparse.Namespace) -> int:
+    from nixery.devstack import DevStack, StackError, start_dev_stack
+
+    state_dir = Path(args.state_dir).absolute()
+    try:
+        if args.action == "stop":
+            DevStack.load(state_dir).stop()
+            print(f"nixery: dev stack in {state_dir} stopped", file=sys.stderr)
+            return 0
+        settings = {
+            variable: value
+            for name, variable in ENVIRONMENT.items()
+            if (value := getattr(args, name, None) or os.environ.get(variable))
+        }
+        stack = start_dev_stack(state_dir, settings)
+    except StackError as error:
+        print(f"nixery: dev stack: {error}", file=sys.stderr)
+        return 1
+    print(f"registry  {stack.registry_url}")
+    print(f"builder   {stack.builder_url}")
+    for name in ("firestore-emulator", "gcs-emulator"):
+        print(f"{name:<9} {stack.processes[name].url}")
+    print(f"stop with: nixery dev-stack stop --state-dir {state_dir}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nixery", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     pop_parser.add_argument("--realise", action="store_true", help="build every package first")
     pop_parser.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     pop_parser.set_defaults(run=popcount)
+
+    stack_parser = commands.add_parser(
+        "dev-stack", help="run the cloud deployment on this machine, on emulators"
+    )
+    stack_parser.add_argument("action", choices=["start", "stop"])
+    stack_parser.add_argument(
+        "--state-dir", default="var/dev-stack", help="logs, key and state (default var/dev-stack)"
+    )
+    _add_settings(
+        stack_parser, ["channel", "pkgs_repo", "pkgs_path", "nix_timeout", "lease_seconds"]
+    )
+    stack_parser.set_defaults(run=dev_stack)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

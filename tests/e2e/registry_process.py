@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from nixery.devstack import ManagedProcess, free_port, spawn
 
 NIX_COMMANDS = ("nix", "nix-build", "nix-instantiate", "nix-store")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def counting_nix_shims(directory: Path, log: Path) -> Path:
@@ -41,7 +32,7 @@ class RegistryProcess:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     nix_log: Path = field(init=False)
-    process: subprocess.Popen[bytes] | None = None
+    process: ManagedProcess | None = None
 
     def __post_init__(self) -> None:
         self.nix_log = self.storage.parent / f"{self.storage.name}-nix-calls.log"
@@ -63,38 +54,19 @@ class RegistryProcess:
             "PORT": str(self.port),
             **self.env,
         }
-        log = (self.storage.parent / f"{self.storage.name}-server.log").open("ab")
-        self.process = subprocess.Popen(
+        self.process = spawn(
+            "nixery serve",
             [sys.executable, "-m", "nixery", "serve", "--host", "127.0.0.1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.port,
+            self.storage.parent / f"{self.storage.name}-server.log",
+            env,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nixery serve exited with {self.process.returncode}")
-            try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("nixery serve did not come up")
+        return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
 
     def nix_calls(self, command: str | None = None) -> list[str]:
         if not self.nix_log.exists():

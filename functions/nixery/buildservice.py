@@ -62,4 +62,8 @@ class BuildService:
             return BuildOutcome("failed", message=str(error).splitlines()[0], log=error.log_tail)
         except RegistryError as error:
             return BuildOutcome("busy", message=error.message)
+        except Exception as error:
+            # Storage or index trouble: nothing partial is visible, so a retry starts clean.
+            log.exception("build of %s failed", build.repository)
+            return BuildOutcome("error", message=f"the build failed ({error}); retry")
         return BuildOutcome("built", image=image)

@@ -14,6 +14,7 @@ from pathlib import Path
 import google.auth
 from google.cloud import firestore
 from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from nixery.buildservice import BuildService
@@ -39,6 +40,12 @@ def cloud_config() -> Config:
 
 def _bucket(config: Config) -> gcs.Bucket:
     return gcs.Client(project=config.gcp_project).bucket(config.gcs_bucket)
+
+
+def _storage(config: Config, bucket: gcs.Bucket, signer: UrlSigner | None) -> GcsStorage:
+    # How long one GCS call keeps retrying transient errors before the build gives up.
+    retry = DEFAULT_RETRY.with_timeout(config.gcs_retry_seconds)
+    return GcsStorage(bucket, signer, retry=retry)
 
 
 def _index(config: Config) -> FirestoreIndex:
@@ -72,7 +79,7 @@ def registry_service(config: Config) -> RegistryService:
         tokens = metadata_token_source(config.builder_url)
     builder = RemoteBuilder(config.builder_url, tokens, timeout=config.build_wait)
     return RegistryService(
-        package_source(config), _index(config), GcsStorage(bucket, signer), builder
+        package_source(config), _index(config), _storage(config, bucket, signer), builder
     )
 
 
@@ -82,7 +89,7 @@ def build_service(config: Config) -> BuildService:
     from nixery.idtoken import public_keys_of
 
     index = _index(config)
-    coordinator = build_coordinator(config, GcsStorage(_bucket(config)), index)
+    coordinator = build_coordinator(config, _storage(config, _bucket(config), None), index)
     verifier = None
     if config.builder_audience:
         certs = None

@@ -58,6 +58,7 @@ class Config:
     id_token_key_file: Path | None = None
     builder_audience: str | None = None
     id_token_public_keys: Path | None = None
+    gcs_retry_seconds: float = 120.0
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:
@@ -109,6 +110,7 @@ ENVIRONMENT = {
     "id_token_key_file": "NIXERY_ID_TOKEN_KEY_FILE",
     "builder_audience": "NIXERY_BUILDER_AUDIENCE",
     "id_token_public_keys": "NIXERY_ID_TOKEN_PUBLIC_KEYS",
+    "gcs_retry_seconds": "NIXERY_GCS_RETRY_SECONDS",
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 

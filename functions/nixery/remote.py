@@ -23,8 +23,15 @@ from nixery.sources import Revision
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["built", "not_found", "failed", "busy"]
-_OUTCOME_STATUS: dict[str, int] = {"built": 200, "not_found": 404, "failed": 500, "busy": 503}
+# failed: Nix failed (the client's image cannot build); busy/error: try again later.
+Outcome = Literal["built", "not_found", "failed", "busy", "error"]
+_OUTCOME_STATUS: dict[str, int] = {
+    "built": 200,
+    "not_found": 404,
+    "failed": 500,
+    "busy": 503,
+    "error": 503,
+}
 
 
 @dataclass(frozen=True)

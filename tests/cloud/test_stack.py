@@ -1,0 +1,341 @@
+"""The cloud deployment end to end on the dev stack: the registry function, the builder, the
+Firestore and GCS emulators, each a real process on 127.0.0.1, pulled from by skopeo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage as gcs
+from tests.cloud.faultproxy import FaultyProxy
+from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
+from tests.conftest import TEST_PKGS, require_tools
+from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
+from tests.e2e.registry_process import counting_nix_shims
+
+from nixery.devstack import DevStack, ManagedProcess, StackError, free_port, start_dev_stack
+from nixery.devstack import start_function as start_function_process
+
+pytestmark = pytest.mark.cloud
+
+NONCE = uuid.uuid4().hex
+ABSENT = "sha256:" + "0" * 64
+
+
+@pytest.fixture(scope="module")
+def pkgs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test package set plus `sleepy`, a build that takes seconds and is new every run."""
+    directory = tmp_path_factory.mktemp("stack-pkgs")
+    (directory / "default.nix").write_text(
+        f"""args:
+let
+  pkgs = import {TEST_PKGS} args;
+  slow = seconds: name: derivation {{
+    inherit name;
+    system = pkgs.busybox.system;
+    builder = "${{pkgs.busybox}}/bin/sh";
+    PATH = "${{pkgs.busybox}}/bin";
+    args = [ "-c" "sleep ${{toString seconds}}; mkdir -p $out/share; echo {NONCE} > $out/share/nonce" ];
+  }};
+in
+pkgs // {{ sleepy = slow 8 "sleepy-1.0"; }}
+"""
+    )
+    return directory
+
+
+class NixCalls:
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def evaluations(self, name: str) -> list[str]:
+        """nix-instantiate runs whose requested names include `name`."""
+        if not self.log.exists():
+            return []
+        return [
+            line
+            for line in self.log.read_text().splitlines()
+            if line.startswith("nix-instantiate") and f'"{name}"' in line
+        ]
+
+    def realising(self, name: str) -> bool:
+        return self.log.exists() and any(
+            ".drv!" in line and name in line for line in self.log.read_text().splitlines()
+        )
+
+
+@pytest.fixture(scope="module")
+def stack_and_calls(
+    tmp_path_factory: pytest.TempPathFactory, pkgs_dir: Path
+) -> Iterator[tuple[DevStack, NixCalls]]:
+    require_tools("nix-build", "skopeo", "umoci", "chroot")
+    state = tmp_path_factory.mktemp("dev-stack")
+    nix_log = state / "nix-calls.log"
+    shims = counting_nix_shims(state / "shims", nix_log)
+    settings = {"NIXERY_PKGS_PATH": str(pkgs_dir), "NIXERY_LEASE_SECONDS": "3"}
+    try:
+        stack = start_dev_stack(
+            state, settings, builder_env={"PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}
+        )
+    except StackError as reason:
+        pytest.skip(f"the dev stack cannot run here: {reason}")
+    try:
+        yield stack, NixCalls(nix_log)
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def stack(stack_and_calls: tuple[DevStack, NixCalls]) -> DevStack:
+    return stack_and_calls[0]
+
+
+@pytest.fixture
+def nix_calls(stack_and_calls: tuple[DevStack, NixCalls]) -> NixCalls:
+    return stack_and_calls[1]
+
+
+def host(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def manifest(registry_url: str, image: str) -> requests.Response:
+    return requests.get(
+        f"{registry_url}/v2/{image}/manifests/latest", headers={"Accept": OCI_MANIFEST}, timeout=300
+    )
+
+
+def bucket_of(stack: DevStack) -> gcs.Bucket:
+    client = gcs.Client(
+        project=stack.project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": stack.processes["gcs-emulator"].url},
+    )
+    return client.bucket(stack.bucket)
+
+
+def assert_every_blob_whole(stack: DevStack) -> set[str]:
+    """Every object under blobs/ holds exactly the bytes its name promises."""
+    bucket = bucket_of(stack)
+    names = set()
+    for blob in bucket.client.list_blobs(bucket.name, prefix="blobs/sha256/"):
+        content = blob.download_as_bytes()
+        assert hashlib.sha256(content).hexdigest() == blob.name.rsplit("/", 1)[1], blob.name
+        names.add(blob.name)
+    return names
+
+
+def staging_objects(stack: DevStack) -> list[str]:
+    bucket = bucket_of(stack)
+    return [b.name for b in bucket.client.list_blobs(bucket.name, prefix="staging/")]
+
+
+def test_skopeo_pull_through_the_function_and_run(stack: DevStack, tmp_path: Path) -> None:
+    rootfs = pull_and_unpack(host(stack.registry_url), "shell/hello", tmp_path)
+    ran = subprocess.run(
+        ["chroot", str(rootfs), "/bin/hello"], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "Hello from nixery!"
+
+
+def test_blob_gets_redirect_to_verifiable_signed_urls(stack: DevStack) -> None:
+    body = manifest(stack.registry_url, "shell/hello").json()
+    key = json.loads(stack.key_file.read_text())
+    public_key = serialization.load_pem_private_key(
+        key["private_key"].encode(), password=None
+    ).public_key()
+    now = datetime.now(UTC)
+    for blob in [body["config"], *body["layers"]]:
+        url = f"{stack.registry_url}/v2/shell/hello/blobs/{blob['digest']}"
+        response = requests.get(url, allow_redirects=False, timeout=30)
+        assert response.status_code == 303
+        assert response.headers["Docker-Content-Digest"] == blob["digest"]
+        location = response.headers["Location"]
+        assert host(location) == stack.processes["gcs-emulator"].host_port
+        verify_v4_url(location, public_key, now=now, email=key["client_email"])  # type: ignore[arg-type]
+        with pytest.raises(UrlRejected, match="expired"):
+            verify_v4_url(
+                location,
+                public_key,  # type: ignore[arg-type]
+                now=now + timedelta(minutes=16),
+                email=key["client_email"],
+            )
+        with pytest.raises(UrlRejected, match="signature"):
+            verify_v4_url(
+                with_query(location, **{"X-Goog-Expires": "604800"}),
+                public_key,  # type: ignore[arg-type]
+                now=now,
+                email=key["client_email"],
+            )
+        other = location.replace(blob["digest"].removeprefix("sha256:"), "0" * 64)
+        with pytest.raises(UrlRejected, match="signature"):
+            verify_v4_url(other, public_key, now=now, email=key["client_email"])  # type: ignore[arg-type]
+        content = requests.get(location, timeout=30).content
+        assert "sha256:" + hashlib.sha256(content).hexdigest() == blob["digest"]
+
+
+def test_head_manifest_by_digest_and_errors(stack: DevStack) -> None:
+    url = stack.registry_url
+    first = manifest(url, "hello")
+    assert first.status_code == 200
+    digest = first.headers["Docker-Content-Digest"]
+    by_digest = requests.get(f"{url}/v2/hello/manifests/{digest}", timeout=30)
+    assert by_digest.status_code == 200 and by_digest.content == first.content
+    assert by_digest.headers["Content-Type"] == OCI_MANIFEST
+    layer = first.json()["layers"][0]
+    head = requests.head(f"{url}/v2/hello/blobs/{layer['digest']}", timeout=30)
+    assert head.status_code == 200 and "Location" not in head.headers
+    assert int(head.headers["Content-Length"]) == layer["size"]
+
+    def error(response: requests.Response, status: int, code: str) -> dict:
+        assert response.status_code == status, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        return response.json()["errors"][0]
+
+    missing = error(manifest(url, "hello/nosuchthing/notaderivation"), 404, "MANIFEST_UNKNOWN")
+    assert missing["detail"]["packages"] == ["nosuchthing", "notaderivation"]
+    blob = requests.get(f"{url}/v2/hello/blobs/{ABSENT}", allow_redirects=False, timeout=30)
+    error(blob, 404, "BLOB_UNKNOWN")
+    absent_head = requests.head(f"{url}/v2/hello/blobs/{ABSENT}", timeout=30)
+    assert absent_head.status_code == 404 and "Location" not in absent_head.headers
+    error(requests.get(f"{url}/v2/hello/manifests/{ABSENT}", timeout=30), 404, "MANIFEST_UNKNOWN")
+    error(requests.get(f"{url}/v2/hello/blobs/sha256:xyz", timeout=30), 400, "DIGEST_INVALID")
+    error(manifest(url, "Hello"), 400, "NAME_INVALID")
+    error(requests.put(f"{url}/v2/hello/manifests/latest", timeout=30), 405, "UNSUPPORTED")
+    error(requests.post(f"{url}/v2/hello/blobs/uploads/", timeout=30), 405, "UNSUPPORTED")
+    failed = error(manifest(url, "broken"), 500, "UNKNOWN")
+    assert "frobnicator.c:42" in failed["detail"]["log"]
+
+
+def _second_instance(stack: DevStack, tmp_path: Path, **builder_env: str) -> list[ManagedProcess]:
+    """Another builder instance and a registry function instance that calls it."""
+    port = free_port()
+    builder_url = f"http://127.0.0.1:{port}/"
+    builder = start_function_process(
+        "build",
+        tmp_path / "builder2.log",
+        {**os.environ, **stack.builder_env, "NIXERY_BUILDER_AUDIENCE": builder_url, **builder_env},
+        port,
+    )
+    registry = start_function_process(
+        "registry",
+        tmp_path / "registry2.log",
+        {**os.environ, **stack.registry_env, "NIXERY_BUILDER_URL": builder_url},
+    )
+    return [registry, builder]
+
+
+def test_parallel_pulls_on_two_instances_build_once(
+    stack: DevStack, nix_calls: NixCalls, tmp_path: Path
+) -> None:
+    image = "synthetic.p060/synthetic.p061/synthetic.p062"
+    second = _second_instance(stack, tmp_path)
+    try:
+        registries = [stack.registry_url, second[0].url] * 4
+
+        def pull(job: tuple[int, str]) -> subprocess.CompletedProcess[str]:
+            index, registry = job
+            return subprocess.run(
+                [
+                    "skopeo",
+                    "copy",
+                    "--src-tls-verify=false",
+                    f"docker://{host(registry)}/{image}",
+                    f"oci:{tmp_path / f'layout{index}'}:img",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(pull, enumerate(registries)))
+        assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
+        assert len(nix_calls.evaluations("synthetic.p060")) == 1
+        manifests = {
+            (tmp_path / f"layout{i}" / "index.json").read_text() for i in range(len(registries))
+        }
+        assert len(manifests) == 1, "every client got the same manifest digest"
+    finally:
+        for process in second:
+            process.stop()
+
+
+def test_builder_killed_mid_build_leaves_nothing_and_the_next_request_builds(
+    stack: DevStack, nix_calls: NixCalls
+) -> None:
+    blobs_before = assert_every_blob_whole(stack)
+    answer: list[requests.Response] = []
+    waiting = threading.Thread(target=lambda: answer.append(manifest(stack.registry_url, "sleepy")))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not nix_calls.realising("sleepy") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert nix_calls.realising("sleepy"), "the build never started"
+    os.killpg(stack.processes["build"].pid, signal.SIGKILL)
+    waiting.join(timeout=60)
+    assert answer and answer[0].status_code == 503, answer and answer[0].text
+    assert answer[0].headers.get("Retry-After")
+    assert answer[0].json()["errors"][0]["code"] == "UNAVAILABLE"
+
+    assert assert_every_blob_whole(stack) == blobs_before, "a killed build published nothing"
+    down = manifest(stack.registry_url, "sleepy")
+    assert down.status_code == 503 and down.headers.get("Retry-After"), "no hang, no 500"
+
+    stack.restart("build")
+    rebuilt = manifest(stack.registry_url, "sleepy")
+    assert rebuilt.status_code == 200, rebuilt.text
+    assert len(nix_calls.evaluations("sleepy")) == 2
+    assert_every_blob_whole(stack)
+
+
+def test_storage_failure_mid_upload_publishes_nothing_and_a_retry_is_clean(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    gcs_port = stack.processes["gcs-emulator"].port
+    proxy = FaultyProxy(gcs_port)
+    failing = True
+    proxy.cut = lambda request_line: failing and request_line.startswith("PUT /upload/")
+    # A builder whose storage traffic goes through the proxy, and gives up on GCS after 2 s.
+    second = _second_instance(
+        stack, tmp_path, STORAGE_EMULATOR_HOST=proxy.url, NIXERY_GCS_RETRY_SECONDS="2"
+    )
+    try:
+        blobs_before = assert_every_blob_whole(stack)
+        image = "synthetic.p100/synthetic.p101"
+        broken = manifest(second[0].url, image)
+        assert broken.status_code == 503, broken.text
+        assert broken.headers.get("Retry-After")
+        assert proxy.dropped, "the upload really was cut"
+        assert assert_every_blob_whole(stack) == blobs_before
+        assert staging_objects(stack) == []
+
+        failing = False
+        healed = manifest(second[0].url, image)
+        assert healed.status_code == 200, healed.text
+        published = assert_every_blob_whole(stack)
+        layers = {
+            layer["digest"].replace("sha256:", "blobs/sha256/") for layer in healed.json()["layers"]
+        }
+        assert layers <= published
+        assert staging_objects(stack) == []
+    finally:
+        for process in second:
+            process.stop()
+        proxy.close()

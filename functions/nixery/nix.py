@@ -77,14 +77,6 @@ class NixTimeout(NixError):
     pass
 
 
-def default_nix_dir() -> Path:
-    """The directory holding resolve.nix: beside the package when installed, else the repo's."""
-    installed = Path(__file__).parent / "nix"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "nix"
-
-
 class Nix:
     def __init__(
         self,

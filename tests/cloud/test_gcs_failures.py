@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
-from tests.cloud.faultproxy import FaultyProxy, nth_request
-from tests.emulators import TEST_PROJECT, Emulator
 
 from nixery.digest import sha256_digest
 from nixery.storage import put_bytes
 from nixery.storage.gcs import BLOB_PREFIX, DEFAULT_RETRY, STAGING_PREFIX, GcsStorage, blob_name
+from tests.cloud.faultproxy import FaultyProxy, nth_request
+from tests.emulators import TEST_PROJECT, Emulator
 
 pytestmark = pytest.mark.cloud
 

@@ -22,14 +22,14 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
+
+from nixery.devstack import DevStack, ManagedProcess, StackError, free_port, start_dev_stack
+from nixery.devstack import start_function as start_function_process
 from tests.cloud.faultproxy import FaultyProxy
 from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.e2e.registry_process import counting_nix_shims
-
-from nixery.devstack import DevStack, ManagedProcess, StackError, free_port, start_dev_stack
-from nixery.devstack import start_function as start_function_process
 
 pytestmark = pytest.mark.cloud
 

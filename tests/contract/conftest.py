@@ -11,6 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from nixery.index import Index
+from nixery.index.sqlite import SqliteIndex
+from nixery.storage import Storage
+from nixery.storage.filesystem import FilesystemStorage
 from tests.emulators import (  # noqa: F401 (fixtures)
     firestore_client,
     firestore_emulator,
@@ -18,11 +23,6 @@ from tests.emulators import (  # noqa: F401 (fixtures)
     gcs_client,
     gcs_emulator,
 )
-
-from nixery.index import Index
-from nixery.index.sqlite import SqliteIndex
-from nixery.storage import Storage
-from nixery.storage.filesystem import FilesystemStorage
 
 
 @pytest.fixture(params=["filesystem", pytest.param("gcs", marks=pytest.mark.cloud)])

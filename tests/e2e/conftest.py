@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import RegistryProcess
 

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+
 from tests.conftest import TEST_PKGS
 from tests.e2e.conftest import OCI_MANIFEST
 from tests.e2e.registry_process import RegistryProcess

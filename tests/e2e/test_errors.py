@@ -7,6 +7,7 @@ import json
 
 import pytest
 import requests
+
 from tests.e2e.registry_process import RegistryProcess
 
 ABSENT = "sha256:" + "0" * 64

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import requests
+
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack, skopeo_inspect
 from tests.e2e.registry_process import RegistryProcess
 

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import requests
+
 from tests.e2e.conftest import OCI_MANIFEST
 from tests.e2e.registry_process import RegistryProcess
 

@@ -23,8 +23,16 @@ from cryptography.hazmat.primitives import serialization
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from nixery.devstack import DevStack, ManagedProcess, StackError, free_port, start_dev_stack
+from nixery.devstack import (
+    DevStack,
+    ManagedProcess,
+    StackError,
+    free_port,
+    start_dev_stack,
+    write_service_account_key,
+)
 from nixery.devstack import start_function as start_function_process
+from nixery.idtoken import key_file_token_source
 from tests.cloud.faultproxy import FaultyProxy
 from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
 from tests.conftest import TEST_PKGS, require_tools
@@ -53,7 +61,7 @@ let
     args = [ "-c" "sleep ${{toString seconds}}; mkdir -p $out/share; echo {NONCE} > $out/share/nonce" ];
   }};
 in
-pkgs // {{ sleepy = slow 8 "sleepy-1.0"; }}
+pkgs // {{ sleepy = slow 8 "sleepy-1.0"; patient = slow 6 "patient-1.0"; }}
 """
     )
     return directory
@@ -221,6 +229,51 @@ def test_head_manifest_by_digest_and_errors(stack: DevStack) -> None:
     error(requests.post(f"{url}/v2/hello/blobs/uploads/", timeout=30), 405, "UNSUPPORTED")
     failed = error(manifest(url, "broken"), 500, "UNKNOWN")
     assert "frobnicator.c:42" in failed["detail"]["log"]
+
+
+def test_builder_demands_a_valid_id_token(stack: DevStack) -> None:
+    build = stack.builder_url + "/"
+    assert requests.post(build, data=b"{}", timeout=30).status_code == 401
+    wrong_audience = key_file_token_source(stack.key_file, "https://elsewhere.example")()
+    refused = requests.post(
+        build, data=b"{}", headers={"Authorization": f"Bearer {wrong_audience}"}, timeout=30
+    )
+    assert refused.status_code == 403 and refused.json()["errors"][0]["code"] == "DENIED"
+    other_key = write_service_account_key(stack.state_dir / "other-key.json", "elsewhere")
+    forged = key_file_token_source(other_key, stack.builder_env["NIXERY_BUILDER_AUDIENCE"])()
+    assert (
+        requests.post(
+            build, data=b"{}", headers={"Authorization": f"Bearer {forged}"}, timeout=30
+        ).status_code
+        == 403
+    )
+    good = key_file_token_source(stack.key_file, stack.builder_env["NIXERY_BUILDER_AUDIENCE"])()
+    malformed = requests.post(
+        build, data=b"{}", headers={"Authorization": f"Bearer {good}"}, timeout=30
+    )
+    assert malformed.status_code == 400, "past authentication, the request itself is checked"
+
+
+def test_a_build_longer_than_the_wait_is_a_503_and_finishes_anyway(
+    stack: DevStack, nix_calls: NixCalls, tmp_path: Path
+) -> None:
+    impatient = start_function_process(
+        "registry",
+        tmp_path / "impatient.log",
+        {**os.environ, **stack.registry_env, "NIXERY_BUILD_WAIT": "2"},
+    )
+    try:
+        started = time.monotonic()
+        response = manifest(impatient.url, "patient")
+        assert time.monotonic() - started < 20, "the function never outwaits its own limit"
+        assert response.status_code == 503 and response.headers.get("Retry-After")
+        assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
+    finally:
+        impatient.stop()
+    # The builder went on; the same image is served once it is done, built only once.
+    finished = manifest(stack.registry_url, "patient")
+    assert finished.status_code == 200, finished.text
+    assert len(nix_calls.evaluations("patient")) == 1
 
 
 def _second_instance(stack: DevStack, tmp_path: Path, **builder_env: str) -> list[ManagedProcess]:

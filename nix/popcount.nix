@@ -17,36 +17,14 @@
 let
   inherit (builtins) tryEval;
 
-  source =
-    if srcType == "path" then
+  pkgs = import ./package-set.nix {
+    inherit
+      srcType
       src
-    else if srcType == "git" then
-      builtins.fetchGit {
-        url = src;
-        inherit rev;
-        allRefs = true;
-      }
-    else if srcType == "tarball" then
-      builtins.fetchTarball src
-    else
-      throw "popcount.nix: unknown srcType '${srcType}' (expected path, git or tarball)";
-
-  imported = import source;
-
-  # As in resolve.nix: pass only what the package set declares, unless it declares nothing.
-  packageSetArgs = {
-    inherit system;
-    config = { };
-    overlays = [ ];
+      rev
+      system
+      ;
   };
-  declaredArgs = builtins.functionArgs imported;
-  pkgs =
-    if builtins.isFunction imported then
-      imported (
-        if declaredArgs == { } then packageSetArgs else builtins.intersectAttrs declaredArgs packageSetArgs
-      )
-    else
-      imported;
 
   rootsOf =
     value:

@@ -31,37 +31,14 @@ let
     tryEval
     ;
 
-  source =
-    if srcType == "path" then
+  pkgs = import ./package-set.nix {
+    inherit
+      srcType
       src
-    else if srcType == "git" then
-      builtins.fetchGit {
-        url = src;
-        inherit rev;
-        allRefs = true;
-      }
-    else if srcType == "tarball" then
-      builtins.fetchTarball src
-    else
-      throw "resolve.nix: unknown srcType '${srcType}' (expected path, git or tarball)";
-
-  imported = import source;
-
-  # Pass only the arguments a package set declares, unless it declares none (`pkgs: ...` or
-  # `{ ... }: ...`), whose arguments functionArgs cannot reveal. nixpkgs declares all three.
-  packageSetArgs = {
-    inherit system;
-    config = { };
-    overlays = [ ];
+      rev
+      system
+      ;
   };
-  declaredArgs = builtins.functionArgs imported;
-  pkgs =
-    if builtins.isFunction imported then
-      imported (
-        if declaredArgs == { } then packageSetArgs else builtins.intersectAttrs declaredArgs packageSetArgs
-      )
-    else
-      imported;
 
   # Nix 2.8 has no builtins.toLower.
   upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];

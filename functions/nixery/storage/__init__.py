@@ -7,7 +7,7 @@ and GCS (the cloud deployment).
 from __future__ import annotations
 
 from types import TracebackType
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, Self
 
 
 class BlobNotFound(KeyError):
@@ -51,6 +51,24 @@ class Storage(Protocol):
     def redirect_url(self, digest: str) -> str | None:
         """A URL that serves the blob to a client (GCS signed URL), or None to serve it here."""
         ...
+
+
+class AbortUnlessCommitted:
+    """The context-manager half of a BlobWriter: leaving the block aborts an uncommitted blob."""
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
 
 
 def put_bytes(storage: Storage, digest: str, data: bytes, media_type: str) -> None:

@@ -6,14 +6,13 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO
 
 from nixery.digest import digest_hex
-from nixery.storage import BlobNotFound
+from nixery.storage import AbortUnlessCommitted, BlobNotFound
 
 
-class FilesystemBlobWriter:
+class FilesystemBlobWriter(AbortUnlessCommitted):
     def __init__(self, storage: FilesystemStorage) -> None:
         self._storage = storage
         fd, name = tempfile.mkstemp(dir=storage.tmp_dir, prefix="upload-")
@@ -40,17 +39,6 @@ class FilesystemBlobWriter:
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._tmp_path.unlink()
-
-    def __enter__(self) -> FilesystemBlobWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
 
 
 class FilesystemStorage:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
@@ -20,7 +19,7 @@ from google.cloud.storage import Blob, Bucket
 from google.cloud.storage.retry import DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
 
 from nixery.digest import digest_hex
-from nixery.storage import BlobNotFound
+from nixery.storage import AbortUnlessCommitted, BlobNotFound
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
@@ -42,7 +41,7 @@ def blob_name(digest: str) -> str:
     return BLOB_PREFIX + digest_hex(digest)
 
 
-class GcsBlobWriter:
+class GcsBlobWriter(AbortUnlessCommitted):
     def __init__(self, storage: GcsStorage) -> None:
         self._storage = storage
         self.staging = storage.bucket.blob(STAGING_PREFIX + uuid.uuid4().hex)
@@ -106,17 +105,6 @@ class GcsBlobWriter:
         except Exception as error:
             # The outcome of the upload stands either way; the staging lifecycle rule sweeps up.
             log.warning("could not delete %s: %s", self.staging.name, error)
-
-    def __enter__(self) -> GcsBlobWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
 
 
 class GcsStorage:

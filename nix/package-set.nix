@@ -1,0 +1,41 @@
+# The package set a source names, called the way nixpkgs expects: shared by resolve.nix and
+# popcount.nix.
+{
+  srcType,
+  src,
+  rev ? "",
+  system,
+}:
+
+let
+  source =
+    if srcType == "path" then
+      src
+    else if srcType == "git" then
+      builtins.fetchGit {
+        url = src;
+        inherit rev;
+        allRefs = true;
+      }
+    else if srcType == "tarball" then
+      builtins.fetchTarball src
+    else
+      throw "unknown srcType '${srcType}' (expected path, git or tarball)";
+
+  imported = import source;
+
+  # Pass only the arguments a package set declares, unless it declares none (`pkgs: ...` or
+  # `{ ... }: ...`), whose arguments functionArgs cannot reveal. nixpkgs declares all three.
+  packageSetArgs = {
+    inherit system;
+    config = { };
+    overlays = [ ];
+  };
+  declaredArgs = builtins.functionArgs imported;
+in
+if builtins.isFunction imported then
+  imported (
+    if declaredArgs == { } then packageSetArgs else builtins.intersectAttrs declaredArgs packageSetArgs
+  )
+else
+  imported

@@ -33,6 +33,7 @@ STAGING_CONTENT_TYPE = "application/octet-stream"
 # Each upload buffers one chunk in memory; resumable chunks must be multiples of 256 KiB.
 DEFAULT_UPLOAD_CHUNK_SIZE = 8 * 1024 * 1024
 DEFAULT_READ_CHUNK_SIZE = 8 * 1024 * 1024
+STAGING_DELETE_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,20 @@ class GcsBlobWriter(AbortUnlessCommitted):
                 transport.delete(upload.resumable_url, timeout=30)
 
     def _delete_staging(self) -> None:
-        try:
-            self.staging.delete(retry=self._storage.retry)
-        except NotFound:
-            pass
-        except Exception as error:
-            # The outcome of the upload stands either way; the staging lifecycle rule sweeps up.
-            log.warning("could not delete %s: %s", self.staging.name, error)
+        # Checked after deleting: a late duplicate of the finalising request (a client retry the
+        # server had already applied) can recreate the object; seen on the emulator under load.
+        for _attempt in range(STAGING_DELETE_ATTEMPTS):
+            try:
+                self.staging.delete(retry=self._storage.retry)
+            except NotFound:
+                pass
+            except Exception as error:
+                # The upload's outcome stands either way; the staging lifecycle rule sweeps up.
+                log.warning("could not delete %s: %s", self.staging.name, error)
+                return
+            if not self.staging.exists(retry=self._storage.retry):
+                return
+        log.warning("%s keeps reappearing; left to the lifecycle rule", self.staging.name)
 
 
 class GcsStorage:

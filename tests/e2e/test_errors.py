@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
+from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import TEST_PKGS
 from tests.e2e.registry_process import RegistryProcess
 
 ABSENT = "sha256:" + "0" * 64
@@ -105,3 +107,16 @@ def test_random_tag_on_a_git_source_never_builds(git_registry: RegistryProcess) 
     response = requests.get(f"{git_registry.url}/v2/hello/manifests/no-such-branch-x7")
     assert_error(response, 404, "MANIFEST_UNKNOWN")
     assert len(git_registry.nix_calls()) == calls
+
+
+def test_nix_timeout_gives_a_clear_error(tmp_path: Path) -> None:
+    env = {"NIXERY_PKGS_PATH": str(TEST_PKGS), "NIX_TIMEOUT": "3"}
+    with RegistryProcess(tmp_path / "storage", env) as registry:
+        response = requests.get(f"{registry.url}/v2/testing.slow/manifests/latest", timeout=120)
+        error = assert_error(response, 500, "UNKNOWN")
+        assert "timed out" in error["message"]
+        # The build's Nix processes were stopped; the registry goes on serving.
+        assert not [c for c in registry.nix_calls() if "slow" in c and "nix-store --realise" in c][
+            1:
+        ]
+        assert requests.get(f"{registry.url}/v2/", timeout=10).status_code == 200

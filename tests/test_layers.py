@@ -13,7 +13,6 @@ import sys
 import tarfile
 import textwrap
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
@@ -24,7 +23,7 @@ from nixery.layers import (
     write_store_layer,
     write_symlink_layer,
 )
-from nixery.storage import BlobWriter
+from nixery.storage import AbortUnlessCommitted, BlobWriter
 from nixery.storage.filesystem import FilesystemStorage
 
 LATIN_1_NAME = os.fsdecode(b"caf\xe9")  # not valid UTF-8
@@ -292,7 +291,7 @@ class ObservedStorage(FilesystemStorage):
         return ObservedWriter(self, super().writer())
 
 
-class ObservedWriter:
+class ObservedWriter(AbortUnlessCommitted):
     def __init__(self, storage: ObservedStorage, inner: BlobWriter) -> None:
         self._storage = storage
         self._inner = inner
@@ -312,17 +311,6 @@ class ObservedWriter:
     def abort(self) -> None:
         self._storage.events.append("abort")
         self._inner.abort()
-
-    def __enter__(self) -> ObservedWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
 
 
 def assert_nothing_stored(storage: FilesystemStorage) -> None:

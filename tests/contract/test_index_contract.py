@@ -6,6 +6,24 @@ from nixery.digest import sha256_digest
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, StoredManifest
 
 
+def lease_winners(index: Index, key: str, racers: int = 8) -> list[str]:
+    """Owners that got the lease on `key` when `racers` threads asked at once."""
+    winners: list[str] = []
+    lock = threading.Lock()
+
+    def race(owner: str) -> None:
+        if index.try_acquire_lease(key, owner, ttl_seconds=60):
+            with lock:
+                winners.append(owner)
+
+    threads = [threading.Thread(target=race, args=(f"o{i}",)) for i in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return winners
+
+
 def test_image_records(index: Index) -> None:
     assert index.get_image("k1") is None
     record = ImageRecord("k1", sha256_digest(b"oci"), sha256_digest(b"docker"))
@@ -61,20 +79,7 @@ def test_expired_lease_is_taken_over(index: Index) -> None:
 
 
 def test_one_winner_among_racing_leases(index: Index) -> None:
-    winners: list[str] = []
-    lock = threading.Lock()
-
-    def race(owner: str) -> None:
-        if index.try_acquire_lease("contended", owner, ttl_seconds=60):
-            with lock:
-                winners.append(owner)
-
-    threads = [threading.Thread(target=race, args=(f"o{i}",)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(winners) == 1
+    assert len(lease_winners(index, "contended")) == 1
 
 
 def test_tags_of_similar_repository_names_stay_apart(index: Index) -> None:
@@ -96,20 +101,7 @@ def test_binary_manifest_body_round_trips(index: Index) -> None:
 def test_one_winner_among_racing_takeovers_of_an_expired_lease(index: Index) -> None:
     assert index.try_acquire_lease("stale", "crashed", ttl_seconds=0.01)
     threading.Event().wait(0.5)
-    winners: list[str] = []
-    lock = threading.Lock()
-
-    def race(owner: str) -> None:
-        if index.try_acquire_lease("stale", owner, ttl_seconds=60):
-            with lock:
-                winners.append(owner)
-
-    threads = [threading.Thread(target=race, args=(f"o{i}",)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(winners) == 1
+    assert len(lease_winners(index, "stale")) == 1
     assert not index.try_acquire_lease("stale", "crashed", ttl_seconds=60)
 
 

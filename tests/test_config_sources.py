@@ -99,10 +99,18 @@ def test_git_tags_resolve_to_commits(tmp_path: Path) -> None:
     assert revision is not None and revision.nix_source.rev == first
 
 
-def test_path_fingerprint_follows_edits(tmp_path: Path) -> None:
+def test_path_fingerprint_follows_edits_within_the_recheck_time(tmp_path: Path) -> None:
     (tmp_path / "default.nix").write_text("{ }\n")
-    source = PathSource(tmp_path)
+    now = [0.0]
+    source = PathSource(tmp_path, recheck_seconds=2, clock=lambda: now[0])
     before = source.resolve("anything")
     assert source.resolve("latest").commit == before.commit, "the tag is ignored"
     (tmp_path / "default.nix").write_text("{ x = 1; }\n")
+    now[0] = 1.5
+    assert source.resolve("latest").commit == before.commit, "not re-walked yet"
+    now[0] = 2.5
     assert source.resolve("latest").commit != before.commit
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "more.nix").write_text("{ }\n")
+    now[0] = 5.0
+    assert source.fingerprint() != before.commit

@@ -161,13 +161,21 @@ class PathSource:
     """A local package set. The tag is ignored; the revision is a fingerprint of the tree.
 
     The fingerprint covers every file's name, mode, size and modification time, so an edit gives
-    a new revision (and a new evaluation) without running Nix to find out.
+    a new revision (and a new evaluation) without running Nix to find out. Walking a tree the
+    size of nixpkgs takes a good fraction of a second, so the fingerprint is re-taken at most
+    every `recheck_seconds`: an edit is seen within that time.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        recheck_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path.resolve()
         self.source_id = f"path:{self.path}"
         self._root = self.path if self.path.is_dir() else self.path.parent
+        self._cache: _TtlCache[str] = _TtlCache(recheck_seconds, clock)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -186,4 +194,5 @@ class PathSource:
         return digest.hexdigest()
 
     def resolve(self, tag: str) -> Revision:
-        return Revision(self.source_id, self.fingerprint(), NixSource("path", str(self.path)))
+        commit = self._cache.get("tree", self.fingerprint)
+        return Revision(self.source_id, commit, NixSource("path", str(self.path)))

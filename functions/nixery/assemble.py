@@ -41,7 +41,6 @@ def build_coordinator(config: Config, storage: Storage, index: Index) -> BuildCo
         index,
         popularity,
         config.layer_budget,
-        config.nix_timeout,
         config.layer_workers,
         config.build_concurrency,
     )

@@ -54,7 +54,6 @@ class ImageBuilder:
         index: Index,
         popularity: Mapping[str, int],
         layer_budget: int,
-        nix_timeout: float,
         layer_workers: int = 2,
         max_parallel_builds: int = 4,
     ) -> None:
@@ -63,7 +62,6 @@ class ImageBuilder:
         self.index = index
         self.popularity = popularity
         self.layer_budget = layer_budget
-        self.nix_timeout = nix_timeout
         self._layer_pool = ThreadPoolExecutor(layer_workers, thread_name_prefix="layer")
         self._layer_flights: SingleFlight[LayerBlob] = SingleFlight()
         # Builds of different images share the machine: past this many, they queue.
@@ -75,15 +73,13 @@ class ImageBuilder:
 
     def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
         started = time.monotonic()
-        deadline = started + self.nix_timeout
-        resolution = self.nix.resolve(
-            revision.nix_source, request.packages, request.platform.system, deadline
+        inputs = self.nix.build_image_inputs(
+            revision.nix_source, request.packages, request.platform.system
         )
-        if resolution.not_found:
-            raise PackagesNotFound(resolution.not_found)
-        self.nix.realise(resolution.packages, deadline)
-        roots = sorted({path for pkg in resolution.packages for path in pkg.outputs.values()})
-        graph = self.nix.closure_graph(roots, deadline)
+        if inputs.graph is None:
+            raise PackagesNotFound(inputs.resolution.not_found)
+        graph = inputs.graph
+        roots = graph.roots
         nix_done = time.monotonic()
 
         plan = plan_layers(graph, self.popularity, self.layer_budget)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,8 +14,15 @@ from nixery.digest import sha256_digest
 from nixery.imagekey import PackagesNotFound
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
 from nixery.layering import plan_layers
-from nixery.layers import COMPRESSOR, LayerBlob, write_store_layer, write_symlink_layer
+from nixery.layers import (
+    COMPRESSOR,
+    LayerBlob,
+    image_root,
+    write_store_layer,
+    write_symlink_layer,
+)
 from nixery.manifest import (
+    CA_BUNDLE,
     OCI_CONFIG,
     OCI_LAYER,
     Descriptor,
@@ -138,14 +144,13 @@ class ImageBuilder:
         layers: Sequence[BuiltLayer],
     ) -> ImageRecord:
         """Config, then both manifests, then the image record: nothing refers to a missing blob."""
+        root = image_root(roots)
         config = ImageConfig(
             architecture=request.platform.architecture,
             diff_ids=tuple(layer.blob.diff_id for layer in layers),
             history=tuple(layer.history for layer in layers),
-            has_ca_bundle=any(
-                os.path.exists(os.path.join(root, "etc/ssl/certs/ca-bundle.crt")) for root in roots
-            ),
-            has_bash=any(os.path.exists(os.path.join(root, "bin/bash")) for root in roots),
+            has_ca_bundle=CA_BUNDLE.lstrip("/") in root,
+            has_bash="bin/bash" in root,
         ).to_json()
         config_digest = sha256_digest(config)
         put_bytes(self.storage, config_digest, config, OCI_CONFIG)

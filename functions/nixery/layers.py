@@ -66,11 +66,16 @@ def write_store_layer(paths: Sequence[str], storage: Storage) -> LayerBlob:
     return _write_layer(_store_members(_store_layer_names(paths)), storage)
 
 
-def write_symlink_layer(top_level: Sequence[str], storage: Storage) -> LayerBlob:
-    """The image root: the top-level paths merged like symlinkJoin, plus what a shell expects."""
+def image_root(top_level: Sequence[str]) -> dict[str, str | None]:
+    """The image root's entries (name -> link target, None for a directory): the top-level
+    paths merged like symlinkJoin, plus what a shell expects."""
     tree = _merge_top_level(top_level)
     _add_conventional_links(tree, top_level)
-    return _write_layer(_symlink_members(tree), storage)
+    return tree
+
+
+def write_symlink_layer(top_level: Sequence[str], storage: Storage) -> LayerBlob:
+    return _write_layer(_symlink_members(image_root(top_level)), storage)
 
 
 def _write_layer(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 
 from nixery import errors
 from nixery.coordinator import Builder
@@ -18,6 +19,8 @@ from nixery.storage import Storage
 
 log = logging.getLogger(__name__)
 
+NOT_FOUND_MEMORY = 4096
+
 
 class RegistryService:
     def __init__(
@@ -28,7 +31,10 @@ class RegistryService:
         self.storage = storage
         self.builder = builder
         self._known_tags: set[tuple[str, str]] = set()
-        self._known_tags_lock = threading.Lock()
+        self._memo_lock = threading.Lock()
+        # A package set at one revision never grows the packages it lacked, so "not found" for
+        # an image key holds for good; remembered so retries of a typo do not re-run Nix.
+        self._not_found: OrderedDict[str, list[str]] = OrderedDict()
 
     def manifest(self, repository: str, reference: str, accept: str | None) -> StoredManifest:
         if reference.startswith("sha256:") or ":" in reference:
@@ -56,9 +62,17 @@ class RegistryService:
         return manifest
 
     def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+        with self._memo_lock:
+            missing_before = self._not_found.get(key)
+        if missing_before is not None:
+            raise errors.packages_unknown(missing_before)
         try:
             return self.builder.build(key, request, revision)
         except PackagesNotFound as missing:
+            with self._memo_lock:
+                self._not_found[key] = missing.names
+                if len(self._not_found) > NOT_FOUND_MEMORY:
+                    self._not_found.popitem(last=False)
             raise errors.packages_unknown(missing.names) from None
         except NixTimeout as error:
             raise errors.build_failed(
@@ -72,7 +86,7 @@ class RegistryService:
             raise errors.unavailable(str(error), retry_after=30) from error
 
     def _remember_tag(self, repository: str, tag: str) -> None:
-        with self._known_tags_lock:
+        with self._memo_lock:
             if (repository, tag) in self._known_tags:
                 return
             self._known_tags.add((repository, tag))

@@ -36,6 +36,10 @@ def test_unknown_packages_lists_every_missing_name(registry: RegistryProcess) ->
     error = assert_error(response, 404, "MANIFEST_UNKNOWN")
     assert error["detail"]["packages"] == ["nosuchthing", "notaderivation"]
     assert len(registry.nix_calls("nix-store")) == calls, "nothing was built"
+    evaluations = len(registry.nix_calls("nix-instantiate"))
+    again = requests.get(f"{registry.url}/v2/hello/nosuchthing/notaderivation/manifests/latest")
+    assert assert_error(again, 404, "MANIFEST_UNKNOWN") == error
+    assert len(registry.nix_calls("nix-instantiate")) == evaluations, "remembered, not re-evaluated"
 
 
 def test_nix_build_failure_reports_the_log_tail(registry: RegistryProcess) -> None:

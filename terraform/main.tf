@@ -1,0 +1,75 @@
+# nixery-serverless on Google Cloud: a Cloud Function answers the registry API, a private
+# Cloud Run service builds images with Nix, GCS holds blobs and Firestore the index
+# (docs/cloud.md). Everything scales to zero and is paid per use.
+
+locals {
+  blob_bucket_name   = var.blob_bucket_name != "" ? var.blob_bucket_name : "${var.project_id}-${var.name_prefix}-blobs"
+  bucket_location    = var.bucket_location != "" ? var.bucket_location : var.region
+  firestore_location = var.firestore_location != "" ? var.firestore_location : var.region
+  firestore_database = var.create_firestore_database ? google_firestore_database.index[0].name : var.firestore_database
+
+  # The Firestore index names its collections prefix + "images", ..., prefix + "leases"
+  # (functions/nixery/index/firestore.py).
+  leases_collection    = "${var.firestore_prefix}leases"
+  manifests_collection = "${var.firestore_prefix}manifests"
+
+  # nixery.config prefers NIXERY_CHANNEL to NIXERY_PKGS_REPO and treats an empty value as
+  # unset, so a configured repository empties the channel.
+  nixpkgs_channel = var.pkgs_repo != "" ? "" : var.nixpkgs_channel
+
+  # The builder's environment (README "Cloud mode", column B). NIXERY_BUILDER_AUDIENCE is not
+  # set: the builder's own URL would make the service depend on itself, and Cloud Run IAM
+  # already rejects every token that is not meant for this service or not from an invoker
+  # (builder.tf, function_invokes_builder).
+  builder_env = {
+    NIXERY_STORAGE_BACKEND    = "gcs"
+    GCS_BUCKET                = google_storage_bucket.blobs.name
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    NIXERY_FIRESTORE_DATABASE = local.firestore_database
+    NIXERY_FIRESTORE_PREFIX   = var.firestore_prefix
+    NIXERY_CHANNEL            = local.nixpkgs_channel
+    NIXERY_PKGS_REPO          = var.pkgs_repo
+    NIX_TIMEOUT               = tostring(var.nix_timeout_seconds)
+    NIXERY_LAYER_BUDGET       = tostring(var.layer_budget)
+    NIXERY_BUILD_CONCURRENCY  = tostring(var.build_concurrency)
+    NIXERY_LEASE_SECONDS      = tostring(var.lease_seconds)
+  }
+
+  # The registry function's environment (column F).
+  function_env = {
+    GCS_BUCKET                = google_storage_bucket.blobs.name
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    NIXERY_FIRESTORE_DATABASE = local.firestore_database
+    NIXERY_FIRESTORE_PREFIX   = var.firestore_prefix
+    NIXERY_CHANNEL            = local.nixpkgs_channel
+    NIXERY_PKGS_REPO          = var.pkgs_repo
+    NIXERY_BUILDER_URL        = google_cloud_run_v2_service.builder.uri
+    NIXERY_BUILD_WAIT         = tostring(var.build_wait_seconds)
+    NIXERY_SIGNED_URL_EXPIRY  = tostring(var.signed_url_expiry_seconds)
+    # functions-framework's gunicorn threads: one per request the instance accepts, since a
+    # request waiting for a build holds its thread.
+    THREADS = tostring(var.function_request_concurrency)
+  }
+
+  apis = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+    # signBlob for the function's signed blob URLs.
+    "iamcredentials.googleapis.com",
+    "logging.googleapis.com",
+    "run.googleapis.com",
+    "storage.googleapis.com",
+  ])
+}
+
+resource "google_project_service" "apis" {
+  for_each = local.apis
+
+  project = var.project_id
+  service = each.value
+  # Other workloads of the project may use the same APIs.
+  disable_on_destroy = false
+}

@@ -1,0 +1,92 @@
+# Runtime identities, least privilege: the registry function reads blobs, signs URLs for them
+# and calls the builder; the builder writes blobs. Both use the Firestore index.
+
+resource "google_service_account" "registry" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-registry"
+  display_name = "nixery registry function"
+  description  = "Runtime identity of the registry Cloud Function: reads blobs and the index, signs blob URLs, invokes the builder."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "builder" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-builder"
+  display_name = "nixery builder"
+  description  = "Runtime identity of the Cloud Run builder: writes blobs, records images and leases in the index."
+
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Build builds the function's container under this identity rather than the project's
+# default compute account, which new projects create without roles.
+resource "google_service_account" "function_build" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-fn-build"
+  display_name = "nixery registry function build"
+  description  = "Cloud Build identity that builds the registry function's container."
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- Registry function ------------------------------------------------------------------------
+
+resource "google_storage_bucket_iam_member" "registry_reads_blobs" {
+  bucket = google_storage_bucket.blobs.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.registry.member
+}
+
+resource "google_project_iam_member" "registry_uses_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.registry.member
+}
+
+# Without a key file the function signs blob URLs with IAM signBlob as itself
+# (nixery.signing): the grant is on its own account only, never project-wide.
+resource "google_service_account_iam_member" "registry_signs_as_itself" {
+  service_account_id = google_service_account.registry.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.registry.member
+}
+
+# --- Builder ----------------------------------------------------------------------------------
+
+# Writes staging/ uploads, copies them to blobs/sha256/, deletes the staged copies.
+resource "google_storage_bucket_iam_member" "builder_writes_blobs" {
+  bucket = google_storage_bucket.blobs.name
+  role   = "roles/storage.objectAdmin"
+  member = google_service_account.builder.member
+}
+
+resource "google_project_iam_member" "builder_uses_firestore" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.builder.member
+}
+
+# --- Function build (Cloud Build) -------------------------------------------------------------
+
+resource "google_project_iam_member" "function_build_writes_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = google_service_account.function_build.member
+}
+
+# Cloud Functions copies the source archive into its own gcf-v2-sources-* bucket, which it
+# creates on the first deployment: only a project-level grant can name it in advance.
+resource "google_project_iam_member" "function_build_reads_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.function_build.member
+}
+
+resource "google_artifact_registry_repository_iam_member" "function_build_pushes_image" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.function_build.member
+}

@@ -1,0 +1,232 @@
+variable "project_id" {
+  description = "Google Cloud project that holds the whole deployment."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the function, the builder, the Artifact Registry repository and (by default) the buckets and Firestore."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name, so that several registries can share a project."
+  type        = string
+  default     = "nixery"
+
+  validation {
+    # Service account ids allow 6-30 characters; the longest suffix used is "-fn-build" (9).
+    condition     = can(regex("^[a-z][a-z0-9-]{2,20}$", var.name_prefix))
+    error_message = "name_prefix must be 3-21 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "labels" {
+  description = "Labels put on the buckets, the builder, the function and the repository."
+  type        = map(string)
+  default     = {}
+}
+
+# --- Who may pull -----------------------------------------------------------------------------
+
+variable "public" {
+  description = "true: anyone on the internet may pull (allUsers may invoke the registry function). false: only var.invokers may."
+  type        = bool
+  default     = false
+}
+
+variable "invokers" {
+  description = "IAM members allowed to pull from a private registry, e.g. [\"group:team@example.com\", \"serviceAccount:ci@p.iam.gserviceaccount.com\"]."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = !contains(var.invokers, "allUsers") && !contains(var.invokers, "allAuthenticatedUsers")
+    error_message = "Use public = true for a public registry; invokers lists specific members."
+  }
+}
+
+# --- Package source ---------------------------------------------------------------------------
+
+variable "nixpkgs_channel" {
+  description = "nixpkgs channel (or commit) images are built from (NIXERY_CHANNEL). Ignored when pkgs_repo is set."
+  type        = string
+  default     = "nixos-unstable"
+}
+
+variable "pkgs_repo" {
+  description = "Git repository of a package set (NIXERY_PKGS_REPO); when set it replaces the channel. The function runs `git ls-remote` on it."
+  type        = string
+  default     = ""
+}
+
+# --- Storage and index ------------------------------------------------------------------------
+
+variable "blob_bucket_name" {
+  description = "Name of the blob bucket; empty means \"<project_id>-<name_prefix>-blobs\"."
+  type        = string
+  default     = ""
+}
+
+variable "bucket_location" {
+  description = "Location of both buckets; empty means var.region (same region as the builder: no egress charge)."
+  type        = string
+  default     = ""
+}
+
+variable "force_destroy_buckets" {
+  description = "Let `terraform destroy` delete buckets that still hold objects."
+  type        = bool
+  default     = false
+}
+
+variable "create_firestore_database" {
+  description = "Create a Firestore (native mode) database named var.firestore_database. false: use an existing one, e.g. \"(default)\"."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_database" {
+  description = "Firestore database id (NIXERY_FIRESTORE_DATABASE): the one created, or the existing one when create_firestore_database is false."
+  type        = string
+  default     = "nixery"
+}
+
+variable "firestore_location" {
+  description = "Location of a created Firestore database; empty means var.region."
+  type        = string
+  default     = ""
+}
+
+variable "firestore_prefix" {
+  description = "Prefix of every collection name (NIXERY_FIRESTORE_PREFIX), for several registries in one database."
+  type        = string
+  default     = ""
+}
+
+# --- Builder (Cloud Run) ----------------------------------------------------------------------
+
+variable "builder_image" {
+  description = "The builder image, built from builder-image/Dockerfile and pushed to the repository this module creates (see outputs.builder_image_repository)."
+  type        = string
+}
+
+variable "builder_cpu" {
+  description = "vCPUs of one builder instance (Cloud Run allows 1, 2, 4, 8)."
+  type        = string
+  default     = "4"
+}
+
+variable "builder_memory" {
+  description = "Memory of one builder instance; Nix builds and the /nix store (in memory on Cloud Run) live here."
+  type        = string
+  default     = "8Gi"
+}
+
+variable "builder_max_instances" {
+  description = "Most builder instances at once."
+  type        = number
+  default     = 4
+}
+
+variable "builder_request_concurrency" {
+  description = "Build requests one builder instance takes at once; waiting requests for the same image share one build. Matches the image's THREADS=16."
+  type        = number
+  default     = 16
+}
+
+variable "builder_timeout_seconds" {
+  description = "Cloud Run request timeout of the builder (at most 3600)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.builder_timeout_seconds >= 60 && var.builder_timeout_seconds <= 3600
+    error_message = "builder_timeout_seconds must be between 60 and 3600."
+  }
+}
+
+variable "nix_timeout_seconds" {
+  description = "Seconds for the whole Nix step of one build (NIX_TIMEOUT)."
+  type        = number
+  default     = 600
+}
+
+variable "layer_budget" {
+  description = "Store-path layers per image (NIXERY_LAYER_BUDGET, 2-120)."
+  type        = number
+  default     = 94
+}
+
+variable "build_concurrency" {
+  description = "Builds of different images at once per builder instance (NIXERY_BUILD_CONCURRENCY)."
+  type        = number
+  default     = 4
+}
+
+variable "lease_seconds" {
+  description = "Build lease lifetime (NIXERY_LEASE_SECONDS); a dead builder's lease expires after this."
+  type        = number
+  default     = 60
+}
+
+variable "deletion_protection" {
+  description = "Refuse to let Terraform delete the builder service."
+  type        = bool
+  default     = false
+}
+
+# --- Registry function (Cloud Functions 2nd gen) ----------------------------------------------
+
+variable "function_runtime" {
+  description = "Python runtime of the registry function."
+  type        = string
+  default     = "python312"
+}
+
+variable "function_memory" {
+  description = "Memory of one function instance."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "function_cpu" {
+  description = "vCPUs of one function instance."
+  type        = string
+  default     = "1"
+}
+
+variable "function_max_instances" {
+  description = "Most function instances at once."
+  type        = number
+  default     = 10
+}
+
+variable "function_request_concurrency" {
+  description = "Requests one function instance serves at once (also functions-framework's THREADS: a request waiting for a build holds a thread)."
+  type        = number
+  default     = 32
+}
+
+variable "function_timeout_seconds" {
+  description = "Request timeout of the registry function; must exceed build_wait_seconds."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.function_timeout_seconds > 0 && var.function_timeout_seconds <= 3600
+    error_message = "function_timeout_seconds must be between 1 and 3600 (HTTP functions run up to 60 minutes)."
+  }
+}
+
+variable "build_wait_seconds" {
+  description = "Seconds the function waits for a build before answering 503 (NIXERY_BUILD_WAIT); keep it below function_timeout_seconds."
+  type        = number
+  default     = 540
+}
+
+variable "signed_url_expiry_seconds" {
+  description = "Lifetime of a signed blob URL (NIXERY_SIGNED_URL_EXPIRY)."
+  type        = number
+  default     = 900
+}

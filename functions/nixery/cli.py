@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -65,6 +64,7 @@ def popcount(args: argparse.Namespace) -> int:
     from nixery.assemble import package_source
     from nixery.config import find_nix_dir
     from nixery.nix import Nix
+    from nixery.popcount import dump_popularity
     from nixery.popcount import popcount as count
 
     config = load_config(os.environ, _settings(args))
@@ -73,7 +73,7 @@ def popcount(args: argparse.Namespace) -> int:
         raise ConfigError(f"tag {args.tag!r} names no revision of the package source")
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
     counts = count(nix, revision.nix_source, args.system, realise=args.realise, store=args.store)
-    text = json.dumps(counts, sort_keys=True, indent=1) + "\n"
+    text = dump_popularity(counts)
     if args.output == "-":
         sys.stdout.write(text)
     else:

@@ -114,3 +114,25 @@ def test_path_fingerprint_follows_edits_within_the_recheck_time(tmp_path: Path) 
     (tmp_path / "sub" / "more.nix").write_text("{ }\n")
     now[0] = 5.0
     assert source.fingerprint() != before.commit
+
+
+def test_an_expired_entry_is_refreshed_once_for_concurrent_requests() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[str] = []
+    release = threading.Event()
+
+    def slow_resolver(channel: str) -> str:
+        calls.append(channel)
+        release.wait(5)
+        return COMMIT_A
+
+    source = ChannelSource("nixos-unstable", slow_resolver, ttl=300)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(source.resolve, "latest") for _ in range(8)]
+        threading.Event().wait(0.3)
+        release.set()
+        commits = {future.result().commit for future in futures}  # type: ignore[union-attr]
+    assert commits == {COMMIT_A}
+    assert calls == ["nixos-unstable"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 
@@ -16,8 +15,6 @@ from nixery.names import ImageRequest, parse_image_name, validate_repository, va
 from nixery.nix import NixError, NixTimeout
 from nixery.sources import PackageSource, Revision, SourceError
 from nixery.storage import Storage
-
-log = logging.getLogger(__name__)
 
 NOT_FOUND_MEMORY = 4096
 
@@ -37,7 +34,7 @@ class RegistryService:
         self._not_found: OrderedDict[str, list[str]] = OrderedDict()
 
     def manifest(self, repository: str, reference: str, accept: str | None) -> StoredManifest:
-        if reference.startswith("sha256:") or ":" in reference:
+        if ":" in reference:  # tags cannot hold a colon; digests always do
             validate_repository(repository)
             return self.manifest_by_digest(reference)
         request = parse_image_name(repository)

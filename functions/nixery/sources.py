@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from nixery.nix import NixSource
+from nixery.singleflight import SingleFlight
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 NIXPKGS_ARCHIVE = "https://github.com/NixOS/nixpkgs/archive/{commit}.tar.gz"
@@ -49,6 +50,9 @@ class _TtlCache(Generic[V]):
         self._clock = clock
         self._entries: dict[str, tuple[float, V]] = {}
         self._lock = threading.Lock()
+        # When an entry expires under load, one caller refreshes it and the others wait for that
+        # (one `git ls-remote` or tree walk, not one per request).
+        self._refreshes: SingleFlight[V] = SingleFlight()
 
     def get(self, key: str, compute: Callable[[], V]) -> V:
         now = self._clock()
@@ -56,7 +60,9 @@ class _TtlCache(Generic[V]):
             hit = self._entries.get(key)
             if hit and now - hit[0] < self._ttl:
                 return hit[1]
-        value = compute()
+        return self._refreshes.run(key, lambda: self._store(key, now, compute()))
+
+    def _store(self, key: str, now: float, value: V) -> V:
         with self._lock:
             self._entries[key] = (now, value)
         return value

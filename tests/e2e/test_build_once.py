@@ -41,7 +41,7 @@ def test_identical_concurrent_requests_build_once(tmp_path: Path) -> None:
         assert list((tmp_path / "storage" / "tmp").iterdir()) == []
 
 
-def test_different_images_build_in_parallel(tmp_path: Path) -> None:
+def test_concurrent_requests_for_different_images_each_build(tmp_path: Path) -> None:
     images = ["synthetic.p001", "synthetic.p002", "synthetic.p003", "synthetic.p004"]
     with RegistryProcess(tmp_path / "storage", {"NIXERY_PKGS_PATH": str(TEST_PKGS)}) as registry:
         with ThreadPoolExecutor(4) as pool:

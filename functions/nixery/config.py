@@ -59,6 +59,14 @@ class Config:
     builder_audience: str | None = None
     id_token_public_keys: Path | None = None
     gcs_retry_seconds: float = 120.0
+    # Access control (docs/security.md): who may pull, and the limits hostile clients meet.
+    access: Literal["public", "team"] = "public"
+    team_members: str | None = None
+    team_domains: str | None = None
+    robot_tokens: str | None = None
+    tokeninfo_url: str = "https://oauth2.googleapis.com/tokeninfo"
+    max_packages: int = 64
+    client_build_limit: int = 2
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:
@@ -111,6 +119,13 @@ ENVIRONMENT = {
     "builder_audience": "NIXERY_BUILDER_AUDIENCE",
     "id_token_public_keys": "NIXERY_ID_TOKEN_PUBLIC_KEYS",
     "gcs_retry_seconds": "NIXERY_GCS_RETRY_SECONDS",
+    "access": "NIXERY_ACCESS",
+    "team_members": "NIXERY_TEAM_MEMBERS",
+    "team_domains": "NIXERY_TEAM_DOMAINS",
+    "robot_tokens": "NIXERY_ROBOT_TOKENS",
+    "tokeninfo_url": "NIXERY_TOKENINFO_URL",
+    "max_packages": "NIXERY_MAX_PACKAGES",
+    "client_build_limit": "NIXERY_CLIENT_BUILD_LIMIT",
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
@@ -160,6 +175,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"NIXERY_STORAGE_BACKEND must be 'filesystem' or 'gcs', got {config.storage_backend!r}"
         )
+    if config.access not in ("public", "team"):
+        raise ConfigError(f"NIXERY_ACCESS must be 'public' or 'team', got {config.access!r}")
     if config.storage_backend == "gcs" and not config.gcs_bucket:
         raise ConfigError("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET")
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():

@@ -129,6 +129,53 @@ ENVIRONMENT = {
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
+# Which settings each cloud component reads (nixery.cloud, nixery.assemble), so that the
+# deployment (terraform/, builder-image/Dockerfile) can be checked to set exactly these.
+# Required: the deployment must set them. Optional: read, with defaults a deployment may keep.
+# Not listed for a component: it never reads them there. Local development only, never set in
+# the cloud: NIXERY_PKGS_PATH (needs a disk shared by function and builder),
+# NIXERY_ID_TOKEN_KEY_FILE and NIXERY_ID_TOKEN_PUBLIC_KEYS (the metadata server and Google's
+# certificates replace them), and PORT (Cloud Run sets it).
+FUNCTION_SETTINGS = (
+    "gcs_bucket",
+    "gcp_project",
+    "firestore_database",
+    "firestore_prefix",
+    "channel",
+    "pkgs_repo",
+    "builder_url",
+    "build_wait",
+    "access",
+    "team_members",
+    "team_domains",
+)
+FUNCTION_OPTIONAL_SETTINGS = (
+    "signed_url_expiry",
+    "gcs_retry_seconds",
+    "robot_tokens",
+    "tokeninfo_url",
+    "max_packages",
+    "client_build_limit",
+)
+# The builder takes the package source from each build request, not from its settings.
+BUILDER_SETTINGS = (
+    "gcs_bucket",
+    "gcp_project",
+    "firestore_database",
+    "firestore_prefix",
+    "storage_path",
+)
+BUILDER_OPTIONAL_SETTINGS = (
+    "nix_timeout",
+    "popularity_url",
+    "layer_budget",
+    "layer_workers",
+    "build_concurrency",
+    "lease_seconds",
+    "gcs_retry_seconds",
+    "builder_audience",
+)
+
 
 def _positive_number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
     try:

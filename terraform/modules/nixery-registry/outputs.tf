@@ -1,11 +1,21 @@
-output "registry_url" {
-  description = "The registry, at the root of its run.app host: docker pull <host>/shell/git."
-  value       = google_cloudfunctions2_function.registry.service_config[0].uri
+output "registry_host" {
+  description = "The registry's host, as image references name it: the custom domain, else the function's run.app host."
+  value       = local.registry_host
 }
 
-output "registry_host" {
-  description = "The registry's host name, as image references use it."
-  value       = trimprefix(google_cloudfunctions2_function.registry.service_config[0].uri, "https://")
+output "docker_pull_example" {
+  description = "A pull that works once the registry is up (a team registry needs `docker login` first, docs/deploy.md)."
+  value       = "docker pull ${local.registry_host}/shell/git"
+}
+
+output "registry_url" {
+  description = "The registry function's own https URL (run.app)."
+  value       = local.function_uri
+}
+
+output "custom_domain_dns_records" {
+  description = "DNS records to create for custom_domain (empty without one)."
+  value       = var.custom_domain != "" ? google_cloud_run_domain_mapping.registry[0].status[0].resource_records : []
 }
 
 output "builder_url" {
@@ -39,6 +49,6 @@ output "function_build_service_account" {
 }
 
 output "builder_image_repository" {
-  description = "Push the builder image here (then set builder_image to <this>/builder:<tag>)."
+  description = "Push the builder image here (builder-image/cloudbuild.yaml), then set builder_image to <this>/builder:<tag>."
   value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 }

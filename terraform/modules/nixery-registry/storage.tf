@@ -13,6 +13,12 @@ resource "google_storage_bucket" "blobs" {
   force_destroy               = var.force_destroy_buckets
   labels                      = var.labels
 
+  # Deleted blobs are rebuilt on demand, so by default they are not kept (and billed) after
+  # deletion; raise it to be able to restore them.
+  soft_delete_policy {
+    retention_duration_seconds = var.blob_soft_delete_seconds
+  }
+
   # A killed builder can leave a resumable upload in staging/; finished ones are deleted.
   lifecycle_rule {
     condition {
@@ -43,15 +49,26 @@ resource "google_storage_bucket" "function_source" {
   depends_on = [google_project_service.apis]
 }
 
-# `functions/` as it stands, deployed as the registry function (README "Cloud mode").
+# `functions/` of this checkout, deployed as the registry function (README "Cloud mode").
 data "archive_file" "function_source" {
   type             = "zip"
-  source_dir       = "${path.module}/../functions"
-  output_path      = "${path.module}/.build/registry-source.zip"
+  source_dir       = "${path.module}/../../../functions"
+  output_path      = "${path.root}/.build/registry-source.zip"
   output_file_mode = "0644"
-  # Bytecode caches differ between machines and Python versions: they would change the hash
-  # (and redeploy) without a code change.
-  excludes = ["**/__pycache__", "**/__pycache__/**", "**/*.pyc"]
+  # Tests never run in the function, and caches differ between machines and Python versions:
+  # either would change the hash (and redeploy) without a code change.
+  excludes = [
+    "**/__pycache__",
+    "**/__pycache__/**",
+    "**/*.pyc",
+    "**/.pytest_cache/**",
+    "**/.ruff_cache/**",
+    "**/.mypy_cache/**",
+    "**/tests/**",
+    "**/test_*.py",
+    "**/*_test.py",
+    "**/conftest.py",
+  ]
 }
 
 resource "google_storage_bucket_object" "function_source" {

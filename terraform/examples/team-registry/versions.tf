@@ -1,15 +1,16 @@
+# The root configuration pins the providers; `terraform init` records the exact builds in
+# .terraform.lock.hcl, which a team commits with its copy of this directory.
 terraform {
   required_version = ">= 1.5"
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 6.0"
+      version = "~> 6.14"
     }
     archive = {
-      # 2.5 is the first release whose `excludes` accepts glob patterns (**/__pycache__).
       source  = "hashicorp/archive"
-      version = "~> 2.5"
+      version = "~> 2.7"
     }
   }
 }

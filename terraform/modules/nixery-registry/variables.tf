@@ -29,21 +29,66 @@ variable "labels" {
 
 # --- Who may pull -----------------------------------------------------------------------------
 
-variable "public" {
-  description = "true: anyone on the internet may pull (allUsers may invoke the registry function). false: only var.invokers may."
-  type        = bool
-  default     = false
+variable "access" {
+  description = "\"public\": anyone may pull. \"team\": only team_members, members of team_domains (by their Google identity) and robot tokens may; the function checks every request (NIXERY_ACCESS)."
+  type        = string
+
+  validation {
+    condition     = contains(["public", "team"], var.access)
+    error_message = "access must be \"public\" or \"team\"."
+  }
 }
 
-variable "invokers" {
-  description = "IAM members allowed to pull from a private registry, e.g. [\"group:team@example.com\", \"serviceAccount:ci@p.iam.gserviceaccount.com\"]."
+variable "team_members" {
+  description = "E-mail addresses of the Google accounts that may pull from a team registry (NIXERY_TEAM_MEMBERS)."
   type        = list(string)
   default     = []
 
   validation {
-    condition     = !contains(var.invokers, "allUsers") && !contains(var.invokers, "allAuthenticatedUsers")
-    error_message = "Use public = true for a public registry; invokers lists specific members."
+    condition     = alltrue([for member in var.team_members : can(regex("^[^@,\\s]+@[^@,\\s]+$", member))])
+    error_message = "team_members are plain e-mail addresses, e.g. \"alice@example.com\"."
   }
+}
+
+variable "team_domains" {
+  description = "Domains whose Google accounts may all pull from a team registry, e.g. [\"example.com\"] (NIXERY_TEAM_DOMAINS)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for domain in var.team_domains : can(regex("^[a-z0-9.-]+\\.[a-z]{2,}$", domain))])
+    error_message = "team_domains are lowercase domain names without \"@\", e.g. \"example.com\"."
+  }
+}
+
+variable "robot_tokens_secret_id" {
+  description = "Secret Manager secret (id in project_id) holding the salted hashes of robot tokens, for CI (NIXERY_ROBOT_TOKENS; docs/deploy.md). Empty: no robot tokens."
+  type        = string
+  default     = ""
+}
+
+variable "robot_tokens_secret_version" {
+  description = "Version of the robot token secret the function reads when an instance starts."
+  type        = string
+  default     = "latest"
+}
+
+variable "max_packages" {
+  description = "Most packages in one image name (NIXERY_MAX_PACKAGES)."
+  type        = number
+  default     = 64
+}
+
+variable "client_build_limit" {
+  description = "Builds one client may have running at once (NIXERY_CLIENT_BUILD_LIMIT)."
+  type        = number
+  default     = 2
+}
+
+variable "custom_domain" {
+  description = "A host name, verified for the deploying account, to serve the registry at (docker pull <domain>/shell/git). Empty: the function's run.app host."
+  type        = string
+  default     = ""
 }
 
 # --- Package source ---------------------------------------------------------------------------
@@ -72,6 +117,12 @@ variable "bucket_location" {
   description = "Location of both buckets; empty means var.region (same region as the builder: no egress charge)."
   type        = string
   default     = ""
+}
+
+variable "blob_soft_delete_seconds" {
+  description = "How long deleted blobs stay restorable (and billed) in the blob bucket; 0 turns soft delete off, since a deleted blob is rebuilt on demand. Google's default is 604800 (7 days)."
+  type        = number
+  default     = 0
 }
 
 variable "force_destroy_buckets" {
@@ -107,7 +158,7 @@ variable "firestore_prefix" {
 # --- Builder (Cloud Run) ----------------------------------------------------------------------
 
 variable "builder_image" {
-  description = "The builder image, built from builder-image/Dockerfile and pushed to the repository this module creates (see outputs.builder_image_repository)."
+  description = "The builder image, built from builder-image/Dockerfile and pushed to the repository this module creates (output builder_image_repository), with a new tag per build."
   type        = string
 }
 
@@ -130,7 +181,7 @@ variable "builder_max_instances" {
 }
 
 variable "builder_request_concurrency" {
-  description = "Build requests one builder instance takes at once; waiting requests for the same image share one build. Matches the image's THREADS=16."
+  description = "Build requests one builder instance takes at once; waiting requests for the same image share one build. At most the image's THREADS (16)."
   type        = number
   default     = 16
 }
@@ -171,7 +222,7 @@ variable "lease_seconds" {
 }
 
 variable "deletion_protection" {
-  description = "Refuse to let Terraform delete the builder service."
+  description = "Refuse to let Terraform delete (or replace) the builder service."
   type        = bool
   default     = false
 }

@@ -1,5 +1,6 @@
-# Runtime identities, least privilege: the registry function reads blobs, signs URLs for them
-# and calls the builder; the builder writes blobs. Both use the Firestore index.
+# Runtime identities, least privilege: the registry function reads blobs, signs URLs for them,
+# calls the builder (and reads the robot token secret, if any); the builder writes blobs. Both
+# use the Firestore index. Nothing else is granted (tests/test_terraform.py checks the set).
 
 resource "google_service_account" "registry" {
   project      = var.project_id
@@ -52,12 +53,25 @@ resource "google_service_account_iam_member" "registry_signs_as_itself" {
   member             = google_service_account.registry.member
 }
 
+# The robot token hashes (NIXERY_ROBOT_TOKENS): that one secret, nothing project-wide.
+resource "google_secret_manager_secret_iam_member" "registry_reads_robot_tokens" {
+  count = var.robot_tokens_secret_id != "" ? 1 : 0
+
+  project   = var.project_id
+  secret_id = var.robot_tokens_secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.registry.member
+
+  depends_on = [google_project_service.secret_manager]
+}
+
 # --- Builder ----------------------------------------------------------------------------------
 
-# Writes staging/ uploads, copies them to blobs/sha256/, deletes the staged copies.
+# Writes staging/ uploads, copies them to blobs/sha256/, deletes the staged copies: object
+# create, read and delete, without objectAdmin's IAM permissions.
 resource "google_storage_bucket_iam_member" "builder_writes_blobs" {
   bucket = google_storage_bucket.blobs.name
-  role   = "roles/storage.objectAdmin"
+  role   = "roles/storage.objectUser"
   member = google_service_account.builder.member
 }
 
@@ -67,7 +81,9 @@ resource "google_project_iam_member" "builder_uses_firestore" {
   member  = google_service_account.builder.member
 }
 
-# --- Function build (Cloud Build) -------------------------------------------------------------
+# --- Function build (Cloud Build) ---
+# Build time only: Cloud Functions builds the function's container with Cloud Build under this
+# identity; nothing at run time uses it.----------------------------------------------------------
 
 resource "google_project_iam_member" "function_build_writes_logs" {
   project = var.project_id

@@ -1,5 +1,5 @@
-# Holds the builder image (built by you from builder-image/Dockerfile, see README.md) and the
-# registry function's container, which Cloud Build pushes here.
+# Holds the builder image (builder-image/cloudbuild.yaml pushes it, docs/deploy.md) and the
+# registry function's container, which Cloud Functions' build pushes here.
 resource "google_artifact_registry_repository" "images" {
   #checkov:skip=CKV_GCP_84:The images hold public code (nixery and its PyPI dependencies); Google-managed encryption suffices and a KMS key would cost more than the rest of the deployment at rest.
   project       = var.project_id
@@ -36,6 +36,8 @@ resource "google_cloud_run_v2_service" "builder" {
     }
 
     containers {
+      # No command or args: the image's CMD serves the `build` function on $PORT, which Cloud
+      # Run sets to container_port (tests/test_builder_image.py checks the two agree).
       image = var.builder_image
 
       ports {

@@ -542,7 +542,7 @@ def test_custom_domain_maps_to_the_function(module: TerraformDir) -> None:
     assert mapping["count"] == '${var.custom_domain != "" ? 1 : 0}'
     assert mapping["name"] == "${var.custom_domain}"
     assert mapping["spec"][0]["route_name"] == (
-        "${google_cloudfunctions2_function.registry.service_config[0].service}"
+        '${reverse(split("/", google_cloudfunctions2_function.registry.service_config[0].service))[0]}'
     )
 
 
@@ -659,9 +659,12 @@ def test_every_checkov_skip_says_why() -> None:
 def test_checkov_passes(access: str, tmp_path: Path) -> None:
     # Installs checkov into its own .venv-checkov on first use (about 40 s), then ~5 s a run.
     var_file = tmp_path / "registry.tfvars"
+    # The team variant also turns on the conditional parts: the robot token secret's grant
+    # and the custom domain mapping.
+    team = 'robot_tokens_secret_id = "robots"\ncustom_domain = "registry.example.com"\n'
     var_file.write_text(
         f'project_id = "p"\naccess = "{access}"\nbuilder_image_tag = "v1"\n'
-        'team_domains = ["example.com"]\n'
+        'team_domains = ["example.com"]\n' + (team if access == "team" else "")
     )
     result = subprocess.run(
         ["./scripts/checkov", "--var-file", str(var_file)],

@@ -19,4 +19,6 @@ module "registry" {
   builder_cpu         = var.builder_cpu
   builder_memory      = var.builder_memory
   deletion_protection = var.deletion_protection
+
+  force_destroy_buckets = var.force_destroy_buckets
 }

@@ -67,3 +67,9 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "force_destroy_buckets" {
+  description = "Let `terraform destroy` delete the buckets with the blobs in them (set true before tearing down)."
+  type        = bool
+  default     = false
+}

@@ -103,6 +103,8 @@ resource "google_cloud_run_domain_mapping" "registry" {
   }
 
   spec {
-    route_name = google_cloudfunctions2_function.registry.service_config[0].service
+    # The Cloud Functions API reports the service as projects/.../services/NAME; a route names
+    # the service alone.
+    route_name = reverse(split("/", google_cloudfunctions2_function.registry.service_config[0].service))[0]
   }
 }

@@ -8,11 +8,12 @@ module "registry" {
   region      = var.region
   name_prefix = var.name_prefix
 
-  access                 = var.access
-  team_members           = var.team_members
-  team_domains           = var.team_domains
-  robot_tokens_secret_id = var.robot_tokens_secret_id
-  custom_domain          = var.custom_domain
+  access                      = var.access
+  team_members                = var.team_members
+  team_domains                = var.team_domains
+  robot_tokens_secret_id      = var.robot_tokens_secret_id
+  robot_tokens_secret_version = var.robot_tokens_secret_version
+  custom_domain               = var.custom_domain
 
   # builder-image/cloudbuild.yaml pushes <region>-docker.pkg.dev/<project>/<name_prefix>/builder:<tag>.
   builder_image       = "${var.region}-docker.pkg.dev/${var.project_id}/${var.name_prefix}/builder:${var.builder_image_tag}"

@@ -39,6 +39,12 @@ variable "robot_tokens_secret_id" {
   default     = ""
 }
 
+variable "robot_tokens_secret_version" {
+  description = "Version of that secret the function reads; set the new version's number after adding one, so that the function redeploys."
+  type        = string
+  default     = "latest"
+}
+
 variable "custom_domain" {
   description = "Verified host name for the registry; empty for the run.app host."
   type        = string

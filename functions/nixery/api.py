@@ -7,7 +7,7 @@ import logging
 import re
 
 from flask import Flask, Request, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wsgi import wrap_file
 
 from nixery import errors
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 READ_METHODS = ("GET", "HEAD")
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Far above what docker, podman or skopeo send (an access token is about 2 KiB), far below
 # what would let one request occupy a thread parsing.
 MAX_HEADER_BYTES = 16384
@@ -144,14 +144,30 @@ class RegistryApi:
 
 def create_app(service: RegistryService, access: Access | None = None) -> Flask:
     app = Flask("nixery")
+    # Every path reaches the registry as sent: no redirect that would skip the access check.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     api = RegistryApi(service, access)
 
-    @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
-    @app.route("/<path:path>", methods=ALL_METHODS)
+    @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)
+    @app.route("/<path:path>", methods=ALL_METHODS, provide_automatic_options=False)
     def registry(path: str) -> Response:
         return handle(api, request)
 
+    @app.errorhandler(MethodNotAllowed)
+    def other_method(error: MethodNotAllowed) -> Response:
+        # Methods Flask does not route still meet the access check, then a JSON 405.
+        return handle(api, request)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return error_response(_from_http_exception(error))
+
     return app
+
+
+def _from_http_exception(error: HTTPException) -> RegistryError:
+    return RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
 
 
 def handle(api: RegistryApi, http_request: Request) -> Response:
@@ -161,9 +177,7 @@ def handle(api: RegistryApi, http_request: Request) -> Response:
     except RegistryError as error:
         return error_response(error)
     except HTTPException as error:
-        return error_response(
-            RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
-        )
+        return error_response(_from_http_exception(error))
     except Exception:
         log.exception("unhandled error for %s %s", http_request.method, http_request.path)
         return error_response(RegistryError(500, "UNKNOWN", "internal error"))

@@ -74,7 +74,11 @@ def test_too_many_packages_never_reach_nix(registry: RegistryProcess) -> None:
 
 
 def test_cold_builds_per_client(tmp_path: Path) -> None:
-    env = {"NIXERY_PKGS_PATH": str(TEST_PKGS), "NIXERY_CLIENT_BUILD_LIMIT": "1", "NIX_TIMEOUT": "20"}
+    env = {
+        "NIXERY_PKGS_PATH": str(TEST_PKGS),
+        "NIXERY_CLIENT_BUILD_LIMIT": "1",
+        "NIX_TIMEOUT": "20",
+    }
     with RegistryProcess(tmp_path / "storage", env) as registry:
         slow: dict[str, int] = {}
 

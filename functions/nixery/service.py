@@ -68,7 +68,7 @@ class RegistryService:
         key = image_key(revision, request)
         record = self.index.get_image(key)
         if record is None:
-            with self.cold_builds.slot(client):
+            with self.cold_builds.slot(client, key):
                 record = self._build(key, request, revision)
         self._remember_tag(repository, reference)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest

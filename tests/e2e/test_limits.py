@@ -7,6 +7,7 @@ import http.client
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import requests
@@ -73,9 +74,31 @@ def test_too_many_packages_never_reach_nix(registry: RegistryProcess) -> None:
     assert len(registry.nix_calls()) == calls
 
 
+def _pkgs_with_a_slow_build(directory: Path) -> Path:
+    """The test package set plus `sleepy`, a build of its own (no lock shared with other tests)
+    that outlasts NIX_TIMEOUT."""
+    (directory / "default.nix").write_text(
+        f"""args:
+let
+  pkgs = import {TEST_PKGS} args;
+in
+pkgs // {{
+  sleepy = derivation {{
+    name = "sleepy-{uuid.uuid4().hex[:12]}";
+    system = pkgs.busybox.system;
+    builder = "${{pkgs.busybox}}/bin/sh";
+    PATH = "${{pkgs.busybox}}/bin";
+    args = [ "-c" "sleep 600; mkdir $out" ];
+  }};
+}}
+"""
+    )
+    return directory
+
+
 def test_cold_builds_per_client(tmp_path: Path) -> None:
     env = {
-        "NIXERY_PKGS_PATH": str(TEST_PKGS),
+        "NIXERY_PKGS_PATH": str(_pkgs_with_a_slow_build(tmp_path)),
         "NIXERY_CLIENT_BUILD_LIMIT": "1",
         "NIX_TIMEOUT": "20",
     }
@@ -83,27 +106,31 @@ def test_cold_builds_per_client(tmp_path: Path) -> None:
         slow: dict[int, int] = {}
 
         def build_slow(attempt: int) -> None:
-            slow[attempt] = raw_get(registry, "/v2/testing.slow/manifests/latest")[0]
+            slow[attempt] = raw_get(registry, "/v2/sleepy/manifests/latest")[0]
 
         first = threading.Thread(target=build_slow, args=(1,))
-        first.start()
-        while not [call for call in registry.nix_calls() if "nix-store --realise" in call]:
-            assert first.is_alive(), slow
-            time.sleep(0.1)
-        # Asking again for the image it waits for shares the client's slot.
         same = threading.Thread(target=build_slow, args=(2,))
-        same.start()
-        # A second image is one too many for this client; not for another client.
-        status, headers, body = raw_get(registry, "/v2/emptydir/manifests/latest")
-        assert status == 429
-        assert body["errors"][0]["code"] == "TOOMANYREQUESTS"
-        assert int(headers["Retry-After"]) > 0
-        other, _, _ = raw_get(registry, "/v2/emptydir/manifests/latest", source="127.0.0.2")
-        assert other == 200
-        warm, _, _ = raw_get(registry, "/v2/emptydir/manifests/latest")
-        assert warm == 200
-        first.join()
-        same.join()
-        assert slow == {1: 500, 2: 500}  # NIX_TIMEOUT ended the build; the slot is free again
+        first.start()
+        try:
+            while not [call for call in registry.nix_calls() if "nix-store --realise" in call]:
+                assert first.is_alive(), slow
+                time.sleep(0.1)
+            # Asking again for the image it waits for shares the client's slot.
+            same.start()
+            # A second image is one too many for this client; not for another client.
+            status, headers, body = raw_get(registry, "/v2/emptydir/manifests/latest")
+            assert status == 429
+            assert body["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert int(headers["Retry-After"]) > 0
+            other, _, _ = raw_get(registry, "/v2/emptydir/manifests/latest", source="127.0.0.2")
+            assert other == 200
+            warm, _, _ = raw_get(registry, "/v2/emptydir/manifests/latest")
+            assert warm == 200
+        finally:
+            # Whatever happened, NIX_TIMEOUT ends the build before the registry stops.
+            first.join()
+            if same.is_alive():
+                same.join()
+        assert slow == {1: 500, 2: 500}
         again = requests.get(f"{registry.url}/v2/hello/manifests/latest", timeout=600)
         assert again.status_code == 200

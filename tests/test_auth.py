@@ -246,3 +246,45 @@ def test_robot_token_command_prints_a_working_line(capsys: pytest.CaptureFixture
     line, token = capsys.readouterr().out.splitlines()
     robots = RobotTokens(parse_robot_hashes(line))
     assert robots.verify("deployer", token).kind == "robot"
+
+
+def test_tokens_that_are_not_url_safe_never_reach_google(standin: TokenInfoStandIn) -> None:
+    tokens = GoogleTokens(standin.url, frozenset({"alice@example.com"}), frozenset())
+    before = sum(standin.calls.values())
+    for token in ("tok alice", "tok-alice&access_token=tok-carol", "tok\nalice", "x" * 5000):
+        with pytest.raises(RegistryError) as error:
+            tokens.verify(token)
+        assert error.value.status == 401
+    assert sum(standin.calls.values()) == before
+
+
+def test_team_settings_are_checked_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nixery.cli import main
+
+    monkeypatch.setenv("STORAGE_PATH", str(tmp_path))
+    monkeypatch.setenv("NIXERY_PKGS_PATH", str(tmp_path))
+    assert main(["serve", "--access", "team"]) == 2
+    assert "NIXERY_TEAM_MEMBERS" in capsys.readouterr().err
+    bad_url = ["serve", "--access", "team", "--team-members", "a@b.c"]
+    assert main([*bad_url, "--tokeninfo-url", "file:///etc/passwd"]) == 2
+    assert "NIXERY_TOKENINFO_URL" in capsys.readouterr().err
+
+
+def test_the_client_is_the_front_ends_entry_not_the_clients() -> None:
+    from flask import Request
+    from werkzeug.test import EnvironBuilder
+
+    from nixery.api import client_address
+
+    def request(forwarded: str | None) -> Request:
+        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+        builder = EnvironBuilder(headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.9"})
+        return Request(builder.get_environ())
+
+    assert client_address(request("203.0.113.7"), forwarded_hops=1) == "203.0.113.7"
+    assert client_address(request("1.2.3.4, 203.0.113.7"), forwarded_hops=1) == "203.0.113.7"
+    assert client_address(request("1.2.3.4, 203.0.113.7"), forwarded_hops=0) == "10.0.0.9"
+    assert client_address(request(None), forwarded_hops=1) == "10.0.0.9"
+    assert client_address(request(""), forwarded_hops=1) == "10.0.0.9"

@@ -40,6 +40,8 @@ REJECTED_SECONDS = 30.0
 LONGEST_VERDICT_SECONDS = 3600.0
 TOKENINFO_TIMEOUT = 10.0
 
+# OAuth access tokens are URL-safe text; anything else is refused without asking Google.
+ACCESS_TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,4096}")
 ROBOT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # name:scrypt$N$r$p$salt$hash, salt and hash unpadded urlsafe base64.
 _ROBOT_LINE_RE = re.compile(
@@ -184,6 +186,8 @@ class GoogleTokens:
         self._flights: SingleFlight[_Verdict] = SingleFlight()
 
     def verify(self, token: str) -> Identity:
+        if not ACCESS_TOKEN_RE.fullmatch(token):
+            raise unauthorized("not an OAuth access token")
         key = _token_key("google", token)
         verdict = self._cache.get(key)
         if verdict is None:
@@ -371,6 +375,8 @@ def access_from_config(config: Config) -> Access:
             "NIXERY_ACCESS=team needs NIXERY_TEAM_MEMBERS, NIXERY_TEAM_DOMAINS "
             "or NIXERY_ROBOT_TOKENS"
         )
+    if urllib.parse.urlsplit(config.tokeninfo_url).scheme not in ("http", "https"):
+        raise ConfigError(f"NIXERY_TOKENINFO_URL must be an http(s) URL: {config.tokeninfo_url!r}")
     google = None
     if members or domains:
         google = GoogleTokens(config.tokeninfo_url, members, domains, audiences)

@@ -21,9 +21,9 @@ logging.basicConfig(level=logging.INFO)
 
 @functools.cache
 def _registry_api() -> RegistryApi:
-    from nixery.cloud import cloud_config, registry_service
+    from nixery.cloud import cloud_config, registry_api
 
-    return RegistryApi(registry_service(cloud_config()))
+    return registry_api(cloud_config())
 
 
 @functools.cache

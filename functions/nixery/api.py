@@ -7,10 +7,11 @@ import logging
 import re
 
 from flask import Flask, Request, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wsgi import wrap_file
 
 from nixery import errors
+from nixery.auth import Access, Identity, PublicAccess
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
 from nixery.service import RegistryService
 from nixery.storage import BlobNotFound
@@ -19,7 +20,12 @@ log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 READ_METHODS = ("GET", "HEAD")
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Far above what docker, podman or skopeo send (an access token is about 2 KiB), far below
+# what would let one request occupy a thread parsing.
+MAX_HEADER_BYTES = 16384
+# The longest valid path is a 255-character name and a digest; this leaves room for all of them.
+MAX_PATH_BYTES = 2048
 
 _ROUTES = [
     ("base", re.compile(r"/v2/?")),
@@ -44,12 +50,42 @@ def _json_response(value: object) -> Response:
     return response
 
 
+def header_bytes(http_request: Request) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in http_request.headers.items())
+
+
+def client_address(http_request: Request, forwarded_hops: int) -> str:
+    """The address a limit applies to: the peer, or the entry `forwarded_hops` from the right of
+    X-Forwarded-For, the one the trusted front end appended (the left ones are the client's word)."""
+    if forwarded_hops > 0:
+        hops = [hop.strip() for hop in http_request.headers.get("X-Forwarded-For", "").split(",")]
+        if len(hops) >= forwarded_hops and hops[-forwarded_hops]:
+            return hops[-forwarded_hops]
+    return http_request.remote_addr or ""
+
+
 class RegistryApi:
-    def __init__(self, service: RegistryService) -> None:
+    def __init__(
+        self, service: RegistryService, access: Access | None = None, forwarded_hops: int = 0
+    ) -> None:
         self.service = service
+        self.access = access or PublicAccess()
+        self.forwarded_hops = forwarded_hops
+
+    def client(self, http_request: Request, identity: Identity) -> str:
+        if identity.kind == "anonymous":
+            return "address:" + client_address(http_request, self.forwarded_hops)
+        return f"{identity.kind}:{identity.name}"
 
     def dispatch(self, http_request: Request) -> Response:
+        size = header_bytes(http_request)
+        if size > MAX_HEADER_BYTES:
+            raise errors.headers_too_large(size, MAX_HEADER_BYTES)
         path = http_request.path
+        if len(path) > MAX_PATH_BYTES:
+            raise errors.uri_too_long(len(path), MAX_PATH_BYTES)
+        # Before routing: nothing, not even a redirect to a signed URL, without credentials.
+        identity = self.access.authenticate(http_request.headers.get("Authorization"))
         for route, pattern in _ROUTES:
             match = pattern.fullmatch(path)
             if match is None:
@@ -58,12 +94,18 @@ class RegistryApi:
                 raise errors.unsupported(http_request.method, path)
             if route == "base":
                 return _json_response({})
+            if route == "manifest":
+                client = self.client(http_request, identity)
+                return self.manifest(http_request, client=client, **match.groupdict())
             handler = getattr(self, route)
             return handler(http_request, **match.groupdict())
         raise errors.not_found(path)
 
-    def manifest(self, http_request: Request, name: str, reference: str) -> Response:
-        manifest = self.service.manifest(name, reference, http_request.headers.get("Accept"))
+    def manifest(
+        self, http_request: Request, name: str, reference: str, client: str = ""
+    ) -> Response:
+        accept = http_request.headers.get("Accept")
+        manifest = self.service.manifest(name, reference, accept, client)
         response = Response(manifest.body, content_type=manifest.media_type)
         response.headers.update(API_VERSION_HEADER)
         response.headers["Docker-Content-Digest"] = manifest.digest
@@ -100,16 +142,32 @@ class RegistryApi:
         return _json_response({"name": name, "tags": self.service.tags(name)})
 
 
-def create_app(service: RegistryService) -> Flask:
+def create_app(service: RegistryService, access: Access | None = None) -> Flask:
     app = Flask("nixery")
-    api = RegistryApi(service)
+    # Every path reaches the registry as sent: no redirect that would skip the access check.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    api = RegistryApi(service, access)
 
-    @app.route("/", defaults={"path": ""}, methods=ALL_METHODS)
-    @app.route("/<path:path>", methods=ALL_METHODS)
+    @app.route("/", defaults={"path": ""}, methods=ALL_METHODS, provide_automatic_options=False)
+    @app.route("/<path:path>", methods=ALL_METHODS, provide_automatic_options=False)
     def registry(path: str) -> Response:
         return handle(api, request)
 
+    @app.errorhandler(MethodNotAllowed)
+    def other_method(error: MethodNotAllowed) -> Response:
+        # Methods Flask does not route still meet the access check, then a JSON 405.
+        return handle(api, request)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return error_response(_from_http_exception(error))
+
     return app
+
+
+def _from_http_exception(error: HTTPException) -> RegistryError:
+    return RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
 
 
 def handle(api: RegistryApi, http_request: Request) -> Response:
@@ -119,9 +177,7 @@ def handle(api: RegistryApi, http_request: Request) -> Response:
     except RegistryError as error:
         return error_response(error)
     except HTTPException as error:
-        return error_response(
-            RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
-        )
+        return error_response(_from_http_exception(error))
     except Exception:
         log.exception("unhandled error for %s %s", http_request.method, http_request.path)
         return error_response(RegistryError(500, "UNKNOWN", "internal error"))

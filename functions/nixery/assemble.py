@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from nixery.api import create_app
+from nixery.auth import access_from_config
 from nixery.builder import ImageBuilder
 from nixery.config import Config, ConfigError, find_nix_dir
 from nixery.coordinator import BuildCoordinator
@@ -52,8 +53,16 @@ def build_coordinator(config: Config, storage: Storage, index: Index) -> BuildCo
 def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
     if config.storage_backend != "filesystem":
         raise ConfigError("`nixery serve` runs with NIXERY_STORAGE_BACKEND=filesystem")
+    access = access_from_config(config)
     storage = FilesystemStorage(config.storage_path)
     index = SqliteIndex(config.index_path)
     coordinator = build_coordinator(config, storage, index)
-    service = RegistryService(source or package_source(config), index, storage, coordinator)
-    return create_app(service)
+    service = RegistryService(
+        source or package_source(config),
+        index,
+        storage,
+        coordinator,
+        max_packages=config.max_packages,
+        client_build_limit=config.client_build_limit,
+    )
+    return create_app(service, access)

@@ -27,6 +27,14 @@ _SETTING_HELP = {
     "layer_workers": "layers compressed in parallel (default 2)",
     "lease_seconds": "build lease lifetime, renewed while building (default 60)",
     "build_concurrency": "builds of different images run at once (default 4)",
+    "access": "public (default) or team: team admits only the identities below",
+    "team_members": "comma-separated e-mails admitted with a Google access token",
+    "team_domains": "comma-separated domains (Workspace hosted domain, else verified e-mail's)",
+    "team_audiences": "comma-separated OAuth client ids a Google token must be issued to",
+    "robot_tokens": "robot token hash lines from `nixery robot-token` (comma-separated)",
+    "tokeninfo_url": "Google's tokeninfo endpoint (default https://oauth2.googleapis.com/tokeninfo)",
+    "max_packages": "path components (packages) allowed in one image name (default 64)",
+    "client_build_limit": "cold builds one client may run at once (default 2)",
 }
 SERVE_SETTINGS = [name for name in _SETTING_HELP if name != "gcs_bucket"]
 
@@ -81,6 +89,21 @@ def popcount(args: argparse.Namespace) -> int:
     return 0
 
 
+def robot_token(args: argparse.Namespace) -> int:
+    from nixery.auth import hash_robot_token, new_robot_token
+
+    token = new_robot_token()
+    line = hash_robot_token(args.name, token).line()
+    print(line)
+    print(token)
+    print(
+        "nixery: line 1 goes into NIXERY_ROBOT_TOKENS (e.g. via Secret Manager); line 2 is the "
+        f"token, shown only now: log in as {args.name!r} with it as the password",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def dev_stack(args: argparse.Namespace) -> int:
     from nixery.devstack import DevStack, StackError, start_dev_stack
 
@@ -127,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pop_parser.add_argument("--realise", action="store_true", help="build every package first")
     pop_parser.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     pop_parser.set_defaults(run=popcount)
+
+    robot_parser = commands.add_parser(
+        "robot-token", help="make a robot token for a team registry and print its hash line"
+    )
+    robot_parser.add_argument("name", help="the robot's name, its Basic username")
+    robot_parser.set_defaults(run=robot_token)
 
     stack_parser = commands.add_parser(
         "dev-stack", help="run the cloud deployment on this machine, on emulators"

@@ -17,6 +17,8 @@ from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
+from nixery.api import RegistryApi
+from nixery.auth import access_from_config
 from nixery.buildservice import BuildService
 from nixery.config import Config, ConfigError, load_config
 from nixery.idtoken import (
@@ -79,8 +81,24 @@ def registry_service(config: Config) -> RegistryService:
         tokens = metadata_token_source(config.builder_url)
     builder = RemoteBuilder(config.builder_url, tokens, timeout=config.build_wait)
     return RegistryService(
-        package_source(config), _index(config), _storage(config, bucket, signer), builder
+        package_source(config),
+        _index(config),
+        _storage(config, bucket, signer),
+        builder,
+        max_packages=config.max_packages,
+        client_build_limit=config.client_build_limit,
     )
+
+
+# Google's front end appends the address it saw as the last X-Forwarded-For entry; everything
+# left of it is whatever the client sent (docs/security.md).
+FRONT_END_HOPS = 1
+
+
+def registry_api(config: Config) -> RegistryApi:
+    """The Cloud Function's request handler: the access check, then the registry service."""
+    access = access_from_config(config)
+    return RegistryApi(registry_service(config), access, forwarded_hops=FRONT_END_HOPS)
 
 
 def build_service(config: Config) -> BuildService:

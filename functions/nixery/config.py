@@ -63,6 +63,7 @@ class Config:
     access: Literal["public", "team"] = "public"
     team_members: str | None = None
     team_domains: str | None = None
+    team_audiences: str | None = None
     robot_tokens: str | None = None
     tokeninfo_url: str = "https://oauth2.googleapis.com/tokeninfo"
     max_packages: int = 64
@@ -122,6 +123,7 @@ ENVIRONMENT = {
     "access": "NIXERY_ACCESS",
     "team_members": "NIXERY_TEAM_MEMBERS",
     "team_domains": "NIXERY_TEAM_DOMAINS",
+    "team_audiences": "NIXERY_TEAM_AUDIENCES",
     "robot_tokens": "NIXERY_ROBOT_TOKENS",
     "tokeninfo_url": "NIXERY_TOKENINFO_URL",
     "max_packages": "NIXERY_MAX_PACKAGES",
@@ -148,6 +150,7 @@ FUNCTION_SETTINGS = (
     "access",
     "team_members",
     "team_domains",
+    "team_audiences",
 )
 FUNCTION_OPTIONAL_SETTINGS = (
     "signed_url_expiry",

@@ -98,3 +98,60 @@ def unavailable(message: str, retry_after: int) -> RegistryError:
     return RegistryError(
         503, "UNAVAILABLE", message, None, headers={"Retry-After": str(retry_after)}
     )
+
+
+def unauthorized(reason: str, realm: str) -> RegistryError:
+    """401 with the Basic challenge that makes docker, podman and skopeo send credentials."""
+    return RegistryError(
+        401,
+        "UNAUTHORIZED",
+        "authentication required",
+        {"reason": reason},
+        headers={"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'},
+    )
+
+
+def denied(identity: str, reason: str) -> RegistryError:
+    return RegistryError(
+        403,
+        "DENIED",
+        "requested access to the resource is denied",
+        {"identity": identity, "reason": reason},
+    )
+
+
+def too_many_requests(message: str, limit: int, retry_after: int) -> RegistryError:
+    return RegistryError(
+        429,
+        "TOOMANYREQUESTS",
+        message,
+        {"limit": limit},
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def too_many_packages(name: str, count: int, limit: int) -> RegistryError:
+    return RegistryError(
+        400,
+        "NAME_INVALID",
+        f"too many packages in one image ({count}, the limit is {limit})",
+        {"name": name, "packages": count, "limit": limit},
+    )
+
+
+def headers_too_large(size: int, limit: int) -> RegistryError:
+    return RegistryError(
+        431,
+        "HEADERS_TOO_LARGE",
+        f"request headers of {size} bytes exceed the limit of {limit}",
+        {"size": size, "limit": limit},
+    )
+
+
+def uri_too_long(size: int, limit: int) -> RegistryError:
+    return RegistryError(
+        414,
+        "URI_TOO_LONG",
+        f"a request path of {size} bytes exceeds the limit of {limit}",
+        {"size": size, "limit": limit},
+    )

@@ -249,7 +249,7 @@ def _merge_top_level(top_level: Sequence[str]) -> _Tree:
     # /tmp is claimed before any package so that it is always a world-writable directory.
     tree: _Tree = {"tmp": None}
     for root in top_level:
-        if not os.path.isdir(root):
+        if not os.path.isdir(root) or not _inside_its_store(root):
             continue
         pending = [""]
         while pending:
@@ -265,6 +265,12 @@ def _merge_top_level(top_level: Sequence[str]) -> _Tree:
                     if is_dir:
                         pending.append(member)
     return tree
+
+
+def _inside_its_store(path: str) -> bool:
+    """A store path that is a symlink may only lead to another path of the same store."""
+    store = os.path.realpath(os.path.dirname(path))
+    return os.path.realpath(path).startswith(store + os.sep)
 
 
 def _add_conventional_links(tree: _Tree, top_level: Sequence[str]) -> None:

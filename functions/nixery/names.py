@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nixery.errors import name_invalid, tag_invalid
+from nixery.errors import name_invalid, tag_invalid, too_many_packages
 
 # The OCI distribution spec's grammar for repository names and tags.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_REPOSITORY_LENGTH = 255
+DEFAULT_MAX_PACKAGES = 64
 
 ALWAYS_ADDED = ("cacert", "iana-etc")
 SHELL_PACKAGES = ("bashInteractive", "coreutils", "moreutils", "nano")
@@ -52,9 +53,12 @@ def canonical_attribute(name: str) -> str:
     return ".".join("_" + part if part[:1].isdigit() else part for part in parts)
 
 
-def parse_image_name(repository: str) -> ImageRequest:
+def parse_image_name(repository: str, max_packages: int = DEFAULT_MAX_PACKAGES) -> ImageRequest:
+    """The package list of a name; `max_packages` bounds the path components a client may name."""
     validate_repository(repository)
     components = repository.split("/")
+    if len(components) > max_packages:
+        raise too_many_packages(repository, len(components), max_packages)
     platform = AMD64
     wanted: list[str] = []
     meta_done = False

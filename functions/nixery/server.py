@@ -5,7 +5,66 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.gthread import ThreadWorker
+
+from nixery.api import API_VERSION_HEADER
+from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
+
+# gunicorn's own limits, checked before the application sees a request; the application's
+# tighter total (nixery.api.MAX_HEADER_BYTES) covers many headers that are each under these.
+LIMIT_REQUEST_LINE = 4094
+LIMIT_REQUEST_FIELD_SIZE = 8190
+LIMIT_REQUEST_FIELDS = 100
+_REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
+
+
+def parse_error(exc: BaseException) -> RegistryError | None:
+    """The registry's error for a request gunicorn could not parse, or None to leave it be."""
+    if isinstance(exc, http_errors.LimitRequestLine):
+        return RegistryError(
+            414, "URI_TOO_LONG", "request line too long", {"limit": LIMIT_REQUEST_LINE}
+        )
+    if isinstance(exc, http_errors.LimitRequestHeaders):
+        return RegistryError(431, "HEADERS_TOO_LARGE", "request headers too large", str(exc))
+    if isinstance(
+        exc,
+        (
+            http_errors.InvalidRequestLine,
+            http_errors.InvalidRequestMethod,
+            http_errors.InvalidHTTPVersion,
+            http_errors.InvalidHeader,
+            http_errors.InvalidHeaderName,
+        ),
+    ):
+        return RegistryError(400, "BAD_REQUEST", "malformed HTTP request", str(exc))
+    return None
+
+
+class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, answering requests it rejects in the registry's JSON form
+    instead of gunicorn's HTML page, so clients see the same errors everywhere."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        error = parse_error(exc)
+        if error is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("invalid request from %s: %s", (addr or ("",))[0], exc)
+        body = error.body()
+        head = [
+            f"HTTP/1.1 {error.status} {_REASONS[error.status]}",
+            "Connection: close",
+            f"Content-Type: {ERROR_CONTENT_TYPE}",
+            f"Content-Length: {len(body)}",
+            *(f"{name}: {value}" for name, value in API_VERSION_HEADER.items()),
+        ]
+        try:
+            util.write_nonblock(client, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        except OSError:
+            self.log.debug("failed to send the error response")
 
 
 class RegistryServer(BaseApplication):  # type: ignore[misc]
@@ -14,11 +73,14 @@ class RegistryServer(BaseApplication):  # type: ignore[misc]
         self._options = {
             "bind": f"{host}:{port}",
             "workers": 1,
-            "worker_class": "gthread",
+            "worker_class": JsonErrorWorker,
             "threads": threads,
             # A cold manifest request waits for its Nix build; the gthread worker keeps
             # heartbeating meanwhile, so this only bounds a wedged worker.
             "timeout": 120,
+            "limit_request_line": LIMIT_REQUEST_LINE,
+            "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+            "limit_request_fields": LIMIT_REQUEST_FIELDS,
             "graceful_timeout": 10,
             "accesslog": "-",
             "loglevel": "info",

@@ -10,8 +10,15 @@ from nixery.coordinator import Builder
 from nixery.digest import DIGEST_RE
 from nixery.imagekey import PackagesNotFound, image_key
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
+from nixery.limits import ClientBuildLimit
 from nixery.manifest import prefers_docker
-from nixery.names import ImageRequest, parse_image_name, validate_repository, validate_tag
+from nixery.names import (
+    DEFAULT_MAX_PACKAGES,
+    ImageRequest,
+    parse_image_name,
+    validate_repository,
+    validate_tag,
+)
 from nixery.nix import NixError, NixTimeout
 from nixery.sources import PackageSource, Revision, SourceError
 from nixery.storage import Storage
@@ -21,23 +28,34 @@ NOT_FOUND_MEMORY = 4096
 
 class RegistryService:
     def __init__(
-        self, source: PackageSource, index: Index, storage: Storage, builder: Builder
+        self,
+        source: PackageSource,
+        index: Index,
+        storage: Storage,
+        builder: Builder,
+        max_packages: int = DEFAULT_MAX_PACKAGES,
+        client_build_limit: int = 2,
     ) -> None:
         self.source = source
         self.index = index
         self.storage = storage
         self.builder = builder
+        self.max_packages = max_packages
+        self.cold_builds = ClientBuildLimit(client_build_limit)
         self._known_tags: set[tuple[str, str]] = set()
         self._memo_lock = threading.Lock()
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
         self._not_found: OrderedDict[str, list[str]] = OrderedDict()
 
-    def manifest(self, repository: str, reference: str, accept: str | None) -> StoredManifest:
+    def manifest(
+        self, repository: str, reference: str, accept: str | None, client: str = ""
+    ) -> StoredManifest:
+        """`client` names who asks (identity or address), for the per-client cold-build limit."""
         if ":" in reference:  # tags cannot hold a colon; digests always do
             validate_repository(repository)
             return self.manifest_by_digest(reference)
-        request = parse_image_name(repository)
+        request = parse_image_name(repository, self.max_packages)
         validate_tag(reference)
         try:
             revision = self.source.resolve(reference)
@@ -50,7 +68,8 @@ class RegistryService:
         key = image_key(revision, request)
         record = self.index.get_image(key)
         if record is None:
-            record = self._build(key, request, revision)
+            with self.cold_builds.slot(client, key):
+                record = self._build(key, request, revision)
         self._remember_tag(repository, reference)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
         manifest = self.index.get_manifest(digest)
@@ -107,5 +126,5 @@ class RegistryService:
         return record
 
     def tags(self, repository: str) -> list[str]:
-        parse_image_name(repository)
+        parse_image_name(repository, self.max_packages)
         return sorted({"latest", *self.index.list_tags(repository)})

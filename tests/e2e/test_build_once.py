@@ -43,7 +43,9 @@ def test_identical_concurrent_requests_build_once(tmp_path: Path) -> None:
 
 def test_concurrent_requests_for_different_images_each_build(tmp_path: Path) -> None:
     images = ["synthetic.p001", "synthetic.p002", "synthetic.p003", "synthetic.p004"]
-    with RegistryProcess(tmp_path / "storage", {"NIXERY_PKGS_PATH": str(TEST_PKGS)}) as registry:
+    # One client asks for all four: allow it that many cold builds (the default is 2).
+    env = {"NIXERY_PKGS_PATH": str(TEST_PKGS), "NIXERY_CLIENT_BUILD_LIMIT": "4"}
+    with RegistryProcess(tmp_path / "storage", env) as registry:
         with ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(lambda image: _get(registry, image), images))
         assert [r.status_code for r in responses] == [200] * 4

@@ -11,6 +11,7 @@ module "registry" {
   access                      = var.access
   team_members                = var.team_members
   team_domains                = var.team_domains
+  team_audiences              = var.team_audiences
   robot_tokens_secret_id      = var.robot_tokens_secret_id
   robot_tokens_secret_version = var.robot_tokens_secret_version
   custom_domain               = var.custom_domain

@@ -33,6 +33,12 @@ variable "team_domains" {
   default     = []
 }
 
+variable "team_audiences" {
+  description = "OAuth client ids team members' tokens may be issued to (docs/security.md); empty: not checked."
+  type        = list(string)
+  default     = []
+}
+
 variable "robot_tokens_secret_id" {
   description = "Secret Manager secret with the robot token hashes (CI pulls); empty for none."
   type        = string

@@ -54,6 +54,7 @@ locals {
     NIXERY_ACCESS             = var.access
     NIXERY_TEAM_MEMBERS       = join(",", var.team_members)
     NIXERY_TEAM_DOMAINS       = join(",", var.team_domains)
+    NIXERY_TEAM_AUDIENCES     = join(",", var.team_audiences)
     NIXERY_MAX_PACKAGES       = tostring(var.max_packages)
     NIXERY_CLIENT_BUILD_LIMIT = tostring(var.client_build_limit)
     # functions-framework's gunicorn threads: one per request the instance accepts, since a

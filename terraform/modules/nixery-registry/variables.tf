@@ -61,6 +61,12 @@ variable "team_domains" {
   }
 }
 
+variable "team_audiences" {
+  description = "OAuth client ids a team member's access token may be issued to (NIXERY_TEAM_AUDIENCES; docs/security.md), e.g. gcloud's. Empty: the audience is not checked."
+  type        = list(string)
+  default     = []
+}
+
 variable "robot_tokens_secret_id" {
   description = "Secret Manager secret (id in project_id) holding the salted hashes of robot tokens, for CI (NIXERY_ROBOT_TOKENS; docs/deploy.md). Empty: no robot tokens."
   type        = string

@@ -1,0 +1,90 @@
+"""Team access in the cloud deployment: the registry function on the dev stack, with the
+tokeninfo stand-in; credentials are checked before any redirect to a signed URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from nixery.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
+from nixery.devstack import start_function as start_function_process
+from tests.conftest import TEST_PKGS, require_tools
+from tests.e2e.conftest import OCI_MANIFEST
+from tests.e2e.test_team import copy_and_unpack
+from tests.team import ROBOT, ROBOT_TOKEN, TOKENS, basic, google, team_env
+from tests.tokeninfo_standin import TokenInfoStandIn
+
+pytestmark = pytest.mark.cloud
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[TokenInfoStandIn]:
+    with TokenInfoStandIn() as server:
+        server.answers.update(TOKENS)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def team_function(
+    tmp_path_factory: pytest.TempPathFactory, standin: TokenInfoStandIn
+) -> Iterator[ManagedProcess]:
+    require_tools("nix-build", "skopeo", "umoci")
+    state = tmp_path_factory.mktemp("team-stack")
+    try:
+        stack: DevStack = start_dev_stack(state, {"NIXERY_PKGS_PATH": str(TEST_PKGS)})
+    except StackError as reason:
+        pytest.skip(f"the dev stack cannot run here: {reason}")
+    team = {
+        key: value
+        for key, value in team_env(standin, state / "unused").items()
+        if key.startswith(("NIXERY_ACCESS", "NIXERY_TEAM", "NIXERY_ROBOT", "NIXERY_TOKENINFO"))
+    }
+    function = start_function_process(
+        "registry", state / "team-registry.log", {**os.environ, **stack.registry_env, **team}
+    )
+    try:
+        yield function
+    finally:
+        function.stop()
+        stack.stop()
+
+
+def test_function_challenges_and_admits(team_function: ManagedProcess) -> None:
+    url = team_function.url
+    challenge = requests.get(f"{url}/v2/", timeout=30)
+    assert challenge.status_code == 401
+    assert challenge.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert requests.get(f"{url}/v2/", headers={"Authorization": google("tok-alice")}).ok
+    outsider = requests.get(
+        f"{url}/v2/hello/manifests/latest", headers={"Authorization": google("tok-bob")}, timeout=30
+    )
+    assert outsider.status_code == 403
+    assert outsider.json()["errors"][0]["code"] == "DENIED"
+
+
+def test_no_signed_url_without_credentials(team_function: ManagedProcess) -> None:
+    robot = {"Authorization": basic(ROBOT, ROBOT_TOKEN), "Accept": OCI_MANIFEST}
+    manifest = requests.get(
+        f"{team_function.url}/v2/hello/manifests/latest", headers=robot, timeout=300
+    )
+    assert manifest.status_code == 200, manifest.text
+    blob_url = f"{team_function.url}/v2/hello/blobs/{manifest.json()['layers'][0]['digest']}"
+    for headers in ({}, {"Authorization": google("tok-mallory")}, {"Authorization": "Basic x"}):
+        refused = requests.get(blob_url, headers=headers, allow_redirects=False, timeout=30)
+        assert refused.status_code in (401, 403)
+        assert "Location" not in refused.headers
+    admitted = requests.get(blob_url, headers=robot, allow_redirects=False, timeout=30)
+    assert admitted.status_code == 303 and "X-Goog-Signature" in admitted.headers["Location"]
+
+
+def test_skopeo_pulls_through_the_team_function(
+    team_function: ManagedProcess, standin: TokenInfoStandIn, tmp_path: Path
+) -> None:
+    host = team_function.url.removeprefix("http://")
+    rootfs = copy_and_unpack(host, "hello", "oauth2accesstoken:tok-carol", tmp_path)
+    assert (rootfs / "bin" / "hello").exists()
+    assert standin.calls["tok-carol"] == 1

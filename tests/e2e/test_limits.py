@@ -1,0 +1,136 @@
+"""Limits against the real server: header and request-line sizes, packages per image, and cold
+builds per client, each a JSON error."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from tests.conftest import TEST_PKGS
+from tests.e2e.registry_process import RegistryProcess
+
+
+def raw_get(
+    registry: RegistryProcess,
+    path: str,
+    headers: dict[str, str] | None = None,
+    source: str = "127.0.0.1",
+) -> tuple[int, dict[str, str], dict]:
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", registry.port, timeout=600, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status < 400:
+            return response.status, dict(response.getheaders()), {}
+        assert response.getheader("Content-Type") == "application/json", body
+        return response.status, dict(response.getheaders()), json.loads(body)
+    finally:
+        connection.close()
+
+
+def test_one_oversized_header_is_a_json_431(registry: RegistryProcess) -> None:
+    # Over gunicorn's field size limit: rejected before the application, still in JSON.
+    status, _, body = raw_get(registry, "/v2/", {"X-Padding": "a" * 9000})
+    assert status == 431
+    assert body["errors"][0]["code"] == "HEADERS_TOO_LARGE"
+
+
+def test_many_headers_over_the_total_are_a_json_431(registry: RegistryProcess) -> None:
+    headers = {f"X-Padding-{index}": "a" * 6000 for index in range(3)}
+    status, _, body = raw_get(registry, "/v2/", headers)
+    assert status == 431
+    assert body["errors"][0]["detail"]["limit"] == 16384
+
+
+def test_overlong_request_line_is_a_json_414(registry: RegistryProcess) -> None:
+    status, _, body = raw_get(registry, "/v2/" + "a/" * 2500 + "manifests/latest")
+    assert status == 414
+    assert body["errors"][0]["code"] == "URI_TOO_LONG"
+
+
+def test_long_path_under_gunicorns_limit_is_a_json_414(registry: RegistryProcess) -> None:
+    status, _, body = raw_get(registry, "/v2/" + "a/" * 1200 + "manifests/latest")
+    assert status == 414
+    assert body["errors"][0]["detail"]["limit"] == 2048
+
+
+def test_too_many_packages_never_reach_nix(registry: RegistryProcess) -> None:
+    calls = len(registry.nix_calls())
+    name = "/".join(f"p{index}" for index in range(65))
+    status, _, body = raw_get(registry, f"/v2/{name}/manifests/latest")
+    assert status == 400
+    error = body["errors"][0]
+    assert error["code"] == "NAME_INVALID"
+    assert error["detail"]["limit"] == 64 and error["detail"]["packages"] == 65
+    assert len(registry.nix_calls()) == calls
+
+
+def _pkgs_with_a_slow_build(directory: Path) -> Path:
+    """The test package set plus `sleepy`, a build of its own (no lock shared with other tests)
+    that outlasts NIX_TIMEOUT."""
+    (directory / "default.nix").write_text(
+        f"""args:
+let
+  pkgs = import {TEST_PKGS} args;
+in
+pkgs // {{
+  sleepy = derivation {{
+    name = "sleepy-{uuid.uuid4().hex[:12]}";
+    system = pkgs.busybox.system;
+    builder = "${{pkgs.busybox}}/bin/sh";
+    PATH = "${{pkgs.busybox}}/bin";
+    args = [ "-c" "sleep 600; mkdir $out" ];
+  }};
+}}
+"""
+    )
+    return directory
+
+
+def test_cold_builds_per_client(tmp_path: Path) -> None:
+    env = {
+        "NIXERY_PKGS_PATH": str(_pkgs_with_a_slow_build(tmp_path)),
+        "NIXERY_CLIENT_BUILD_LIMIT": "1",
+        "NIX_TIMEOUT": "20",
+    }
+    with RegistryProcess(tmp_path / "storage", env) as registry:
+        slow: dict[int, int] = {}
+
+        def build_slow(attempt: int) -> None:
+            slow[attempt] = raw_get(registry, "/v2/sleepy/manifests/latest")[0]
+
+        first = threading.Thread(target=build_slow, args=(1,))
+        same = threading.Thread(target=build_slow, args=(2,))
+        first.start()
+        try:
+            while not [call for call in registry.nix_calls() if "nix-store --realise" in call]:
+                assert first.is_alive(), slow
+                time.sleep(0.1)
+            # Asking again for the image it waits for shares the client's slot.
+            same.start()
+            # A second image is one too many for this client; not for another client.
+            status, headers, body = raw_get(registry, "/v2/emptydir/manifests/latest")
+            assert status == 429
+            assert body["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert int(headers["Retry-After"]) > 0
+            other, _, _ = raw_get(registry, "/v2/emptydir/manifests/latest", source="127.0.0.2")
+            assert other == 200
+            warm, _, _ = raw_get(registry, "/v2/emptydir/manifests/latest")
+            assert warm == 200
+        finally:
+            # Whatever happened, NIX_TIMEOUT ends the build before the registry stops.
+            first.join()
+            if same.is_alive():
+                same.join()
+        assert slow == {1: 500, 2: 500}
+        again = requests.get(f"{registry.url}/v2/hello/manifests/latest", timeout=600)
+        assert again.status_code == 200

@@ -37,6 +37,7 @@ def test_source_precedence_and_overrides(tmp_path: Path) -> None:
         ({"NIXERY_STORAGE_BACKEND": "gcs"}, "GCS_BUCKET"),
         ({"NIXERY_PKGS_PATH": "/definitely/not/here"}, "does not exist"),
         ({"NIXERY_LAYER_BUDGET": "500"}, "125 layers"),
+        ({"NIXERY_LAYERING": "fastest"}, "'per-path' or 'nixery'"),
     ],
 )
 def test_bad_values_are_explained(env: dict[str, str], message: str) -> None:

@@ -17,9 +17,13 @@ from nixery.layering import (
     BIG_CLOSURE_THRESHOLD,
     DEFAULT_BUDGET,
     FORCED_POPULARITY,
+    LAYERINGS,
+    PLANNERS,
     POPULARITY_THRESHOLD,
     Layer,
+    Layering,
     plan_layers,
+    plan_per_path_layers,
 )
 
 MB = 1000 * 1000
@@ -332,10 +336,11 @@ def assert_invariants(graph: ClosureGraph, layers: tuple[Layer, ...], budget: in
     assert list(layers) == sorted(layers, key=lambda layer: (-layer.rating, layer.paths))
 
 
+@pytest.mark.parametrize("layering", LAYERINGS)
 @pytest.mark.parametrize("budget", [1, 2, 10, DEFAULT_BUDGET, 10_000])
-def test_random_closure_invariants(budget: int) -> None:
+def test_random_closure_invariants(budget: int, layering: Layering) -> None:
     graph, popularity = random_graph(2024, 300)
-    assert_invariants(graph, plan_layers(graph, popularity, budget), budget)
+    assert_invariants(graph, PLANNERS[layering](graph, popularity, budget), budget)
 
 
 def test_unmerged_layers_are_entered_only_through_their_head() -> None:
@@ -358,12 +363,14 @@ def shuffled(graph: ClosureGraph, seed: int) -> ClosureGraph:
     return ClosureGraph(roots=graph.roots, nodes=dict(items))
 
 
-def test_node_insertion_order_does_not_matter() -> None:
+@pytest.mark.parametrize("layering", LAYERINGS)
+def test_node_insertion_order_does_not_matter(layering: Layering) -> None:
+    plan = PLANNERS[layering]
     graph, popularity = random_graph(11, 300)
-    expected = plan_layers(graph, popularity)
+    expected = plan(graph, popularity, DEFAULT_BUDGET)
     for seed in range(5):
         reordered_popularity = dict(reversed(list(popularity.items())))
-        assert plan_layers(shuffled(graph, seed), reordered_popularity) == expected
+        assert plan(shuffled(graph, seed), reordered_popularity, DEFAULT_BUDGET) == expected
 
 
 PLAN_IN_SUBPROCESS = textwrap.dedent(
@@ -372,23 +379,24 @@ PLAN_IN_SUBPROCESS = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from test_layering import random_graph
     from nixery.graph import ClosureGraph
-    from nixery.layering import plan_layers
+    from nixery.layering import PLANNERS
 
     graph, popularity = random_graph(13, 300)
     # Insert nodes in set order, which differs between hash seeds.
     nodes = {path: graph.nodes[path] for path in set(graph.nodes)}
-    print(repr(plan_layers(ClosureGraph(graph.roots, nodes), popularity, budget=20)))
+    print(repr(PLANNERS[sys.argv[2]](ClosureGraph(graph.roots, nodes), popularity, 20)))
     """
 )
 
 
-def test_same_layers_in_processes_with_different_hash_seeds() -> None:
+@pytest.mark.parametrize("layering", LAYERINGS)
+def test_same_layers_in_processes_with_different_hash_seeds(layering: Layering) -> None:
     outputs = set()
     insertion_orders = set()
     for seed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         run = subprocess.run(
-            [sys.executable, "-c", PLAN_IN_SUBPROCESS, os.path.dirname(__file__)],
+            [sys.executable, "-c", PLAN_IN_SUBPROCESS, os.path.dirname(__file__), layering],
             env=env,
             capture_output=True,
             text=True,
@@ -405,4 +413,91 @@ def test_same_layers_in_processes_with_different_hash_seeds() -> None:
         insertion_orders.add(order.stdout)
     assert len(insertion_orders) > 1  # the seeds really do change set order
     graph, popularity = random_graph(13, 300)
-    assert outputs == {repr(plan_layers(graph, popularity, budget=20)) + "\n"}
+    assert outputs == {repr(PLANNERS[layering](graph, popularity, 20)) + "\n"}
+
+
+# The per-path grouping.
+
+
+def test_per_path_gives_each_path_its_own_layer_within_the_budget() -> None:
+    graph = make_graph(["A", "B"], {"A": ["C"], "B": ["C", "D"]}, {"A": 10, "B": 20, "C": 30})
+    assert named_layers(plan_per_path_layers(graph, {}, budget=4)) == [
+        ({"D"}, 1000, 1000),
+        ({"C"}, 30, 30),
+        ({"B"}, 20, 20),
+        ({"A"}, 10, 10),
+    ]
+
+
+def test_per_path_over_budget_merges_the_lowest_rated_paths_into_one_layer() -> None:
+    # Ratings V 5000, W 200, X 300, Y 800, Z 500; budget 3 keeps V and Y, merges W, X, Z.
+    popularity = {"V": 50, "Y": 2}
+    assert named_layers(plan_per_path_layers(FIVE_ROOTS, popularity, budget=3)) == [
+        ({"V"}, 5000, 100),
+        ({"W", "X", "Z"}, 1000, 1000),
+        ({"Y"}, 800, 400),
+    ]
+    assert named_layers(plan_per_path_layers(FIVE_ROOTS, {}, budget=1)) == [
+        ({"V", "W", "X", "Y", "Z"}, 1500, 1500)
+    ]
+
+
+def test_per_path_layers_are_the_same_in_every_image_holding_the_path() -> None:
+    """What Nixery's grouping loses: B reaches C another way, so C's subtree leaves A's layer."""
+    just_a = make_graph(["A"], {"A": ["C"], "C": ["D"]})
+    a_and_b = make_graph(["A", "B"], {"A": ["C"], "B": ["C"], "C": ["D"]})
+    nixery_a, nixery_ab = plan_layers(just_a, {}), plan_layers(a_and_b, {})
+    assert not {layer.paths for layer in nixery_a} <= {layer.paths for layer in nixery_ab}
+    per_path_a = plan_per_path_layers(just_a, {})
+    per_path_ab = plan_per_path_layers(a_and_b, {})
+    assert {layer.paths for layer in per_path_a} <= {layer.paths for layer in per_path_ab}
+    assert len(per_path_ab) == 4
+
+
+def test_per_path_never_exceeds_the_budget_on_random_closures() -> None:
+    for seed in range(5):
+        graph, popularity = random_graph(seed, 200)
+        for budget in (1, 7, DEFAULT_BUDGET, 199, 200, 10_000):
+            layers = plan_per_path_layers(graph, popularity, budget)
+            assert_invariants(graph, layers, budget)
+            assert len(layers) == min(budget, len(graph.nodes))
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        (make_graph(["A"], {"A": ["B"], "B": ["C"], "C": ["B"]}), "cycle"),
+        (
+            ClosureGraph(
+                roots=(store_path("A"),), nodes=make_graph(["A"], {"A": ["B"], "C": ["B"]}).nodes
+            ),
+            "not in the closure of the roots",
+        ),
+        (
+            ClosureGraph(
+                roots=(store_path("A"),),
+                nodes={store_path("A"): StorePathInfo(store_path("A"), 1, (store_path("X"),))},
+            ),
+            "not in the closure",
+        ),
+    ],
+)
+def test_per_path_rejects_what_plan_layers_rejects(graph: ClosureGraph, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_per_path_layers(graph, {})
+    with pytest.raises(ValueError, match=message):
+        plan_layers(graph, {})
+    with pytest.raises(ValueError, match="budget"):
+        plan_per_path_layers(FIVE_ROOTS, {}, budget=0)
+
+
+def test_the_config_names_every_layering() -> None:
+    import typing
+
+    from nixery.config import Config
+
+    (literal,) = [
+        field.type for field in Config.__dataclass_fields__.values() if field.name == "layering"
+    ]
+    assert set(typing.get_args(eval(literal, vars(typing)))) == set(PLANNERS) == set(LAYERINGS)
+    assert Config().layering == "per-path"

@@ -44,6 +44,7 @@ def build_coordinator(config: Config, storage: Storage, index: Index) -> BuildCo
         config.layer_budget,
         config.layer_workers,
         config.build_concurrency,
+        layering=config.layering,
     )
     # Waiting for another process's build: its Nix step plus time to write its layers.
     wait = config.nix_timeout + 120

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from nixery.digest import sha256_digest
 from nixery.imagekey import PackagesNotFound
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
-from nixery.layering import plan_layers
+from nixery.layering import DEFAULT_LAYERING, PLANNERS, Layering
 from nixery.layers import (
     COMPRESSOR,
     LayerBlob,
@@ -62,12 +62,14 @@ class ImageBuilder:
         layer_budget: int,
         layer_workers: int = 2,
         max_parallel_builds: int = 4,
+        layering: Layering = DEFAULT_LAYERING,
     ) -> None:
         self.nix = nix
         self.storage = storage
         self.index = index
         self.popularity = popularity
         self.layer_budget = layer_budget
+        self.plan_layers = PLANNERS[layering]
         self._layer_pool = ThreadPoolExecutor(layer_workers, thread_name_prefix="layer")
         self._layer_flights: SingleFlight[LayerBlob] = SingleFlight()
         # Builds of different images share the machine: past this many, they queue.
@@ -88,7 +90,7 @@ class ImageBuilder:
         roots = graph.roots
         nix_done = time.monotonic()
 
-        plan = plan_layers(graph, self.popularity, self.layer_budget)
+        plan = self.plan_layers(graph, self.popularity, self.layer_budget)
         jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
         built = [job.result() for job in jobs]
         built.append(self._symlink_layer(roots))

@@ -44,6 +44,8 @@ class Config:
     nix_timeout: float = 600.0
     popularity_url: str | None = None
     layer_budget: int = 94
+    # nixery.layering.PLANNERS; named here so the Cloud Function need not import networkx.
+    layering: Literal["per-path", "nixery"] = "per-path"
     threads: int = 16
     layer_workers: int = 2
     lease_seconds: float = 60.0
@@ -106,6 +108,7 @@ ENVIRONMENT = {
     "nix_timeout": "NIX_TIMEOUT",
     "popularity_url": "NIX_POPULARITY_URL",
     "layer_budget": "NIXERY_LAYER_BUDGET",
+    "layering": "NIXERY_LAYERING",
     "threads": "NIXERY_THREADS",
     "layer_workers": "NIXERY_LAYER_WORKERS",
     "lease_seconds": "NIXERY_LEASE_SECONDS",
@@ -172,6 +175,7 @@ BUILDER_OPTIONAL_SETTINGS = (
     "nix_timeout",
     "popularity_url",
     "layer_budget",
+    "layering",
     "layer_workers",
     "build_concurrency",
     "lease_seconds",
@@ -231,6 +235,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET")
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
         raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
+    if config.layering not in ("per-path", "nixery"):
+        raise ConfigError(
+            f"NIXERY_LAYERING must be 'per-path' or 'nixery', got {config.layering!r}"
+        )
     if config.layer_budget < 2 or config.layer_budget > 120:
         raise ConfigError(
             "NIXERY_LAYER_BUDGET must be between 2 and 120 (Docker allows 125 layers)"

@@ -14,7 +14,7 @@ from nixery.sources import Revision
 
 # Bump when anything that shapes an image changes (layout, config, layering), so cache
 # entries of the old format are not served for the new one.
-BUILDER_FORMAT = 1
+BUILDER_FORMAT = 2  # 2: per-path layering by default
 
 
 class PackagesNotFound(Exception):

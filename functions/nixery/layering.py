@@ -1,6 +1,7 @@
-"""Which store paths share an image layer: Nixery's dominator-tree grouping, made deterministic.
+"""Which store paths share an image layer: Nixery's dominator-tree grouping, made deterministic,
+and a per-path grouping that shares more between overlapping images (`NIXERY_LAYERING`).
 
-The algorithm follows Nixery (blog post "nixery-layers", 2019; `layers/layers.go`):
+Nixery's algorithm (`plan_layers`) follows Nixery (blog post "nixery-layers", 2019; `layers/layers.go`):
 
 1. Build a graph with a synthetic root that has an edge to every top-level path of the
    image, and an edge from every store path to each of its references.
@@ -16,13 +17,21 @@ The algorithm follows Nixery (blog post "nixery-layers", 2019; `layers/layers.go
 
 Unlike Nixery, every step is deterministic: all ties are broken by the sorted path tuple,
 and nothing depends on dict/set iteration order or on PYTHONHASHSEED.
+
+The per-path grouping (`plan_per_path_layers`) gives every store path a layer of its own while
+the image is within the budget. A dominator subtree's layer changes whenever another image
+reaches one of its members by a different route, while a single path's layer is the same in
+every image that holds the path, so overlapping images share every layer they can. Beyond the
+budget, the least valuable paths (rating = popularity x nar size, as Nixery rates layers) share
+one layer: the smallest and rarest content, which costs least to download again.
 """
 
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import networkx
 
@@ -45,6 +54,11 @@ FORCED_POPULARITY = 500_000
 
 # Paths without popularity data count once, as in Nixery: rating by size alone.
 UNKNOWN_POPULARITY = 1
+
+Layering = Literal["nixery", "per-path"]
+LAYERINGS: tuple[Layering, ...] = ("nixery", "per-path")
+# Per-path shares more between overlapping images (benchmarks/bench_incremental.py).
+DEFAULT_LAYERING: Layering = "per-path"
 
 
 @dataclass(frozen=True)
@@ -216,3 +230,49 @@ def _merged(layers: list[Layer]) -> Layer:
         rating=sum(layer.rating for layer in layers),
         size=sum(layer.size for layer in layers),
     )
+
+
+def plan_per_path_layers(
+    graph: ClosureGraph, popularity: Mapping[str, int], budget: int = DEFAULT_BUDGET
+) -> tuple[Layer, ...]:
+    """One layer per store path; beyond `budget`, the lowest-rated paths share the last layer.
+
+    A path's rating is its popularity (as in `plan_layers`, missing keys count as 1) times its
+    nar size, so it depends on the path alone and not on the image: the same paths get their own
+    layers in every image. When there are `n > budget` paths, the `budget - 1` highest-rated
+    (ties by path) each get a layer and the other `n - budget + 1` are merged into one.
+
+    Output order: descending rating, ties by ascending path tuple; the merged layer, whose
+    rating is the sum of its paths', takes its place by the same order.
+
+    Raises ValueError for the same malformed graphs as `plan_layers`.
+    """
+    if budget < 1:
+        raise ValueError(f"layer budget must be at least 1, got {budget}")
+    paths = _validated_paths(graph)
+    if not paths:
+        return ()
+    index = {path: i for i, path in enumerate(paths)}
+    references = [
+        sorted(index[ref] for ref in graph.nodes[path].references if ref != path) for path in paths
+    ]
+    nar_sizes = [graph.nodes[path].nar_size for path in paths]
+    # Rejects cycles and paths outside the closure of the roots, as plan_layers does.
+    _closure_sizes(references, nar_sizes, sorted(index[root] for root in graph.roots), paths)
+
+    layers = [
+        Layer(
+            paths=(path,),
+            rating=_popularity(path, popularity) * graph.nodes[path].nar_size,
+            size=graph.nodes[path].nar_size,
+        )
+        for path in paths
+    ]
+    layers.sort(key=lambda layer: (-layer.rating, layer.paths))
+    if len(layers) > budget:
+        layers = [*layers[: budget - 1], _merged(layers[budget - 1 :])]
+    return tuple(sorted(layers, key=lambda layer: (-layer.rating, layer.paths)))
+
+
+Planner = Callable[[ClosureGraph, Mapping[str, int], int], tuple[Layer, ...]]
+PLANNERS: dict[Layering, Planner] = {"nixery": plan_layers, "per-path": plan_per_path_layers}

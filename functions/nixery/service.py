@@ -8,6 +8,7 @@ from collections import OrderedDict
 from nixery import errors
 from nixery.coordinator import Builder
 from nixery.digest import DIGEST_RE
+from nixery.hotcache import ManifestCache
 from nixery.imagekey import PackagesNotFound, image_key
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
 from nixery.limits import ClientBuildLimit
@@ -35,6 +36,7 @@ class RegistryService:
         builder: Builder,
         max_packages: int = DEFAULT_MAX_PACKAGES,
         client_build_limit: int = 2,
+        cache: ManifestCache | None = None,
     ) -> None:
         self.source = source
         self.index = index
@@ -42,6 +44,7 @@ class RegistryService:
         self.builder = builder
         self.max_packages = max_packages
         self.cold_builds = ClientBuildLimit(client_build_limit)
+        self.cache = cache if cache is not None else ManifestCache()
         self._known_tags: set[tuple[str, str]] = set()
         self._memo_lock = threading.Lock()
         # A package set at one revision never grows the packages it lacked, so "not found" for
@@ -65,16 +68,28 @@ class RegistryService:
             raise errors.manifest_unknown(
                 f"{repository}:{reference}", {"tag": reference, "reason": "no such revision"}
             )
+        # Keyed by the resolved image key, never the raw tag: a moved tag is a new key.
         key = image_key(revision, request)
-        record = self.index.get_image(key)
+        record = self.cache.image(key)
         if record is None:
-            with self.cold_builds.slot(client, key):
-                record = self._build(key, request, revision)
+            record = self.index.get_image(key)
+            if record is None:
+                with self.cold_builds.slot(client, key):
+                    record = self._build(key, request, revision)
+            self.cache.put_image(record)
         self._remember_tag(repository, reference)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
-        manifest = self.index.get_manifest(digest)
+        manifest = self._stored_manifest(digest)
         if manifest is None:
             raise errors.manifest_unknown(digest, {"reason": "index lost the manifest"})
+        return manifest
+
+    def _stored_manifest(self, digest: str) -> StoredManifest | None:
+        manifest = self.cache.manifest(digest)
+        if manifest is None:
+            manifest = self.index.get_manifest(digest)
+            if manifest is not None:
+                self.cache.put_manifest(manifest)
         return manifest
 
     def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
@@ -111,7 +126,7 @@ class RegistryService:
     def manifest_by_digest(self, digest: str) -> StoredManifest:
         if not DIGEST_RE.fullmatch(digest):
             raise errors.digest_invalid(digest)
-        manifest = self.index.get_manifest(digest)
+        manifest = self._stored_manifest(digest)
         if manifest is None:
             raise errors.manifest_unknown(digest)
         return manifest

@@ -35,6 +35,7 @@ locals {
     NIXERY_FIRESTORE_PREFIX   = var.firestore_prefix
     NIX_TIMEOUT               = tostring(var.nix_timeout_seconds)
     NIXERY_LAYER_BUDGET       = tostring(var.layer_budget)
+    NIXERY_LAYERING           = var.layering
     NIXERY_BUILD_CONCURRENCY  = tostring(var.build_concurrency)
     NIXERY_LEASE_SECONDS      = tostring(var.lease_seconds)
   }

@@ -215,6 +215,17 @@ variable "layer_budget" {
   default     = 94
 }
 
+variable "layering" {
+  description = "How store paths are grouped into layers (NIXERY_LAYERING): \"per-path\" (one layer per path, merging beyond the budget) or \"nixery\" (Nixery's popularity and dominator grouping)."
+  type        = string
+  default     = "per-path"
+
+  validation {
+    condition     = contains(["per-path", "nixery"], var.layering)
+    error_message = "layering is \"per-path\" or \"nixery\"."
+  }
+}
+
 variable "build_concurrency" {
   description = "Builds of different images at once per builder instance (NIXERY_BUILD_CONCURRENCY)."
   type        = number

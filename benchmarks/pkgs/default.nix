@@ -1,6 +1,10 @@
 # The benchmark package set: the test package set (tests/pkgs) plus `hostfiles`, store paths holding
 # real files copied from the host's /usr/lib at build time, as a stand-in for a real closure.
 #
+# With a non-empty `salt` (passed by a wrapper expression), `synthetic` is the test set's generated
+# family with the same DAG and contents but new derivations, so nothing of it is in the store yet:
+# a store-cold build without garbage-collecting a store that others share.
+#
 # The host's files are read by the builder (Debian's nix-bin builds without a sandbox), not
 # imported at evaluation time, so evaluating this set stays cheap. Their content therefore depends
 # on the machine: the same machine gives the same store paths and bytes, another machine other
@@ -9,6 +13,7 @@
   system ? builtins.currentSystem,
   busybox ? "/bin/busybox",
   hostLib ? "/usr/lib",
+  salt ? "",
   ...
 }:
 
@@ -79,9 +84,40 @@ let
         printf '%s\n' ${toString paths} > $out/nix-support/runtime-dependencies
       '';
     };
+
+  saltedPackage =
+    {
+      pname,
+      version,
+      script,
+    }:
+    builtins.derivation {
+      name = "${pname}-${version}";
+      inherit system salt;
+      builder = shell;
+      args = [
+        "sh"
+        "-e"
+        "-c"
+        script
+      ];
+      PATH = "${test.busybox}/bin";
+    }
+    // {
+      inherit pname version;
+    };
 in
 test
 // {
+  synthetic =
+    if salt == "" then
+      test.synthetic
+    else
+      import ../../tests/pkgs/synthetic.nix {
+        mkPackage = saltedPackage;
+        inherit (test) busybox;
+      };
+
   hostfiles = {
     # The pipeline benchmark's closure, its quick-mode slice, and one 1 GB path for peak RSS.
     full = hostFiles 320 8;

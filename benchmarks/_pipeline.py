@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from nixery.builder import BuildTimings, ImageBuilder
-from nixery.config import find_nix_dir
+from nixery.config import Config, find_nix_dir
 from nixery.index.sqlite import SqliteIndex
 from nixery.nix import Nix
 from nixery.storage.filesystem import FilesystemStorage
@@ -26,8 +26,9 @@ BENCH_PKGS = REPO / "benchmarks" / "pkgs"
 OFFLINE_NIX_CONFIG = "substituters =\nexperimental-features = nix-command"
 MB = 1e6
 NIX_TIMEOUT = 1800.0
-LAYER_BUDGET = 94  # the registry's default
-LAYER_WORKERS = 2  # the registry's default
+# The registry's defaults.
+LAYER_BUDGET = Config.layer_budget
+LAYER_WORKERS = Config.layer_workers
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from isal import igzip_threaded
 
 from nixery import layers
 from nixery.layers import (
@@ -200,6 +201,29 @@ def test_store_layer_entries_keep_kind_mode_and_content(
     assert by_name[f"{root}/share/{'l' * 150}"].linkname == "n" * 120
     assert by_name[f"{root}/share/naïve"].isreg()
     assert by_name[f"{root}/share/{LATIN_1_NAME}"].isreg()
+
+
+@pytest.mark.parametrize("tar_blocks", ["one", "several"])
+def test_store_layer_is_igzip_threaded_output_of_its_tar(
+    tmp_path: Path, storage: FilesystemStorage, tar_blocks: str
+) -> None:
+    # A layer of less than one block is compressed on the calling thread, a larger one by
+    # igzip_threaded: both must be exactly what igzip_threaded makes of the tar.
+    package = store_path(tmp_path / "nix" / "store", f"{tar_blocks}-1.0")
+    size = 200_000 if tar_blocks == "one" else 2_500_000
+    write_file(package / "data", (b"some text " + os.urandom(6)) * (size // 16), 0o444)
+    blob = write_store_layer([str(package)], storage)
+    compressed = stored_bytes(storage, blob)
+    tar_bytes = gzip.decompress(compressed)
+    assert (len(tar_bytes) < 1 << 20) == (tar_blocks == "one")
+
+    expected = io.BytesIO()
+    with igzip_threaded.open(
+        expected, "wb", compresslevel=2, threads=2, block_size=1 << 20
+    ) as reference:
+        for start in range(0, len(tar_bytes), 1 << 20):
+            reference.write(tar_bytes[start : start + (1 << 20)])
+    assert compressed == expected.getvalue()
 
 
 def test_store_layer_gzip_header_is_fixed(hello: Path, storage: FilesystemStorage) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import isal
-from isal import igzip_threaded
+from isal import igzip_threaded, isal_zlib
 
 from nixery.storage import BlobWriter, Storage
 
@@ -43,6 +45,12 @@ _MTIME = 1
 _DIR_MODE = 0o755
 _TMP_MODE = 0o1777
 _SYMLINK_MODE = 0o777
+_RAW_DEFLATE = -15
+# igzip_threaded's gzip header: no flags, zero mtime, then XFL 255 and OS 0 (isal 1.9.1 packs its
+# OS byte before its XFL byte; decoders ignore both).
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\xff\x00"
+# A final, empty fixed-Huffman block: what closes igzip_threaded's stream of sync-flushed blocks.
+_FINAL_EMPTY_DEFLATE_BLOCK = isal_zlib.compress(b"", wbits=_RAW_DEFLATE)
 
 # Bytes are fed to the compressor in chunks of exactly _BLOCK_SIZE, so the compressed stream
 # depends only on the tar bytes, never on how the tar writer happened to split its writes.
@@ -133,15 +141,9 @@ class _LayerStream:
         self._tar_size = 0
         self._pending = bytearray()
         self._sink = _CompressedSink(writer)
-        # The gzip writer buffers exactly one block; every write here is exactly one block (the
-        # last one excepted), so the blocks it compresses are the same whatever its buffering.
-        self._gzip = igzip_threaded.open(
-            self._sink,
-            "wb",
-            compresslevel=_COMPRESSION_LEVEL,
-            threads=_COMPRESSION_THREADS,
-            block_size=_BLOCK_SIZE,
-        )
+        # Started at the first whole block: most store-path layers are smaller than one, and for
+        # them starting threads would cost more than compressing.
+        self._gzip: BinaryIO | None = None
 
     def write(self, data: bytes) -> None:
         self._tar_sha256.update(data)
@@ -149,6 +151,17 @@ class _LayerStream:
         self._pending += data
         whole = len(self._pending) - len(self._pending) % _CHUNK
         if whole:
+            if self._gzip is None:
+                # The gzip writer buffers exactly one block; every write here is exactly one
+                # block (the last one excepted), so the blocks it compresses are the same
+                # whatever its buffering.
+                self._gzip = igzip_threaded.open(
+                    self._sink,
+                    "wb",
+                    compresslevel=_COMPRESSION_LEVEL,
+                    threads=_COMPRESSION_THREADS,
+                    block_size=_BLOCK_SIZE,
+                )
             with memoryview(self._pending) as view:
                 for start in range(0, whole, _CHUNK):
                     self._gzip.write(view[start : start + _CHUNK])
@@ -160,18 +173,30 @@ class _LayerStream:
         self.write(bytes(2 * _BLOCK + (-end) % _RECORD))
 
     def finish(self) -> LayerBlob:
-        self._gzip.write(self._pending)
+        if self._gzip is None:
+            self._compress_single_block(bytes(self._pending))
+        else:
+            self._gzip.write(self._pending)
+            self._gzip.close()
         self._pending.clear()
-        self._gzip.close()
         return LayerBlob(
             digest="sha256:" + self._sink.sha256.hexdigest(),
             diff_id="sha256:" + self._tar_sha256.hexdigest(),
             size=self._sink.size,
         )
 
+    def _compress_single_block(self, block: bytes) -> None:
+        """What igzip_threaded writes for a stream of one block, made on this thread."""
+        compressor = isal_zlib.compressobj(_COMPRESSION_LEVEL, isal_zlib.DEFLATED, _RAW_DEFLATE)
+        self._sink.write(_GZIP_HEADER)
+        self._sink.write(compressor.compress(block) + compressor.flush(isal_zlib.Z_SYNC_FLUSH))
+        self._sink.write(_FINAL_EMPTY_DEFLATE_BLOCK)
+        self._sink.write(struct.pack("<II", isal_zlib.crc32(block), len(block) & 0xFFFFFFFF))
+
     def close(self) -> None:
         """Stop the compressor's threads (after `finish`, a no-op)."""
-        self._gzip.close()
+        if self._gzip is not None:
+            self._gzip.close()
 
 
 def _copy_body(path: str, size: int, stream: _LayerStream) -> None:

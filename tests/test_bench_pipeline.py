@@ -70,11 +70,14 @@ def test_pipeline_section_reports_every_pass_beside_its_baselines(quick_report: 
     text = section(quick_report, "Layer pipeline throughput")
     rows = {row[0]: row[1:] for row in table_rows(text)}
     assert set(rows) == {
-        "ours: one layer (write_store_layer)",
+        "ours: one layer (write_store_layer: isal level 2, 2 threads)",
         "ours: whole image (ImageBuilder)",
         r"tar \| pigz -1 \| sha256sum",
         r"tar \| gzip -6 \| sha256sum",
         r"tar \| sha256sum",
+        "one layer with isal level 1, 2 threads",
+        "one layer with isal level 2, 1 thread",
+        "one layer with isal level 3, 2 threads",
     }
     for name, (seconds, rate, ratio, compressed, relative) in rows.items():
         assert float(seconds) > 0 and float(rate) > 0, name

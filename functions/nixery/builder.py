@@ -18,8 +18,8 @@ from nixery.layers import (
     COMPRESSOR,
     LayerBlob,
     image_root,
+    write_image_root_layer,
     write_store_layer,
-    write_symlink_layer,
 )
 from nixery.manifest import (
     CA_BUNDLE,
@@ -122,12 +122,14 @@ class ImageBuilder:
         plan = plan_layers(graph, self.popularity, self.layer_budget)
         planned = time.perf_counter()
         jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
-        # The symlink layer is written meanwhile on this thread, beside the pool's workers.
-        symlinks = self._symlink_layer(roots)
+        # The image root (one walk of the top-level paths) is needed by the symlink layer and the
+        # config; both are made meanwhile on this thread, beside the pool's workers.
+        root = image_root(roots)
+        symlinks = self._symlink_layer(roots, root)
         built = [*(job.result() for job in jobs), symlinks]
         layered = time.perf_counter()
 
-        record = self._publish(key, request, roots, built)
+        record = self._publish(key, request, root, built)
         self._on_built(
             BuildTimings(
                 repository=request.repository,
@@ -163,25 +165,24 @@ class ImageBuilder:
             _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
         )
 
-    def _symlink_layer(self, roots: Sequence[str]) -> BuiltLayer:
+    def _symlink_layer(self, roots: Sequence[str], root: dict[str, str | None]) -> BuiltLayer:
         history = HistoryEntry(
             created_by="symlink layer: " + " ".join(roots),
             comment="/bin, /lib, /share, /etc ... of the requested packages",
         )
         kind = f"symlinks-v{SYMLINK_LAYER_FORMAT}"
         return self._cached_layer(
-            _layer_key(kind, roots), history, lambda: write_symlink_layer(roots, self.storage)
+            _layer_key(kind, roots), history, lambda: write_image_root_layer(root, self.storage)
         )
 
     def _publish(
         self,
         key: str,
         request: ImageRequest,
-        roots: Sequence[str],
+        root: Mapping[str, str | None],
         layers: Sequence[BuiltLayer],
     ) -> ImageRecord:
         """Config, then both manifests, then the image record: nothing refers to a missing blob."""
-        root = image_root(roots)
         config = ImageConfig(
             architecture=request.platform.architecture,
             diff_ids=tuple(layer.blob.diff_id for layer in layers),

@@ -94,7 +94,12 @@ def image_root(top_level: Sequence[str]) -> dict[str, str | None]:
 
 
 def write_symlink_layer(top_level: Sequence[str], storage: Storage) -> LayerBlob:
-    return _write_layer(_symlink_members(image_root(top_level)), storage)
+    return write_image_root_layer(image_root(top_level), storage)
+
+
+def write_image_root_layer(root: dict[str, str | None], storage: Storage) -> LayerBlob:
+    """The symlink layer of an `image_root` already computed."""
+    return _write_layer(_symlink_members(root), storage)
 
 
 def _write_layer(

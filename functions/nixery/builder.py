@@ -89,7 +89,7 @@ class ImageBuilder:
         index: Index,
         popularity: Mapping[str, int],
         layer_budget: int,
-        layer_workers: int = 4,
+        layer_workers: int = 2,
         max_parallel_builds: int = 4,
         on_built: Callable[[BuildTimings], None] = log_timings,
     ) -> None:

@@ -24,7 +24,7 @@ _SETTING_HELP = {
     "popularity_url": "path or URL of popularity data (Nixery's JSON format)",
     "layer_budget": "maximum store-path layers per image (default 94)",
     "threads": "request threads (default 16)",
-    "layer_workers": "layers compressed in parallel (default 4)",
+    "layer_workers": "layers compressed in parallel (default 2)",
     "lease_seconds": "build lease lifetime, renewed while building (default 60)",
     "build_concurrency": "builds of different images run at once (default 4)",
 }

@@ -45,7 +45,7 @@ class Config:
     popularity_url: str | None = None
     layer_budget: int = 94
     threads: int = 16
-    layer_workers: int = 4
+    layer_workers: int = 2
     lease_seconds: float = 60.0
     build_concurrency: int = 4
     # The cloud deployment's settings (see docs/cloud.md).

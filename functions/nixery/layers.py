@@ -27,11 +27,13 @@ LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 # its own thread with the previous block's last 32 KiB as dictionary, as pigz does: one standard
 # gzip member whose bytes depend only on the tar bytes, the level and the block size, never on how
 # many threads compressed it.
-# Level 2 measured both faster and smaller than level 1 on real files (BENCHMARKS.md).
+# Level 2 over level 1: as fast within the noise, and smaller (1.135x vs 1.149x gzip -6 on the
+# benchmark's real files, BENCHMARKS.md), which leaves a margin under the 1.15x target.
 _COMPRESSION_LEVEL = 2
 _BLOCK_SIZE = 1 << 20
 # Compression threads per layer, beside the thread that reads, tars and hashes; layers are also
-# written concurrently (ImageBuilder's pool). The bytes do not depend on this.
+# written concurrently (ImageBuilder's pool; more than 2 layer workers measured slower on 2 cores).
+# The bytes do not depend on this.
 _COMPRESSION_THREADS = 2
 # The compressor decides a layer's bytes and so its digest: any change here must change this id,
 # which is part of the layer-cache key.
@@ -110,7 +112,7 @@ def _write_layer(
         stream = _LayerStream(writer)
         try:
             for info, body_path in members:
-                stream.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+                stream.write(tar_header(info))
                 if body_path is not None:
                     _copy_body(body_path, info.size, stream)
             stream.finish_tar()
@@ -221,6 +223,85 @@ def _copy_body(path: str, size: int, stream: _LayerStream) -> None:
     padding = -size % _BLOCK
     if padding:
         stream.write(bytes(padding))
+
+
+# Where the fields of a ustar header block are (POSIX.1-1988 as extended by POSIX.1-2001).
+_MODE_FIELD = slice(100, 108)
+_UID_GID_FIELDS = slice(108, 124)
+_SIZE_FIELD = slice(124, 136)
+_MTIME_FIELD = slice(136, 148)
+_CHECKSUM_FIELD = slice(148, 155)  # six octal digits and a NUL; the space after them stays
+_CHECKSUM_BLANK = slice(148, 156)
+_TYPE_OFFSET = 156
+_LINK_FIELD = slice(157, 257)
+_MAGIC_FIELD = slice(257, 265)
+_NAME_LIMIT = 100
+_PAX_HEADER_NAME = "././@PaxHeader"  # tarfile's (and star's) name for extended headers
+_OCTAL_SIZE_LIMIT = 8**11
+
+
+def tar_header(info: tarfile.TarInfo) -> bytes:
+    """The header block(s) `tarfile` writes for `info` in PAX format, made directly for ASCII names
+    (a PAX `path`/`linkpath` record carries those over 100 characters, as store paths' often
+    are) and by tarfile otherwise. tarfile's general path costs more than compressing a small
+    file, and a store path holds thousands of them."""
+    name = (
+        info.name + "/"
+        if info.type == tarfile.DIRTYPE and not info.name.endswith("/")
+        else info.name
+    )
+    link = info.linkname
+    plain = (
+        name.isascii()
+        and link.isascii()
+        and 0 <= info.size < _OCTAL_SIZE_LIMIT
+        and info.uid == info.gid == 0
+        and info.uname == info.gname == ""
+        and info.mtime == _MTIME
+        and info.type in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE)
+    )
+    if not plain:
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    records = b""
+    if len(name) > _NAME_LIMIT:
+        records += _pax_record("path", name)
+    if len(link) > _NAME_LIMIT:
+        records += _pax_record("linkpath", link)
+    header = _ustar_block(name, info.type, info.mode & 0o7777, info.size, _MTIME, link)
+    if not records:
+        return header
+    extended = _ustar_block(_PAX_HEADER_NAME, tarfile.XHDTYPE, 0, len(records), 0, "")
+    return extended + records + bytes(-len(records) % _BLOCK) + header
+
+
+def _ustar_block(name: str, kind: bytes, mode: int, size: int, mtime: int, link: str) -> bytes:
+    """One ustar header block; names and links cut to 100 characters as tarfile cuts them."""
+    block = bytearray(_BLOCK)
+    encoded_name = name[:_NAME_LIMIT].encode("ascii")
+    encoded_link = link[:_NAME_LIMIT].encode("ascii")
+    block[: len(encoded_name)] = encoded_name
+    block[_MODE_FIELD] = b"%07o\0" % mode
+    block[_UID_GID_FIELDS] = b"0000000\0" * 2
+    block[_SIZE_FIELD] = b"%011o\0" % size
+    block[_MTIME_FIELD] = b"%011o\0" % mtime
+    block[_CHECKSUM_BLANK] = b" " * 8
+    block[_TYPE_OFFSET] = kind[0]
+    block[_LINK_FIELD.start : _LINK_FIELD.start + len(encoded_link)] = encoded_link
+    block[_MAGIC_FIELD] = tarfile.POSIX_MAGIC
+    block[_CHECKSUM_FIELD] = b"%06o\0" % sum(block)
+    return bytes(block)
+
+
+def _pax_record(keyword: str, value: str) -> bytes:
+    """`<length> <keyword>=<value>\n`, where the length counts its own digits (as tarfile does)."""
+    length = len(keyword) + len(value) + 3  # " ", "=" and "\n"
+    total = previous = 0
+    while True:
+        total = length + len(str(previous))
+        if total == previous:
+            break
+        previous = total
+    return b"%d %s=%s\n" % (total, keyword.encode("ascii"), value.encode("ascii"))
 
 
 def _tar_info(

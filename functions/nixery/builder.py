@@ -18,8 +18,8 @@ from nixery.layers import (
     COMPRESSOR,
     LayerBlob,
     image_root,
+    write_image_root_layer,
     write_store_layer,
-    write_symlink_layer,
 )
 from nixery.manifest import (
     CA_BUNDLE,
@@ -47,6 +47,35 @@ def _layer_key(kind: str, paths: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class BuildTimings:
+    """Where one image build spent its time, in seconds: Nix, then everything that is ours."""
+
+    repository: str
+    layer_count: int
+    nix: float  # evaluate, realise and read the closure
+    layering: float  # group the closure into layers
+    layers: float  # write (or find cached) every layer, the symlink layer included
+    publish: float  # config, both manifests and the index records
+
+    @property
+    def ours(self) -> float:
+        return self.layering + self.layers + self.publish
+
+
+def log_timings(timings: BuildTimings) -> None:
+    log.info(
+        "built %s (%d layers) in %.2fs (nix %.2fs, layering %.2fs, layers %.2fs, publish %.2fs)",
+        timings.repository,
+        timings.layer_count,
+        timings.nix + timings.ours,
+        timings.nix,
+        timings.layering,
+        timings.layers,
+        timings.publish,
+    )
+
+
+@dataclass(frozen=True)
 class BuiltLayer:
     blob: LayerBlob
     history: HistoryEntry
@@ -63,6 +92,7 @@ class ImageBuilder:
         layer_workers: int = 2,
         max_parallel_builds: int = 4,
         layering: Layering = DEFAULT_LAYERING,
+        on_built: Callable[[BuildTimings], None] = log_timings,
     ) -> None:
         self.nix = nix
         self.storage = storage
@@ -74,13 +104,14 @@ class ImageBuilder:
         self._layer_flights: SingleFlight[LayerBlob] = SingleFlight()
         # Builds of different images share the machine: past this many, they queue.
         self._build_slots = threading.BoundedSemaphore(max_parallel_builds)
+        self._on_built = on_built
 
     def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
         with self._build_slots:
             return self._build(key, request, revision)
 
     def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
-        started = time.monotonic()
+        started = time.perf_counter()
         inputs = self.nix.build_image_inputs(
             revision.nix_source, request.packages, request.platform.system
         )
@@ -88,20 +119,28 @@ class ImageBuilder:
             raise PackagesNotFound(inputs.resolution.not_found)
         graph = inputs.graph
         roots = graph.roots
-        nix_done = time.monotonic()
+        nix_done = time.perf_counter()
 
         plan = self.plan_layers(graph, self.popularity, self.layer_budget)
+        planned = time.perf_counter()
         jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
-        built = [job.result() for job in jobs]
-        built.append(self._symlink_layer(roots))
+        # The image root (one walk of the top-level paths) is needed by the symlink layer and the
+        # config; both are made meanwhile on this thread, beside the pool's workers.
+        root = image_root(roots)
+        symlinks = self._symlink_layer(roots, root)
+        built = [*(job.result() for job in jobs), symlinks]
+        layered = time.perf_counter()
 
-        record = self._publish(key, request, roots, built)
-        log.info(
-            "built %s (%d layers) in %.2fs (nix %.2fs)",
-            request.repository,
-            len(built),
-            time.monotonic() - started,
-            nix_done - started,
+        record = self._publish(key, request, root, built)
+        self._on_built(
+            BuildTimings(
+                repository=request.repository,
+                layer_count=len(built),
+                nix=nix_done - started,
+                layering=planned - nix_done,
+                layers=layered - planned,
+                publish=time.perf_counter() - layered,
+            )
         )
         return record
 
@@ -128,25 +167,24 @@ class ImageBuilder:
             _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
         )
 
-    def _symlink_layer(self, roots: Sequence[str]) -> BuiltLayer:
+    def _symlink_layer(self, roots: Sequence[str], root: dict[str, str | None]) -> BuiltLayer:
         history = HistoryEntry(
             created_by="symlink layer: " + " ".join(roots),
             comment="/bin, /lib, /share, /etc ... of the requested packages",
         )
         kind = f"symlinks-v{SYMLINK_LAYER_FORMAT}"
         return self._cached_layer(
-            _layer_key(kind, roots), history, lambda: write_symlink_layer(roots, self.storage)
+            _layer_key(kind, roots), history, lambda: write_image_root_layer(root, self.storage)
         )
 
     def _publish(
         self,
         key: str,
         request: ImageRequest,
-        roots: Sequence[str],
+        root: Mapping[str, str | None],
         layers: Sequence[BuiltLayer],
     ) -> ImageRecord:
         """Config, then both manifests, then the image record: nothing refers to a missing blob."""
-        root = image_root(roots)
         config = ImageConfig(
             architecture=request.platform.architecture,
             diff_ids=tuple(layer.blob.diff_id for layer in layers),

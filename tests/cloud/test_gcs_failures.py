@@ -6,6 +6,7 @@ cuts chosen connections, so the client library sees what a dropped connection lo
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import tracemalloc
 from collections.abc import Iterator
@@ -76,6 +77,21 @@ def test_producer_failure_after_several_chunks_leaves_nothing(gcs_bucket: gcs.Bu
         writer.commit(digest, MEDIA_TYPE)
     assert object_names(gcs_bucket) == [blob_name(digest)]
     assert storage.size(digest) == 8 * CHUNK
+
+
+@pytest.mark.parametrize("chunks_sent", [0, 5])
+def test_an_aborted_writer_stays_aborted_when_collected(
+    gcs_bucket: gcs.Bucket, chunks_sent: int
+) -> None:
+    # The client library's writer finalises its upload when garbage-collected unless told not to.
+    storage = GcsStorage(gcs_bucket, upload_chunk_size=CHUNK)
+    writer = storage.writer()
+    for chunk in chunk_stream(chunks_sent + 1):
+        writer.write(chunk)
+    writer.abort()
+    del writer
+    gc.collect()
+    assert object_names(gcs_bucket) == []
 
 
 def test_connection_dropped_mid_upload_leaves_nothing_and_a_retry_succeeds(

@@ -33,7 +33,6 @@ STAGING_CONTENT_TYPE = "application/octet-stream"
 # Each upload buffers one chunk in memory; resumable chunks must be multiples of 256 KiB.
 DEFAULT_UPLOAD_CHUNK_SIZE = 8 * 1024 * 1024
 DEFAULT_READ_CHUNK_SIZE = 8 * 1024 * 1024
-STAGING_DELETE_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +90,25 @@ class GcsBlobWriter(AbortUnlessCommitted):
         # Frees the resumable session on the server; it would otherwise linger for a week. Not
         # BlobWriter.terminate(): it sends the DELETE to the initiation URL, not the session's.
         session = getattr(self._upload, "_upload_and_transport", None)
-        if session is None:
-            return  # nothing was sent yet
-        upload, transport = session
-        with contextlib.suppress(Exception):
-            if upload.resumable_url:
-                transport.delete(upload.resumable_url, timeout=30)
+        if session is not None:
+            upload, transport = session
+            with contextlib.suppress(Exception):
+                if upload.resumable_url:
+                    transport.delete(upload.resumable_url, timeout=30)
+        # BlobWriter is an IOBase: when collected it calls close(), which would send the
+        # buffered rest and finalise the aborted upload as a staging object. Discard the buffer.
+        buffer = getattr(self._upload, "_buffer", None)
+        if buffer is not None:
+            buffer.close()
 
     def _delete_staging(self) -> None:
-        # Checked after deleting: a late duplicate of the finalising request (a client retry the
-        # server had already applied) can recreate the object; seen on the emulator under load.
-        for _attempt in range(STAGING_DELETE_ATTEMPTS):
-            try:
-                self.staging.delete(retry=self._storage.retry)
-            except NotFound:
-                pass
-            except Exception as error:
-                # The upload's outcome stands either way; the staging lifecycle rule sweeps up.
-                log.warning("could not delete %s: %s", self.staging.name, error)
-                return
-            if not self.staging.exists(retry=self._storage.retry):
-                return
-        log.warning("%s keeps reappearing; left to the lifecycle rule", self.staging.name)
+        try:
+            self.staging.delete(retry=self._storage.retry)
+        except NotFound:
+            pass
+        except Exception as error:
+            # The upload's outcome stands either way; the staging lifecycle rule sweeps up.
+            log.warning("could not delete %s: %s", self.staging.name, error)
 
 
 class GcsStorage:

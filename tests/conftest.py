@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.tokeninfo_standin import TokenInfoStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PKGS = REPO / "tests" / "pkgs"
@@ -22,3 +27,15 @@ def require_tools(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"missing tools {missing}: run scripts/test, which installs them")
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[TokenInfoStandIn]:
+    """The tokeninfo stand-in, answering for the team's tokens (tests.team.TOKENS); a test that
+    counts calls uses a token of its own."""
+    from tests.team import TOKENS
+    from tests.tokeninfo_standin import TokenInfoStandIn
+
+    with TokenInfoStandIn() as server:
+        server.answers.update(TOKENS)
+        yield server

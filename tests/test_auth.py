@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,10 @@ from nixery.auth import (
 )
 from nixery.config import ConfigError, load_config
 from nixery.errors import RegistryError
-from tests.team import ROBOT, ROBOT_LINE, ROBOT_TOKEN, TOKENS, basic, google, team_env
+from tests.team import ROBOT, ROBOT_LINE, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn, token_answer
 
 ABSENT = "sha256:" + "0" * 64
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[TokenInfoStandIn]:
-    with TokenInfoStandIn() as server:
-        server.answers.update(TOKENS)
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +53,15 @@ def test_team_members_log_in(team: FlaskClient, token: str) -> None:
     response = team.get("/v2/", headers={"Authorization": google(token)})
     assert response.status_code == 200
     assert response.get_json() == {}
+
+
+@pytest.mark.parametrize("username", ["oauth2accesstoken", "_dcgcloud_token", "_token"])
+def test_every_google_credential_helper_username_logs_in(team: FlaskClient, username: str) -> None:
+    # `docker login -u oauth2accesstoken`; docker-credential-gcloud and -gcr send _dcgcloud_token.
+    response = team.get("/v2/", headers={"Authorization": basic(username, "tok-alice")})
+    assert response.status_code == 200
+    mallory = team.get("/v2/", headers={"Authorization": basic(username, "tok-mallory")})
+    assert_error(mallory, 403, "DENIED")
 
 
 def test_robot_logs_in(team: FlaskClient) -> None:

@@ -30,8 +30,11 @@ from nixery.errors import RegistryError
 from nixery.singleflight import SingleFlight
 
 REALM = "nixery"
-# The username docker-credential-gcloud and `gcloud auth configure-docker` send with an access token.
+# The usernames that come with a Google access token as the password: `oauth2accesstoken` in
+# `docker login` by hand, `_dcgcloud_token` from docker-credential-gcloud (what `gcloud auth
+# configure-docker` installs) and docker-credential-gcr, `_token` in older GCR instructions.
 GOOGLE_USERNAME = "oauth2accesstoken"
+GOOGLE_USERNAMES = frozenset({GOOGLE_USERNAME, "_dcgcloud_token", "_token"})
 MAX_AUTHORIZATION_BYTES = 8192
 VERDICT_MEMORY = 4096
 # A token Google rejected is remembered this long, so a client retrying garbage costs one call.
@@ -347,7 +350,8 @@ class RobotTokens:
 
 
 class TeamAccess:
-    """Basic credentials: `oauth2accesstoken` + a Google access token, or robot name + token."""
+    """Basic credentials: a Google username (GOOGLE_USERNAMES) + an access token, or robot name +
+    token."""
 
     def __init__(self, google: GoogleTokens | None, robots: RobotTokens) -> None:
         self.google = google
@@ -355,7 +359,7 @@ class TeamAccess:
 
     def authenticate(self, authorization: str | None) -> Identity:
         username, password = parse_basic(authorization)
-        if username == GOOGLE_USERNAME:
+        if username in GOOGLE_USERNAMES:
             if self.google is None:
                 raise unauthorized("this registry admits no Google identities")
             return self.google.verify(password)

@@ -15,17 +15,10 @@ from nixery.devstack import start_function as start_function_process
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.conftest import OCI_MANIFEST
 from tests.e2e.test_team import copy_and_unpack
-from tests.team import ROBOT, ROBOT_TOKEN, TOKENS, basic, google, team_env
+from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn
 
 pytestmark = pytest.mark.cloud
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[TokenInfoStandIn]:
-    with TokenInfoStandIn() as server:
-        server.answers.update(TOKENS)
-        yield server
 
 
 @pytest.fixture(scope="module")

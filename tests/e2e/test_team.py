@@ -10,15 +10,8 @@ import pytest
 import requests
 
 from tests.e2e.registry_process import RegistryProcess
-from tests.team import ROBOT, ROBOT_TOKEN, TOKENS, basic, google, team_env
+from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn, token_answer
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[TokenInfoStandIn]:
-    with TokenInfoStandIn() as server:
-        server.answers.update(TOKENS)
-        yield server
 
 
 @pytest.fixture(scope="module")

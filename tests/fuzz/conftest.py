@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from nixery.sources import PathSource, Revision
 from nixery.storage.filesystem import FilesystemStorage
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import counting_nix_shims
-from tests.team import TOKENS, team_env
+from tests.team import team_env
 from tests.tokeninfo_standin import TokenInfoStandIn
 
 MAX_PACKAGES = 8
@@ -86,13 +85,6 @@ def public_registry(tmp_path_factory: pytest.TempPathFactory) -> FuzzRegistry:
         "NIXERY_MAX_PACKAGES": str(MAX_PACKAGES),
     }
     return _registry(load_config(env, {}), workdir)
-
-
-@pytest.fixture(scope="session")
-def standin() -> Iterator[TokenInfoStandIn]:
-    with TokenInfoStandIn() as server:
-        server.answers.update(TOKENS)
-        yield server
 
 
 @pytest.fixture(scope="session")

@@ -89,19 +89,11 @@ def plan_layers(
     differs from its `path`, if the references contain a cycle, or if a node is not in the
     closure of the roots.
     """
-    if budget < 1:
-        raise ValueError(f"layer budget must be at least 1, got {budget}")
-    paths = _validated_paths(graph)
-    if not paths:
+    closure = _indexed_closure(graph, budget)
+    if closure is None:
         return ()
-    index = {path: i for i, path in enumerate(paths)}
-    references = [
-        sorted(index[ref] for ref in graph.nodes[path].references if ref != path) for path in paths
-    ]
-    nar_sizes = [graph.nodes[path].nar_size for path in paths]
-    roots = sorted({index[root] for root in graph.roots})
-
-    closure_sizes = _closure_sizes(references, nar_sizes, roots, paths)
+    paths, references, nar_sizes = closure.paths, closure.references, closure.nar_sizes
+    closure_sizes = closure.closure_sizes
     popularities = [_popularity(path, popularity) for path in paths]
     separate = [
         i
@@ -115,13 +107,41 @@ def plan_layers(
             rating=popularities[head] * sum(nar_sizes[i] for i in members),
             size=sum(nar_sizes[i] for i in members),
         )
-        for head, members in _dominator_groups(references, roots, separate).items()
+        for head, members in _dominator_groups(references, closure.roots, separate).items()
     ]
     layers.sort(key=lambda layer: (layer.rating, layer.paths))
     if len(layers) > budget:
         merge_count = len(layers) - budget + 1
         layers = [_merged(layers[:merge_count]), *layers[merge_count:]]
     return tuple(sorted(layers, key=lambda layer: (-layer.rating, layer.paths)))
+
+
+@dataclass(frozen=True)
+class _IndexedClosure:
+    """A validated closure with paths numbered in sorted order, references as those numbers."""
+
+    paths: list[str]
+    references: list[list[int]]
+    nar_sizes: list[int]
+    roots: list[int]
+    closure_sizes: list[int]
+
+
+def _indexed_closure(graph: ClosureGraph, budget: int) -> _IndexedClosure | None:
+    """None for an empty closure; ValueError for a bad budget or a malformed graph."""
+    if budget < 1:
+        raise ValueError(f"layer budget must be at least 1, got {budget}")
+    paths = _validated_paths(graph)
+    if not paths:
+        return None
+    index = {path: i for i, path in enumerate(paths)}
+    references = [
+        sorted(index[ref] for ref in graph.nodes[path].references if ref != path) for path in paths
+    ]
+    nar_sizes = [graph.nodes[path].nar_size for path in paths]
+    roots = sorted({index[root] for root in graph.roots})
+    closure_sizes = _closure_sizes(references, nar_sizes, roots, paths)
+    return _IndexedClosure(paths, references, nar_sizes, roots, closure_sizes)
 
 
 def _validated_paths(graph: ClosureGraph) -> list[str]:
@@ -247,26 +267,17 @@ def plan_per_path_layers(
 
     Raises ValueError for the same malformed graphs as `plan_layers`.
     """
-    if budget < 1:
-        raise ValueError(f"layer budget must be at least 1, got {budget}")
-    paths = _validated_paths(graph)
-    if not paths:
+    # Validated as plan_layers validates: cycles and paths outside the roots' closure are errors.
+    closure = _indexed_closure(graph, budget)
+    if closure is None:
         return ()
-    index = {path: i for i, path in enumerate(paths)}
-    references = [
-        sorted(index[ref] for ref in graph.nodes[path].references if ref != path) for path in paths
-    ]
-    nar_sizes = [graph.nodes[path].nar_size for path in paths]
-    # Rejects cycles and paths outside the closure of the roots, as plan_layers does.
-    _closure_sizes(references, nar_sizes, sorted(index[root] for root in graph.roots), paths)
-
     layers = [
         Layer(
             paths=(path,),
             rating=_popularity(path, popularity) * graph.nodes[path].nar_size,
             size=graph.nodes[path].nar_size,
         )
-        for path in paths
+        for path in closure.paths
     ]
     layers.sort(key=lambda layer: (-layer.rating, layer.paths))
     if len(layers) > budget:

@@ -22,5 +22,8 @@ module "registry" {
   builder_memory      = var.builder_memory
   deletion_protection = var.deletion_protection
 
+  builder_max_instances = var.builder_max_instances
+  client_build_limit    = var.client_build_limit
+
   force_destroy_buckets = var.force_destroy_buckets
 }

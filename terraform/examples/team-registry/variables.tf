@@ -85,3 +85,15 @@ variable "force_destroy_buckets" {
   type        = bool
   default     = false
 }
+
+variable "builder_max_instances" {
+  description = "Most builder instances at once: the cap on parallel build spend."
+  type        = number
+  default     = 4
+}
+
+variable "client_build_limit" {
+  description = "Cold builds one client may have running at once."
+  type        = number
+  default     = 2
+}

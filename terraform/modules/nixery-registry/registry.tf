@@ -54,6 +54,11 @@ resource "google_cloudfunctions2_function" "registry" {
       error_message = "build_wait_seconds must be below function_timeout_seconds."
     }
     precondition {
+      # The builder has CPU only while it serves a request: a build should end inside it.
+      condition     = var.build_wait_seconds > var.nix_timeout_seconds
+      error_message = "build_wait_seconds must be above nix_timeout_seconds."
+    }
+    precondition {
       # A team registry nobody belongs to would refuse every pull.
       condition     = var.access == "public" || length(var.team_members) + length(var.team_domains) > 0 || var.robot_tokens_secret_id != ""
       error_message = "access = \"team\" needs team_members, team_domains or robot_tokens_secret_id."

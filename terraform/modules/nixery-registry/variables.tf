@@ -129,6 +129,12 @@ variable "blob_soft_delete_seconds" {
   description = "How long deleted blobs stay restorable (and billed) in the blob bucket; 0 turns soft delete off, since a deleted blob is rebuilt on demand. Google's default is 604800 (7 days)."
   type        = number
   default     = 0
+
+  validation {
+    # What GCS accepts: off, or 7 to 90 days.
+    condition     = var.blob_soft_delete_seconds == 0 || (var.blob_soft_delete_seconds >= 604800 && var.blob_soft_delete_seconds <= 7776000)
+    error_message = "blob_soft_delete_seconds is 0 or between 604800 (7 days) and 7776000 (90 days)."
+  }
 }
 
 variable "force_destroy_buckets" {
@@ -279,7 +285,7 @@ variable "function_request_concurrency" {
 variable "function_timeout_seconds" {
   description = "Request timeout of the registry function; must exceed build_wait_seconds."
   type        = number
-  default     = 600
+  default     = 1800
 
   validation {
     condition     = var.function_timeout_seconds > 0 && var.function_timeout_seconds <= 3600
@@ -288,9 +294,9 @@ variable "function_timeout_seconds" {
 }
 
 variable "build_wait_seconds" {
-  description = "Seconds the function waits for a build before answering 503 (NIXERY_BUILD_WAIT); keep it below function_timeout_seconds."
+  description = "Seconds the function waits for a build before answering 503 (NIXERY_BUILD_WAIT): above nix_timeout_seconds, so that a build normally ends inside the request that started it (the builder has CPU only while it serves a request), and below function_timeout_seconds."
   type        = number
-  default     = 540
+  default     = 1500
 }
 
 variable "signed_url_expiry_seconds" {

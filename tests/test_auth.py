@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def test_authenticated_outsiders_are_403(team: FlaskClient, token: str, identity
         "/v2/hello/tags/list",
         "/v2/hello/blobs/uploads/",
         "/nothing/here",
+        "/static/anything",
     ],
 )
 def test_every_endpoint_needs_credentials(team: FlaskClient, path: str) -> None:
@@ -161,7 +163,18 @@ def test_verdict_cache_is_bounded_and_holds_no_token(standin: TokenInfoStandIn) 
         tokens.verify(f"tok-many-{index}")
     cache = tokens._cache
     assert len(cache) == 3
-    assert not any("tok-" in key for key in cache._entries)
+    assert not any("tok-" in key for key in [*cache._admitted, *cache._refused])
+
+
+def test_refusals_never_push_admissions_out(standin: TokenInfoStandIn) -> None:
+    tokens = GoogleTokens(standin.url, frozenset({"alice@example.com"}), frozenset(), memory=2)
+    standin.answers["tok-kept"] = token_answer("alice@example.com")
+    tokens.verify("tok-kept")
+    for index in range(10):  # garbage anyone can send: each is a refusal, remembered for 30 s
+        with pytest.raises(RegistryError):
+            tokens.verify(f"tok-junk-{index}")
+    assert tokens.verify("tok-kept").name == "alice@example.com"
+    assert standin.calls["tok-kept"] == 1
 
 
 def test_verdict_expires_with_the_token(standin: TokenInfoStandIn) -> None:
@@ -184,6 +197,45 @@ def test_verdict_expires_with_the_token(standin: TokenInfoStandIn) -> None:
         tokens.verify("tok-short")
     assert expired.value.status == 401
     assert standin.calls["tok-short"] == 2
+
+
+def test_registry_without_robots_refuses_robot_credentials_without_scrypt() -> None:
+    robots = RobotTokens({})
+    with pytest.raises(RegistryError) as refused:
+        robots.verify(ROBOT, ROBOT_TOKEN)
+    assert refused.value.status == 401
+    assert refused.value.detail == {"reason": "this registry admits no robot tokens"}
+
+
+@pytest.mark.parametrize("expiry", ["nan", "inf", "-inf", ""])
+def test_an_answer_without_a_finite_expiry_is_refused(
+    standin: TokenInfoStandIn, expiry: str
+) -> None:
+    answer = token_answer("alice@example.com")
+    answer["exp"] = expiry
+    standin.answers[f"tok-exp-{expiry}"] = answer
+    tokens = GoogleTokens(standin.url, frozenset({"alice@example.com"}), frozenset())
+    with pytest.raises(RegistryError) as refused:
+        tokens.verify(f"tok-exp-{expiry}")
+    assert refused.value.status == 401
+
+
+def test_a_verifier_answering_garbage_is_503() -> None:
+    # A proxy in the way that answers something other than HTTP.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer_garbage() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"garbage\r\n\r\n")
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/tokeninfo"
+        tokens = GoogleTokens(url, frozenset({"a@b.c"}), frozenset())
+        with pytest.raises(RegistryError) as error:
+            tokens.verify("tok-any")
+    assert error.value.status == 503
 
 
 def test_unreachable_verifier_is_503_not_401(tmp_path: Path) -> None:
@@ -216,6 +268,13 @@ def test_robot_hash_lines_round_trip() -> None:
         ROBOT_LINE + "," + ROBOT_LINE,
         ROBOT_LINE.replace("ci-bot", "oauth2accesstoken"),
         ROBOT_LINE.replace("$16384$", "$1000$"),
+        # More memory than scrypt may take: every check would fail.
+        ROBOT_LINE.replace("$16384$8$", "$65536$8$"),
+        ROBOT_LINE.replace("$16384$8$", "$1048576$1$"),
+        # A short salt or hash, or base64 that is not.
+        ROBOT_LINE.rsplit("$", 2)[0] + "$AAAA$" + ROBOT_LINE.rsplit("$", 1)[1],
+        ROBOT_LINE.rsplit("$", 1)[0] + "$AA",
+        ROBOT_LINE.rsplit("$", 1)[0] + "$A",
     ],
 )
 def test_bad_robot_lines_stop_start_up(raw: str) -> None:

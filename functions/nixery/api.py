@@ -143,7 +143,8 @@ class RegistryApi:
 
 
 def create_app(service: RegistryService, access: Access | None = None) -> Flask:
-    app = Flask("nixery")
+    # No static route: every path goes through the access check.
+    app = Flask("nixery", static_folder=None)
     # Every path reaches the registry as sent: no redirect that would skip the access check.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False

@@ -11,7 +11,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import http.client
 import json
+import math
 import re
 import secrets
 import threading
@@ -53,6 +55,7 @@ _ROBOT_LINE_RE = re.compile(
 )
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
+SCRYPT_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -111,34 +114,47 @@ class _Verdict:
 
 
 class _VerdictCache:
-    """Bounded (least recently used goes first), each entry expiring at its own time."""
+    """Bounded (least recently used goes first), each entry expiring at its own time.
+
+    Admissions and refusals are bounded apart: anyone can mint refusals by sending garbage, and
+    they must not push the team's admissions out (each would then cost a tokeninfo call or a
+    scrypt again)."""
 
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
         self._size = size
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Verdict] = OrderedDict()
+        self._admitted: OrderedDict[str, _Verdict] = OrderedDict()
+        self._refused: OrderedDict[str, _Verdict] = OrderedDict()
 
     def get(self, key: str) -> _Verdict | None:
         with self._lock:
-            verdict = self._entries.get(key)
-            if verdict is None:
-                return None
-            if verdict.until <= self._clock():
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return verdict
+            for entries in (self._admitted, self._refused):
+                verdict = entries.get(key)
+                if verdict is None:
+                    continue
+                if verdict.until <= self._clock():
+                    del entries[key]
+                    return None
+                entries.move_to_end(key)
+                return verdict
+            return None
 
     def put(self, key: str, verdict: _Verdict) -> None:
         with self._lock:
-            self._entries[key] = verdict
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            entries, other = (
+                (self._admitted, self._refused)
+                if verdict.error is None
+                else (self._refused, self._admitted)
+            )
+            other.pop(key, None)
+            entries[key] = verdict
+            entries.move_to_end(key)
+            while len(entries) > self._size:
+                entries.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._admitted) + len(self._refused)
 
 
 class TokenInfoUnavailable(Exception):
@@ -155,7 +171,8 @@ def fetch_tokeninfo(url: str, token: str) -> Mapping[str, object] | None:
         if error.code == 400:  # tokeninfo's "invalid_token"
             return None
         raise TokenInfoUnavailable(f"tokeninfo answered {error.code}") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, http.client.HTTPException, RecursionError) as error:
+        # ValueError covers bad JSON; HTTPException a broken status line from a proxy.
         raise TokenInfoUnavailable(f"tokeninfo unreachable: {type(error).__name__}") from None
     if not isinstance(answer, dict):
         raise TokenInfoUnavailable("tokeninfo answered something other than a JSON object")
@@ -223,6 +240,8 @@ class GoogleTokens:
         try:
             expiry = float(str(answer.get("exp", "")))
         except ValueError:
+            return _Verdict(None, unauthorized("token answer has no expiry"), rejected_until)
+        if not math.isfinite(expiry):
             return _Verdict(None, unauthorized("token answer has no expiry"), rejected_until)
         if expiry <= now:
             return _Verdict(None, unauthorized("the access token has expired"), rejected_until)
@@ -305,9 +324,25 @@ def parse_robot_hashes(raw: str | None) -> dict[str, RobotHash]:
         if not ROBOT_NAME_RE.fullmatch(name) or name == GOOGLE_USERNAME or name in robots:
             raise ConfigError(f"NIXERY_ROBOT_TOKENS: bad or repeated robot name {name!r}")
         n, r, p = int(match["n"]), int(match["r"]), int(match["p"])
-        if n < 2 or n & (n - 1) or n > 1 << 20 or not 1 <= r <= 32 or not 1 <= p <= 16:
+        # scrypt needs about 128 * r * n bytes (more with p): beyond maxmem every check would fail.
+        if (
+            n < 2
+            or n & (n - 1)
+            or not 1 <= r <= 32
+            or not 1 <= p <= 16
+            or 128 * r * n * (p + 1) > _SCRYPT_MAXMEM
+        ):
             raise ConfigError(f"NIXERY_ROBOT_TOKENS: scrypt parameters of {name!r} out of range")
-        robots[name] = RobotHash(name, n, r, p, _unb64(match["salt"]), _unb64(match["hash"]))
+        try:
+            salt, digest = _unb64(match["salt"]), _unb64(match["hash"])
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"NIXERY_ROBOT_TOKENS: bad base64 in the line of {name!r}") from None
+        if len(salt) < 16 or len(digest) != 32:
+            raise ConfigError(
+                f"NIXERY_ROBOT_TOKENS: the line of {name!r} needs a salt of at least 16 bytes "
+                "and a 32-byte hash"
+            )
+        robots[name] = RobotHash(name, n, r, p, salt, digest)
     return robots
 
 
@@ -325,28 +360,43 @@ class RobotTokens:
         self._decoy = hash_robot_token("decoy", new_robot_token())
         self._cache = _VerdictCache(memory, clock)
         self._clock = clock
+        self._flights: SingleFlight[_Verdict] = SingleFlight()
+        # Each scrypt holds 16 MiB for about 50 ms: a burst of junk credentials must queue here,
+        # not multiply the instance's memory.
+        self._scrypt_slots = threading.BoundedSemaphore(SCRYPT_AT_ONCE)
 
     def __bool__(self) -> bool:
         return bool(self._hashes)
 
     def verify(self, name: str, token: str) -> Identity:
+        if not self._hashes:
+            raise unauthorized("this registry admits no robot tokens")
         # scrypt is slow on purpose; a pull sends the same token with every request.
         key = _token_key("robot", name, token)
         verdict = self._cache.get(key)
         if verdict is None:
-            stored = self._hashes.get(name)
-            matched = (stored or self._decoy).matches(token) and stored is not None
-            if matched:
-                until = self._clock() + LONGEST_VERDICT_SECONDS
-                verdict = _Verdict(Identity("robot", name), None, until)
-            else:
-                error = unauthorized("unknown robot or wrong token")
-                verdict = _Verdict(None, error, self._clock() + REJECTED_SECONDS)
-            self._cache.put(key, verdict)
+            verdict = self._flights.run(key, lambda: self._establish(key, name, token))
         if verdict.error is not None:
             raise verdict.error
         assert verdict.identity is not None
         return verdict.identity
+
+    def _establish(self, key: str, name: str, token: str) -> _Verdict:
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        stored = self._hashes.get(name)
+        with self._scrypt_slots:
+            matched = (stored or self._decoy).matches(token) and stored is not None
+        if matched:
+            verdict = _Verdict(
+                Identity("robot", name), None, self._clock() + LONGEST_VERDICT_SECONDS
+            )
+        else:
+            error = unauthorized("unknown robot or wrong token")
+            verdict = _Verdict(None, error, self._clock() + REJECTED_SECONDS)
+        self._cache.put(key, verdict)
+        return verdict
 
 
 class TeamAccess:

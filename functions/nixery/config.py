@@ -233,6 +233,12 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"NIXERY_ACCESS must be 'public' or 'team', got {config.access!r}")
     if config.storage_backend == "gcs" and not config.gcs_bucket:
         raise ConfigError("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET")
+    if not 60 <= config.signed_url_expiry <= 604800:
+        # V4 signed URLs live at most 7 days; below a minute a slow client could not start.
+        raise ConfigError(
+            "NIXERY_SIGNED_URL_EXPIRY must be between 60 and 604800 seconds (7 days), "
+            f"got {config.signed_url_expiry:g}"
+        )
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
         raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
     if config.layering not in ("per-path", "nixery"):

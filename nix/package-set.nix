@@ -8,19 +8,7 @@
 }:
 
 let
-  source =
-    if srcType == "path" then
-      src
-    else if srcType == "git" then
-      builtins.fetchGit {
-        url = src;
-        inherit rev;
-        allRefs = true;
-      }
-    else if srcType == "tarball" then
-      builtins.fetchTarball src
-    else
-      throw "unknown srcType '${srcType}' (expected path, git or tarball)";
+  source = import ./fetch-source.nix { inherit srcType src rev; };
 
   imported = import source;
 

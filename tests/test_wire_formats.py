@@ -90,3 +90,12 @@ def test_accept_negotiation() -> None:
     assert prefers_docker(
         f"{DOCKER_MANIFEST};q=0.9, application/vnd.docker.distribution.manifest.list.v2+json"
     )
+
+
+def test_build_outcomes_travel_between_builder_and_function() -> None:
+    from nixery.remote import BuildOutcome
+
+    for outcome, status in [("not_found", 404), ("source_unavailable", 502), ("failed", 500)]:
+        sent = BuildOutcome(outcome, not_found=("x",), message="m", log="l")  # type: ignore[arg-type]
+        assert BuildOutcome.from_json(sent.to_json()) == sent
+        assert sent.http_status == status

@@ -12,7 +12,7 @@ from nixery.coordinator import Builder
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
 from nixery.idtoken import InvalidToken
 from nixery.imagekey import PackagesNotFound
-from nixery.nix import NixError
+from nixery.nix import NixError, SourceUnavailable
 from nixery.remote import BuildOutcome, BuildRequest
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class BuildService:
             image = self.builder.build(build.key, build.image_request(), build.revision())
         except PackagesNotFound as missing:
             return BuildOutcome("not_found", not_found=tuple(missing.names))
+        except SourceUnavailable as error:
+            return BuildOutcome("source_unavailable", message=str(error), log=error.log_tail)
         except NixError as error:
             return BuildOutcome("failed", message=str(error).splitlines()[0], log=error.log_tail)
         except RegistryError as error:

@@ -73,6 +73,10 @@ class NixError(Exception):
         self.log_tail = log_tail
 
 
+class SourceUnavailable(NixError):
+    """The package source could not be fetched at the revision: no such commit, or no network."""
+
+
 class NixTimeout(NixError):
     pass
 
@@ -95,12 +99,31 @@ class Nix:
     ) -> ImageInputs:
         """Resolves, builds and reads the closure of `names`, all within one `timeout`."""
         deadline = time.monotonic() + self.timeout
+        if source.kind != "path":
+            self.fetch_source(source, deadline)
         resolution = self.resolve(source, names, system, deadline)
         if resolution.not_found:
             return ImageInputs(resolution, None)
         self.realise(resolution.packages, deadline)
         roots = [path for package in resolution.packages for path in package.outputs.values()]
         return ImageInputs(resolution, self.closure_graph(roots, deadline))
+
+    def fetch_source(self, source: NixSource, deadline: float) -> None:
+        """Fetches the source at its revision, so that failing to is SourceUnavailable."""
+        try:
+            self.evaluate_json(
+                self.nix_dir / "fetch-source.nix",
+                source_arguments(source),
+                deadline,
+                write_derivations=True,
+            )
+        except NixTimeout:
+            raise
+        except NixError as error:
+            revision = f" at {source.rev}" if source.rev else ""
+            raise SourceUnavailable(
+                f"cannot fetch the package source {source.location}{revision}", error.log_tail
+            ) from None
 
     def resolve(
         self, source: NixSource, names: Sequence[str], system: str, deadline: float

@@ -18,16 +18,17 @@ from nixery import errors
 from nixery.imagekey import PackagesNotFound, image_key
 from nixery.index import ImageRecord
 from nixery.names import ImageRequest, Platform
-from nixery.nix import NixError, NixSource
+from nixery.nix import NixError, NixSource, SourceUnavailable
 from nixery.sources import Revision
 
 log = logging.getLogger(__name__)
 
 # failed: Nix failed (the client's image cannot build); busy/error: try again later.
-Outcome = Literal["built", "not_found", "failed", "busy", "error"]
+Outcome = Literal["built", "not_found", "source_unavailable", "failed", "busy", "error"]
 _OUTCOME_STATUS: dict[str, int] = {
     "built": 200,
     "not_found": 404,
+    "source_unavailable": 502,
     "failed": 500,
     "busy": 503,
     "error": 503,
@@ -163,6 +164,8 @@ class RemoteBuilder:
             return outcome.image
         if outcome.outcome == "not_found":
             raise PackagesNotFound(outcome.not_found)
+        if outcome.outcome == "source_unavailable":
+            raise SourceUnavailable(outcome.message, outcome.log)
         if outcome.outcome == "failed":
             raise NixError(outcome.message, outcome.log)
         raise errors.unavailable(outcome.message or "the builder is busy", retry_after=10)

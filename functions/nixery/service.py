@@ -20,8 +20,8 @@ from nixery.names import (
     validate_repository,
     validate_tag,
 )
-from nixery.nix import NixError, NixTimeout
-from nixery.sources import PackageSource, Revision, SourceError
+from nixery.nix import NixError, NixTimeout, SourceUnavailable
+from nixery.sources import COMMIT_RE, PackageSource, Revision, SourceError
 from nixery.storage import Storage
 
 NOT_FOUND_MEMORY = 4096
@@ -75,7 +75,8 @@ class RegistryService:
             record = self.index.get_image(key)
             if record is None:
                 with self.cold_builds.slot(client, key):
-                    record = self._build(key, request, revision)
+                    pinned = COMMIT_RE.fullmatch(reference) is not None
+                    record = self._build(key, request, revision, pinned)
             self.cache.put_image(record)
         self._remember_tag(repository, reference)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
@@ -92,7 +93,10 @@ class RegistryService:
                 self.cache.put_manifest(manifest)
         return manifest
 
-    def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def _build(
+        self, key: str, request: ImageRequest, revision: Revision, pinned: bool
+    ) -> ImageRecord:
+        """`pinned`: the client named the commit, so a source that lacks it is the client's miss."""
         with self._memo_lock:
             missing_before = self._not_found.get(key)
         if missing_before is not None:
@@ -105,6 +109,17 @@ class RegistryService:
                 if len(self._not_found) > NOT_FOUND_MEMORY:
                     self._not_found.popitem(last=False)
             raise errors.packages_unknown(missing.names) from None
+        except SourceUnavailable as error:
+            if pinned:
+                raise errors.manifest_unknown(
+                    f"{request.repository}:{revision.commit}",
+                    {
+                        "tag": revision.commit,
+                        "reason": "the package source has no such commit, or cannot be fetched",
+                        "log": error.log_tail,
+                    },
+                ) from None
+            raise errors.unavailable(str(error), retry_after=30) from None
         except NixTimeout as error:
             raise errors.build_failed(
                 f"Nix timed out building {request.repository}", error.log_tail

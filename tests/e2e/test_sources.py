@@ -33,7 +33,26 @@ def test_branch_tag_commit_and_latest(git_registry: RegistryProcess, pkgs_git_re
     assert _digest(git_registry, "v1") == latest
     assert _digest(git_registry, first) == latest
     # ...but each commit is evaluated once and then cached: 2 commits, 2 evaluations.
-    evaluations = git_registry.nix_calls("nix-instantiate")
+    evaluations = [
+        call for call in git_registry.nix_calls("nix-instantiate") if "resolve.nix" in call
+    ]
     assert len(evaluations) == 2, evaluations
     tags = requests.get(f"{git_registry.url}/v2/hello/tags/list").json()["tags"]
     assert tags == sorted({"latest", "main", "stable", "v1", first})
+
+
+def test_a_commit_the_repository_lacks_is_manifest_unknown(git_registry: RegistryProcess) -> None:
+    absent = "0123456789abcdef0123456789abcdef01234567"
+    for _attempt in range(2):
+        response = requests.get(
+            f"{git_registry.url}/v2/shell/hello/manifests/{absent}",
+            headers={"Accept": OCI_MANIFEST},
+        )
+        assert response.status_code == 404, response.text
+        error = response.json()["errors"][0]
+        assert error["code"] == "MANIFEST_UNKNOWN"
+        assert error["detail"]["tag"] == absent
+        assert "no such commit" in error["detail"]["reason"]
+    # The fetch failed before any name was resolved.
+    resolutions = [call for call in git_registry.nix_calls() if "resolve.nix" in call]
+    assert not any(absent in call for call in resolutions), resolutions

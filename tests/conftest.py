@@ -29,10 +29,10 @@ def require_tools(*tools: str) -> None:
         pytest.fail(f"missing tools {missing}: run scripts/test, which installs them")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def standin() -> Iterator[TokenInfoStandIn]:
-    """The tokeninfo stand-in, answering for the team's tokens (tests.team.TOKENS); a test that
-    counts calls uses a token of its own."""
+    """The tokeninfo stand-in, answering for the team's tokens (tests.team.TOKENS), one per test
+    module; a test that counts calls uses a token of its own."""
     from tests.team import TOKENS
     from tests.tokeninfo_standin import TokenInfoStandIn
 

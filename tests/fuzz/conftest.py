@@ -87,7 +87,7 @@ def public_registry(tmp_path_factory: pytest.TempPathFactory) -> FuzzRegistry:
     return _registry(load_config(env, {}), workdir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def team_registry(
     tmp_path_factory: pytest.TempPathFactory, standin: TokenInfoStandIn
 ) -> FuzzRegistry:

@@ -13,8 +13,7 @@ import requests
 from nixery.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
 from nixery.devstack import start_function as start_function_process
 from tests.conftest import TEST_PKGS, require_tools
-from tests.e2e.conftest import OCI_MANIFEST
-from tests.e2e.test_team import copy_and_unpack
+from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn
 
@@ -78,6 +77,6 @@ def test_skopeo_pulls_through_the_team_function(
     team_function: ManagedProcess, standin: TokenInfoStandIn, tmp_path: Path
 ) -> None:
     host = team_function.url.removeprefix("http://")
-    rootfs = copy_and_unpack(host, "hello", "oauth2accesstoken:tok-carol", tmp_path)
+    rootfs = pull_and_unpack(host, "hello", tmp_path, "oauth2accesstoken:tok-carol")
     assert (rootfs / "bin" / "hello").exists()
     assert standin.calls["tok-carol"] == 1

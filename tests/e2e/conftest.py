@@ -39,15 +39,18 @@ def skopeo_inspect(host: str, image: str) -> dict:
     return json.loads(out.stdout)
 
 
-def pull_and_unpack(host: str, image: str, workdir: Path) -> Path:
-    """skopeo copy to an OCI layout, then umoci unpack: the image's root filesystem."""
+def pull_and_unpack(host: str, image: str, workdir: Path, creds: str | None = None) -> Path:
+    """skopeo copy to an OCI layout, then umoci unpack: the image's root filesystem.
+    `creds` (`user:password`) go to the registry as HTTP Basic after its 401."""
     layout = workdir / "layout"
     bundle = workdir / "bundle"
+    login = ["--src-creds", creds] if creds is not None else []
     copied = subprocess.run(
         [
             "skopeo",
             "copy",
             "--src-tls-verify=false",
+            *login,
             f"docker://{host}/{image}",
             f"oci:{layout}:img",
         ],

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.e2e.conftest import pull_and_unpack
 from tests.e2e.registry_process import RegistryProcess
 from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn, token_answer
@@ -25,23 +26,6 @@ def team_registry(
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=600)
-
-
-def copy_and_unpack(host: str, image: str, creds: str, workdir: Path) -> Path:
-    layout, bundle = workdir / "layout", workdir / "bundle"
-    copied = skopeo(
-        "copy", "--src-tls-verify=false", "--src-creds", creds, f"docker://{host}/{image}",
-        f"oci:{layout}:img",
-    )  # fmt: skip
-    assert copied.returncode == 0, copied.stderr
-    unpacked = subprocess.run(
-        ["umoci", "unpack", "--image", f"{layout}:img", str(bundle)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert unpacked.returncode == 0, unpacked.stderr
-    return bundle / "rootfs"
 
 
 def test_login_flow_over_http(team_registry: RegistryProcess) -> None:
@@ -82,7 +66,7 @@ def test_skopeo_without_credentials_is_refused(team_registry: RegistryProcess) -
 
 
 def test_robot_pulls_with_skopeo_creds(team_registry: RegistryProcess, tmp_path: Path) -> None:
-    rootfs = copy_and_unpack(team_registry.host, "hello", f"{ROBOT}:{ROBOT_TOKEN}", tmp_path)
+    rootfs = pull_and_unpack(team_registry.host, "hello", tmp_path, f"{ROBOT}:{ROBOT_TOKEN}")
     assert (rootfs / "bin" / "hello").exists()
 
 
@@ -90,8 +74,8 @@ def test_google_identity_pull_costs_one_verification(
     team_registry: RegistryProcess, standin: TokenInfoStandIn, tmp_path: Path
 ) -> None:
     standin.answers["tok-e2e-pull"] = token_answer("alice@example.com")
-    rootfs = copy_and_unpack(
-        team_registry.host, "shell/hello", "oauth2accesstoken:tok-e2e-pull", tmp_path
+    rootfs = pull_and_unpack(
+        team_registry.host, "shell/hello", tmp_path, "oauth2accesstoken:tok-e2e-pull"
     )
     assert (rootfs / "bin" / "hello").exists()
     # skopeo fetched the manifest, the config and every layer: one tokeninfo call for all.

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import logging
 import math
 import re
 import secrets
@@ -30,6 +31,8 @@ from nixery import errors
 from nixery.config import Config, ConfigError
 from nixery.errors import RegistryError
 from nixery.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
 
 REALM = "nixery"
 # The usernames that come with a Google access token as the password: `oauth2accesstoken` in
@@ -173,7 +176,7 @@ def fetch_tokeninfo(url: str, token: str) -> Mapping[str, object] | None:
         raise TokenInfoUnavailable(f"tokeninfo answered {error.code}") from None
     except (OSError, ValueError, http.client.HTTPException, RecursionError) as error:
         # ValueError covers bad JSON; HTTPException a broken status line from a proxy.
-        raise TokenInfoUnavailable(f"tokeninfo unreachable: {type(error).__name__}") from None
+        raise TokenInfoUnavailable(f"tokeninfo unreachable: {error!r}") from None
     if not isinstance(answer, dict):
         raise TokenInfoUnavailable("tokeninfo answered something other than a JSON object")
     return answer
@@ -225,6 +228,7 @@ class GoogleTokens:
         try:
             answer = self._fetch(self.tokeninfo_url, token)
         except TokenInfoUnavailable as error:
+            log.warning("cannot verify a Google token: %s", error)
             raise errors.unavailable(
                 f"cannot verify the Google token: {error}", retry_after=5
             ) from None

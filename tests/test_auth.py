@@ -163,7 +163,7 @@ def test_verdict_cache_is_bounded_and_holds_no_token(standin: TokenInfoStandIn) 
         tokens.verify(f"tok-many-{index}")
     cache = tokens._cache
     assert len(cache) == 3
-    assert not any("tok-" in key for key in [*cache._admitted, *cache._refused])
+    assert not any("tok-" in key for key in [*cache.admitted.keys(), *cache.refused.keys()])
 
 
 def test_refusals_never_push_admissions_out(standin: TokenInfoStandIn) -> None:

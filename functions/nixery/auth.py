@@ -22,7 +22,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -30,6 +29,7 @@ from typing import Literal, Protocol
 from nixery import errors
 from nixery.config import Config, ConfigError
 from nixery.errors import RegistryError
+from nixery.lru import Lru
 from nixery.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -124,40 +124,31 @@ class _VerdictCache:
     scrypt again)."""
 
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
-        self._size = size
         self._clock = clock
-        self._lock = threading.Lock()
-        self._admitted: OrderedDict[str, _Verdict] = OrderedDict()
-        self._refused: OrderedDict[str, _Verdict] = OrderedDict()
+        self.admitted: Lru[str, _Verdict] = Lru(size)
+        self.refused: Lru[str, _Verdict] = Lru(size)
 
     def get(self, key: str) -> _Verdict | None:
-        with self._lock:
-            for entries in (self._admitted, self._refused):
-                verdict = entries.get(key)
-                if verdict is None:
-                    continue
-                if verdict.until <= self._clock():
-                    del entries[key]
-                    return None
-                entries.move_to_end(key)
-                return verdict
-            return None
+        for entries in (self.admitted, self.refused):
+            verdict = entries.get(key)
+            if verdict is None:
+                continue
+            if verdict.until <= self._clock():
+                entries.pop(key)
+                return None
+            return verdict
+        return None
 
     def put(self, key: str, verdict: _Verdict) -> None:
-        with self._lock:
-            entries, other = (
-                (self._admitted, self._refused)
-                if verdict.error is None
-                else (self._refused, self._admitted)
-            )
-            other.pop(key, None)
-            entries[key] = verdict
-            entries.move_to_end(key)
-            while len(entries) > self._size:
-                entries.popitem(last=False)
+        if verdict.error is None:
+            self.refused.pop(key)
+            self.admitted.put(key, verdict)
+        else:
+            self.admitted.pop(key)
+            self.refused.put(key, verdict)
 
     def __len__(self) -> int:
-        return len(self._admitted) + len(self._refused)
+        return len(self.admitted) + len(self.refused)
 
 
 class TokenInfoUnavailable(Exception):

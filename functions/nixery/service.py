@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 from nixery import errors
 from nixery.coordinator import Builder
@@ -12,6 +11,7 @@ from nixery.hotcache import ManifestCache
 from nixery.imagekey import PackagesNotFound, image_key
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
 from nixery.limits import ClientBuildLimit
+from nixery.lru import Lru
 from nixery.manifest import prefers_docker
 from nixery.names import (
     DEFAULT_MAX_PACKAGES,
@@ -49,7 +49,7 @@ class RegistryService:
         self._memo_lock = threading.Lock()
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
-        self._not_found: OrderedDict[str, list[str]] = OrderedDict()
+        self._not_found: Lru[str, list[str]] = Lru(NOT_FOUND_MEMORY)
 
     def manifest(
         self, repository: str, reference: str, accept: str | None, client: str = ""
@@ -97,17 +97,13 @@ class RegistryService:
         self, key: str, request: ImageRequest, revision: Revision, pinned: bool
     ) -> ImageRecord:
         """`pinned`: the client named the commit, so a source that lacks it is the client's miss."""
-        with self._memo_lock:
-            missing_before = self._not_found.get(key)
+        missing_before = self._not_found.get(key)
         if missing_before is not None:
             raise errors.packages_unknown(missing_before)
         try:
             return self.builder.build(key, request, revision)
         except PackagesNotFound as missing:
-            with self._memo_lock:
-                self._not_found[key] = missing.names
-                if len(self._not_found) > NOT_FOUND_MEMORY:
-                    self._not_found.popitem(last=False)
+            self._not_found.put(key, missing.names)
             raise errors.packages_unknown(missing.names) from None
         except SourceUnavailable as error:
             if pinned:

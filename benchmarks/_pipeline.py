@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from nixery.builder import BuildTimings, ImageBuilder
+from nixery.build.builder import BuildTimings, ImageBuilder
+from nixery.build.nix import Nix
 from nixery.config import Config, find_nix_dir
 from nixery.index.sqlite import SqliteIndex
-from nixery.nix import Nix
 from nixery.storage.filesystem import FilesystemStorage
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nixery.devstack import ManagedProcess, free_port, spawn
+from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PKGS = REPO / "tests" / "pkgs"

@@ -39,10 +39,10 @@ from benchmarks._pipeline import (
     verdict,
     warm_page_cache,
 )
-from nixery.builder import BuildTimings
-from nixery.imagekey import image_key
-from nixery.names import AMD64, ImageRequest
-from nixery.sources import PathSource
+from nixery.build.builder import BuildTimings
+from nixery.registry.imagekey import image_key
+from nixery.registry.names import AMD64, ImageRequest
+from nixery.registry.sources import PathSource
 
 TITLE = "Cold image"
 FAMILY_SIZE = 300

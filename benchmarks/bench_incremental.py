@@ -7,7 +7,7 @@ Images are drawn from the generated family of the test package set (`tests/pkgs/
 pairs are fixed by a seed: A is k packages (k from 2 to 14; B at most 17, the most an image name can hold), B is A with up to two packages
 removed and one to three added.
 
-Every layer is written by the registry's own layer writer (`nixery.layers`) from the real store
+Every layer is written by the registry's own layer writer (`nixery.build.layers`) from the real store
 paths, so sizes are compressed bytes as served; the plan is `plan_layers` or
 `plan_per_path_layers` with no popularity data (the default) and the default budget of 94 store
 path layers, plus the image's symlink layer, exactly as `ImageBuilder` does.
@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._serving import OFFLINE_NIX_CONFIG, TEST_PKGS
+from nixery.build.graph import ClosureGraph
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS, Layering
+from nixery.build.layers import LayerBlob, write_store_layer, write_symlink_layer
+from nixery.build.nix import Nix, NixSource
 from nixery.config import find_nix_dir
-from nixery.graph import ClosureGraph
-from nixery.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS, Layering
-from nixery.layers import LayerBlob, write_store_layer, write_symlink_layer
-from nixery.names import parse_image_name
-from nixery.nix import Nix, NixSource
+from nixery.registry.names import parse_image_name
 from nixery.storage.filesystem import FilesystemStorage
 
 FAMILY_SIZE = 300

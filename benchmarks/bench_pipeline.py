@@ -39,13 +39,13 @@ from benchmarks._pipeline import (
     verdict,
     warm_page_cache,
 )
-from nixery import layers
-from nixery.graph import name_version
-from nixery.imagekey import image_key
-from nixery.layering import POPULARITY_THRESHOLD
-from nixery.layers import COMPRESSOR, write_store_layer
-from nixery.names import parse_image_name
-from nixery.sources import PathSource
+from nixery.build import layers
+from nixery.build.graph import name_version
+from nixery.build.layering import POPULARITY_THRESHOLD
+from nixery.build.layers import COMPRESSOR, write_store_layer
+from nixery.registry.imagekey import image_key
+from nixery.registry.names import parse_image_name
+from nixery.registry.sources import PathSource
 from nixery.storage.filesystem import FilesystemStorage
 
 TITLE = "Layer pipeline throughput"
@@ -169,7 +169,7 @@ _RSS_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time
     from pathlib import Path
-    from nixery.layers import write_store_layer
+    from nixery.build.layers import write_store_layer
     from nixery.storage.filesystem import FilesystemStorage
     root, *paths = sys.argv[1:]
     started = time.perf_counter()

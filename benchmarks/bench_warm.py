@@ -30,7 +30,7 @@ from benchmarks._serving import (
     start_distribution,
     start_nixery,
 )
-from nixery.devstack import ManagedProcess
+from nixery.cloud.devstack import ManagedProcess
 
 IMAGE = "shell/hello"
 CONNECTIONS = (1, 32)

@@ -14,21 +14,21 @@ import logging
 import flask
 import functions_framework
 
-from nixery.api import RegistryApi, handle
+from nixery.registry.api import RegistryApi, handle
 
 logging.basicConfig(level=logging.INFO)
 
 
 @functools.cache
 def _registry_api() -> RegistryApi:
-    from nixery.cloud import cloud_config, registry_api
+    from nixery.cloud.wiring import cloud_config, registry_api
 
     return registry_api(cloud_config())
 
 
 @functools.cache
 def _build_service():  # type: ignore[no-untyped-def]
-    from nixery.cloud import build_service, cloud_config
+    from nixery.cloud.wiring import build_service, cloud_config
 
     return build_service(cloud_config())
 

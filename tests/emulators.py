@@ -1,6 +1,6 @@
 """Fixtures for the Google Cloud emulators that the cloud tests run against.
 
-The emulators are started as the dev stack starts them (nixery.devstack): each in its own
+The emulators are started as the dev stack starts them (nixery.cloud.devstack): each in its own
 session on 127.0.0.1, stopped by process group, since `gcloud` starts a shell that starts java.
 """
 
@@ -20,7 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 from google.cloud import storage as gcs
 
-from nixery.devstack import (
+from nixery.cloud.devstack import (
     ManagedProcess,
     StackError,
     start_firestore_emulator,

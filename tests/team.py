@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from nixery.auth import hash_robot_token
+from nixery.auth.access import hash_robot_token
 from tests.conftest import TEST_PKGS
 from tests.tokeninfo_standin import GCLOUD_CLIENT_ID, TokenInfoStandIn, token_answer
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from nixery.assemble import embedded_app
-from nixery.auth import (
+from nixery.auth.access import (
     GoogleTokens,
     RobotTokens,
     access_from_config,
@@ -21,6 +20,7 @@ from nixery.auth import (
 )
 from nixery.config import ConfigError, load_config
 from nixery.errors import RegistryError
+from nixery.local.assemble import embedded_app
 from tests.team import ROBOT, ROBOT_LINE, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn, token_answer
 
@@ -336,7 +336,7 @@ def test_the_client_is_the_front_ends_entry_not_the_clients() -> None:
     from flask import Request
     from werkzeug.test import EnvironBuilder
 
-    from nixery.api import client_address
+    from nixery.registry.api import client_address
 
     def request(forwarded: str | None) -> Request:
         headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}

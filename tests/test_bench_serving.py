@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 from benchmarks import bench_incremental, bench_warm
 
-from nixery.layering import DEFAULT_LAYERING, LAYERINGS
+from nixery.build.layering import DEFAULT_LAYERING, LAYERINGS
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import RegistryProcess
 

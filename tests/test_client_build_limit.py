@@ -7,7 +7,7 @@ from contextlib import ExitStack
 import pytest
 
 from nixery.errors import RegistryError
-from nixery.limits import ClientBuildLimit
+from nixery.registry.limits import ClientBuildLimit
 
 
 def test_distinct_images_per_client() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nixery.config import ConfigError, load_config
-from nixery.sources import ChannelSource, GitSource, PathSource
+from nixery.registry.sources import ChannelSource, GitSource, PathSource
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40

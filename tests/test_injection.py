@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from nixery.layers import write_store_layer, write_symlink_layer
-from nixery.nix import Nix, NixSource
-from nixery.sources import GitSource
+from nixery.build.layers import write_store_layer, write_symlink_layer
+from nixery.build.nix import Nix, NixSource
+from nixery.registry.sources import GitSource
 from nixery.storage.filesystem import FilesystemStorage
 from tests.conftest import OFFLINE_NIX_CONFIG, REPO, TEST_PKGS, require_tools
 from tests.e2e.registry_process import counting_nix_shims

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from nixery.graph import ClosureGraph, StorePathInfo, name_version
-from nixery.layering import (
+from nixery.build.graph import ClosureGraph, StorePathInfo, name_version
+from nixery.build.layering import (
     BIG_CLOSURE_THRESHOLD,
     DEFAULT_BUDGET,
     FORCED_POPULARITY,
@@ -378,8 +378,8 @@ PLAN_IN_SUBPROCESS = textwrap.dedent(
     import sys
     sys.path.insert(0, sys.argv[1])
     from test_layering import random_graph
-    from nixery.graph import ClosureGraph
-    from nixery.layering import PLANNERS
+    from nixery.build.graph import ClosureGraph
+    from nixery.build.layering import PLANNERS
 
     graph, popularity = random_graph(13, 300)
     # Insert nodes in set order, which differs between hash seeds.

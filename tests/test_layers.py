@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from isal import igzip_threaded
 
-from nixery import layers
-from nixery.layers import (
+from nixery.build import layers
+from nixery.build.layers import (
     COMPRESSOR,
     LAYER_MEDIA_TYPE,
     LayerBlob,
@@ -87,7 +87,7 @@ def layer_in_subprocess(function: str, paths: list[str], root: Path, hash_seed: 
         """
         import json, sys
         from pathlib import Path
-        from nixery import layers
+        from nixery.build import layers
         from nixery.storage.filesystem import FilesystemStorage
         function, paths, root = json.loads(sys.argv[1])
         blob = getattr(layers, function)(paths, FilesystemStorage(Path(root)))
@@ -345,7 +345,7 @@ def test_store_layer_memory_stays_bounded_for_a_large_layer(tmp_path: Path) -> N
         """
         import gzip, hashlib, json, resource, sys, tracemalloc
         from pathlib import Path
-        from nixery.layers import write_store_layer
+        from nixery.build.layers import write_store_layer
         from nixery.storage.filesystem import FilesystemStorage
         package, root = sys.argv[1:]
         storage = FilesystemStorage(Path(root))

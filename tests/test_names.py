@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from nixery.errors import RegistryError
-from nixery.names import AMD64, ARM64, canonical_attribute, parse_image_name, validate_tag
+from nixery.registry.names import AMD64, ARM64, canonical_attribute, parse_image_name, validate_tag
 
 
 def test_shell_meta_package_and_always_added() -> None:

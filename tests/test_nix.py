@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nixery.graph import name_version
-from nixery.nix import (
+from nixery.build.graph import name_version
+from nixery.build.nix import (
     Nix,
     NixError,
     NixSource,
@@ -23,7 +23,7 @@ from nixery.nix import (
     ResolvedPackage,
     parse_path_info,
 )
-from nixery.popcount import dump_popularity, load_popularity, popcount
+from nixery.build.popcount import dump_popularity, load_popularity, popcount
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PACKAGES = REPO / "tests" / "pkgs"

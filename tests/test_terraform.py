@@ -619,7 +619,7 @@ def test_function_zip_holds_the_code_without_tests_or_caches(
     code = {
         name for name in code if (REPO / "functions" / name).is_file() and "__pycache__" not in name
     }
-    assert "main.py" in code and "requirements.txt" in code and "nixery/api.py" in code
+    assert "main.py" in code and "requirements.txt" in code and "nixery/registry/api.py" in code
     assert zipped == code, "the zip must hold every source file of functions/"
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from nixery import errors
-from nixery.digest import sha256_digest
-from nixery.manifest import (
+from nixery.build.manifest import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
     Descriptor,
@@ -15,6 +14,7 @@ from nixery.manifest import (
     ImageManifest,
     prefers_docker,
 )
+from nixery.oci import sha256_digest
 
 
 def test_error_body_shape() -> None:
@@ -93,7 +93,7 @@ def test_accept_negotiation() -> None:
 
 
 def test_build_outcomes_travel_between_builder_and_function() -> None:
-    from nixery.remote import BuildOutcome
+    from nixery.cloud.remote import BuildOutcome
 
     for outcome, status in [("not_found", 404), ("source_unavailable", 502), ("failed", 500)]:
         sent = BuildOutcome(outcome, not_found=("x",), message="m", log="l")  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from nixery.devstack import ManagedProcess, free_port, spawn
+from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 
 GCLOUD_CLIENT_ID = "32555940559.apps.googleusercontent.com"
 

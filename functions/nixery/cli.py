@@ -55,8 +55,8 @@ def _settings(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from nixery.assemble import embedded_app
-    from nixery.server import RegistryServer
+    from nixery.local.assemble import embedded_app
+    from nixery.local.server import RegistryServer
 
     config = load_config(os.environ, _settings(args))
     app = embedded_app(config)
@@ -70,11 +70,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def popcount(args: argparse.Namespace) -> int:
-    from nixery.assemble import package_source
+    from nixery.build.nix import Nix
+    from nixery.build.popcount import dump_popularity
+    from nixery.build.popcount import popcount as count
     from nixery.config import find_nix_dir
-    from nixery.nix import Nix
-    from nixery.popcount import dump_popularity
-    from nixery.popcount import popcount as count
+    from nixery.local.assemble import package_source
 
     config = load_config(os.environ, _settings(args))
     revision = package_source(config).resolve(args.tag)
@@ -91,7 +91,7 @@ def popcount(args: argparse.Namespace) -> int:
 
 
 def robot_token(args: argparse.Namespace) -> int:
-    from nixery.auth import hash_robot_token, new_robot_token
+    from nixery.auth.access import hash_robot_token, new_robot_token
 
     token = new_robot_token()
     line = hash_robot_token(args.name, token).line()
@@ -106,7 +106,7 @@ def robot_token(args: argparse.Namespace) -> int:
 
 
 def dev_stack(args: argparse.Namespace) -> int:
-    from nixery.devstack import DevStack, StackError, start_dev_stack
+    from nixery.cloud.devstack import DevStack, StackError, start_dev_stack
 
     state_dir = Path(args.state_dir).absolute()
     try:

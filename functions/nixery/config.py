@@ -44,7 +44,7 @@ class Config:
     nix_timeout: float = 600.0
     popularity_url: str | None = None
     layer_budget: int = 94
-    # nixery.layering.PLANNERS; named here so the Cloud Function need not import networkx.
+    # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
     layering: Literal["per-path", "nixery"] = "per-path"
     threads: int = 16
     layer_workers: int = 2
@@ -134,7 +134,7 @@ ENVIRONMENT = {
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
-# Which settings each cloud component reads (nixery.cloud, nixery.assemble), so that the
+# Which settings each cloud component reads (nixery.cloud.wiring, nixery.local.assemble), so that the
 # deployment (terraform/, builder-image/Dockerfile) can be checked to set exactly these.
 # Required: the deployment must set them. Optional: read, with defaults a deployment may keep.
 # Not listed for a component: it never reads them there. Local development only, never set in

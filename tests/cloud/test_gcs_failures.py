@@ -15,7 +15,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from nixery.digest import sha256_digest
+from nixery.oci import sha256_digest
 from nixery.storage import put_bytes
 from nixery.storage.gcs import BLOB_PREFIX, DEFAULT_RETRY, STAGING_PREFIX, GcsStorage, blob_name
 from tests.cloud.faultproxy import FaultyProxy, nth_request

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.cloud import storage as gcs
 from google.oauth2 import service_account
 
-from nixery.digest import sha256_digest
-from nixery.signing import UrlSigner
+from nixery.cloud.signing import UrlSigner
+from nixery.oci import sha256_digest
 from nixery.storage import put_bytes
 from nixery.storage.gcs import GcsStorage, blob_name
 from tests.cloud.v4check import SERVICE_ACCOUNT, UrlRejected, verify_v4_url, with_query

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from nixery.devstack import (
+from nixery.cloud.devstack import (
     DevStack,
     ManagedProcess,
     StackError,
@@ -31,8 +31,8 @@ from nixery.devstack import (
     start_dev_stack,
     write_service_account_key,
 )
-from nixery.devstack import start_function as start_function_process
-from nixery.idtoken import key_file_token_source
+from nixery.cloud.devstack import start_function as start_function_process
+from nixery.cloud.idtoken import key_file_token_source
 from tests.cloud.faultproxy import FaultyProxy
 from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
 from tests.conftest import TEST_PKGS, require_tools

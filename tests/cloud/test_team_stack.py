@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from nixery.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
-from nixery.devstack import start_function as start_function_process
+from nixery.cloud.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
+from nixery.cloud.devstack import start_function as start_function_process
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import threading
 
-from nixery.digest import sha256_digest
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, StoredManifest
+from nixery.oci import sha256_digest
 
 
 def lease_winners(index: Index, key: str, racers: int = 8) -> list[str]:

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from nixery.digest import InvalidDigest, sha256_digest
+from nixery.oci import InvalidDigest, sha256_digest
 from nixery.storage import BlobNotFound, Storage, put_bytes
 
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nixery.devstack import ManagedProcess, free_port, spawn
+from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 
 NIX_COMMANDS = ("nix", "nix-build", "nix-instantiate", "nix-store")
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from nixery.digest import digest_hex
+from nixery.oci import digest_hex
 from nixery.storage import AbortUnlessCommitted, BlobNotFound
 
 

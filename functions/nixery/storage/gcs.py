@@ -18,14 +18,14 @@ from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud.storage import Blob, Bucket
 from google.cloud.storage.retry import DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
 
-from nixery.digest import digest_hex
+from nixery.oci import digest_hex
 from nixery.storage import AbortUnlessCommitted, BlobNotFound
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
     from google.cloud.storage.fileio import BlobWriter
 
-    from nixery.signing import UrlSigner
+    from nixery.cloud.signing import UrlSigner
 
 BLOB_PREFIX = "blobs/sha256/"
 STAGING_PREFIX = "staging/"

@@ -46,7 +46,7 @@ resource "google_project_iam_member" "registry_uses_firestore" {
 }
 
 # Without a key file the function signs blob URLs with IAM signBlob as itself
-# (nixery.signing): the grant is on its own account only, never project-wide.
+# (nixery.cloud.signing): the grant is on its own account only, never project-wide.
 resource "google_service_account_iam_member" "registry_signs_as_itself" {
   service_account_id = google_service_account.registry.name
   role               = "roles/iam.serviceAccountTokenCreator"

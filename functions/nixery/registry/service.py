@@ -5,24 +5,24 @@ from __future__ import annotations
 import threading
 
 from nixery import errors
-from nixery.coordinator import Builder
-from nixery.digest import DIGEST_RE
-from nixery.hotcache import ManifestCache
-from nixery.imagekey import PackagesNotFound, image_key
+from nixery.build.coordinator import Builder
+from nixery.build.manifest import prefers_docker
+from nixery.build.nix import NixError, NixTimeout, SourceUnavailable
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
-from nixery.limits import ClientBuildLimit
-from nixery.lru import Lru
-from nixery.manifest import prefers_docker
-from nixery.names import (
+from nixery.oci import DIGEST_RE
+from nixery.registry.hotcache import ManifestCache
+from nixery.registry.imagekey import PackagesNotFound, image_key
+from nixery.registry.limits import ClientBuildLimit
+from nixery.registry.names import (
     DEFAULT_MAX_PACKAGES,
     ImageRequest,
     parse_image_name,
     validate_repository,
     validate_tag,
 )
-from nixery.nix import NixError, NixTimeout, SourceUnavailable
-from nixery.sources import COMMIT_RE, PackageSource, Revision, SourceError
+from nixery.registry.sources import COMMIT_RE, PackageSource, Revision, SourceError
 from nixery.storage import Storage
+from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
 

@@ -15,11 +15,11 @@ from typing import Any, Literal
 import requests
 
 from nixery import errors
-from nixery.imagekey import PackagesNotFound, image_key
+from nixery.build.nix import NixError, NixSource, SourceUnavailable
 from nixery.index import ImageRecord
-from nixery.names import ImageRequest, Platform
-from nixery.nix import NixError, NixSource, SourceUnavailable
-from nixery.sources import Revision
+from nixery.registry.imagekey import PackagesNotFound, image_key
+from nixery.registry.names import ImageRequest, Platform
+from nixery.registry.sources import Revision
 
 log = logging.getLogger(__name__)
 

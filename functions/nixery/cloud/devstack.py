@@ -219,7 +219,7 @@ def write_service_account_key(path: Path, project: str) -> Path:
 
 
 def function_main() -> Path:
-    main = Path(__file__).resolve().parent.parent / "main.py"
+    main = Path(__file__).resolve().parents[2] / "main.py"
     if not main.is_file():
         raise StackError("the dev stack runs from a checkout: functions/main.py is missing")
     return main

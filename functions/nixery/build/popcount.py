@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from nixery.graph import name_version
-from nixery.nix import Nix, NixError, NixSource, NixTimeout, parse_path_info, source_arguments
+from nixery.build.graph import name_version
+from nixery.build.nix import Nix, NixError, NixSource, NixTimeout, parse_path_info, source_arguments
 
 URL_TIMEOUT_SECONDS = 30.0
 

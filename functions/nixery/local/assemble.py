@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-from nixery.api import create_app
-from nixery.auth import access_from_config
-from nixery.builder import ImageBuilder
+from nixery.auth.access import access_from_config
+from nixery.build.builder import ImageBuilder
+from nixery.build.coordinator import BuildCoordinator
+from nixery.build.nix import Nix
+from nixery.build.popcount import load_popularity
 from nixery.config import Config, ConfigError, find_nix_dir
-from nixery.coordinator import BuildCoordinator
 from nixery.index import Index
 from nixery.index.sqlite import SqliteIndex
-from nixery.nix import Nix
-from nixery.popcount import load_popularity
-from nixery.service import RegistryService
-from nixery.sources import ChannelSource, GitSource, PackageSource, PathSource
+from nixery.registry.api import create_app
+from nixery.registry.service import RegistryService
+from nixery.registry.sources import ChannelSource, GitSource, PackageSource, PathSource
 from nixery.storage import Storage
 from nixery.storage.filesystem import FilesystemStorage
 

@@ -12,9 +12,9 @@ from typing import Protocol
 
 from nixery.errors import unavailable
 from nixery.index import ImageRecord, Index
-from nixery.names import ImageRequest
-from nixery.singleflight import SingleFlight
-from nixery.sources import Revision
+from nixery.registry.names import ImageRequest
+from nixery.registry.sources import Revision
+from nixery.util.singleflight import SingleFlight
 
 
 class Builder(Protocol):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from nixery.graph import ClosureGraph, StorePathInfo
+from nixery.build.graph import ClosureGraph, StorePathInfo
 
 LOG_TAIL_LINES = 40
 # Nix needs a moment after SIGTERM to stop its builders and release its locks.

@@ -10,11 +10,11 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
-from nixery.api import API_VERSION_HEADER
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
+from nixery.registry.api import API_VERSION_HEADER
 
 # gunicorn's own limits, checked before the application sees a request; the application's
-# tighter total (nixery.api.MAX_HEADER_BYTES) covers many headers that are each under these.
+# tighter total (nixery.registry.api.MAX_HEADER_BYTES) covers many headers that are each under these.
 LIMIT_REQUEST_LINE = 4094
 LIMIT_REQUEST_FIELD_SIZE = 8190
 LIMIT_REQUEST_FIELDS = 100

@@ -10,18 +10,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nixery.digest import sha256_digest
-from nixery.imagekey import PackagesNotFound
-from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
-from nixery.layering import DEFAULT_LAYERING, PLANNERS, Layering
-from nixery.layers import (
+from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
+from nixery.build.layers import (
     COMPRESSOR,
     LayerBlob,
     image_root,
     write_image_root_layer,
     write_store_layer,
 )
-from nixery.manifest import (
+from nixery.build.manifest import (
     CA_BUNDLE,
     OCI_CONFIG,
     OCI_LAYER,
@@ -30,11 +27,14 @@ from nixery.manifest import (
     ImageConfig,
     ImageManifest,
 )
-from nixery.names import ImageRequest
-from nixery.nix import Nix
-from nixery.singleflight import SingleFlight
-from nixery.sources import Revision
+from nixery.build.nix import Nix
+from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
+from nixery.oci import sha256_digest
+from nixery.registry.imagekey import PackagesNotFound
+from nixery.registry.names import ImageRequest
+from nixery.registry.sources import Revision
 from nixery.storage import Storage, put_bytes
+from nixery.util.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 

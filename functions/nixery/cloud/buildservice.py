@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import Request, Response
 
-from nixery.coordinator import Builder
+from nixery.build.coordinator import Builder
+from nixery.build.nix import NixError, SourceUnavailable
+from nixery.cloud.idtoken import InvalidToken
+from nixery.cloud.remote import BuildOutcome, BuildRequest
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
-from nixery.idtoken import InvalidToken
-from nixery.imagekey import PackagesNotFound
-from nixery.nix import NixError, SourceUnavailable
-from nixery.remote import BuildOutcome, BuildRequest
+from nixery.registry.imagekey import PackagesNotFound
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Literal
 
 import networkx
 
-from nixery.graph import ClosureGraph, name_version
+from nixery.build.graph import ClosureGraph, name_version
 
 # Docker refuses images with more than 125 layers; Nixery keeps the same margin for the
 # layers it adds itself (customisation layer, symlinks) and for base images.

@@ -29,8 +29,8 @@ from typing import Literal, Protocol
 from nixery import errors
 from nixery.config import Config, ConfigError
 from nixery.errors import RegistryError
-from nixery.lru import Lru
-from nixery.singleflight import SingleFlight
+from nixery.util.lru import Lru
+from nixery.util.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 

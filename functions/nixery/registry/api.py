@@ -11,9 +11,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wsgi import wrap_file
 
 from nixery import errors
-from nixery.auth import Access, Identity, PublicAccess
+from nixery.auth.access import Access, Identity, PublicAccess
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
-from nixery.service import RegistryService
+from nixery.registry.service import RegistryService
 from nixery.storage import BlobNotFound
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from nixery.nix import NixSource
-from nixery.singleflight import SingleFlight
+from nixery.build.nix import NixSource
+from nixery.util.singleflight import SingleFlight
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 NIXPKGS_ARCHIVE = "https://github.com/NixOS/nixpkgs/archive/{commit}.tar.gz"

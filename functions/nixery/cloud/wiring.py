@@ -17,19 +17,19 @@ from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
-from nixery.api import RegistryApi
-from nixery.auth import access_from_config
-from nixery.buildservice import BuildService
-from nixery.config import Config, ConfigError, load_config
-from nixery.idtoken import (
+from nixery.auth.access import access_from_config
+from nixery.cloud.buildservice import BuildService
+from nixery.cloud.idtoken import (
     IdTokenVerifier,
     key_file_token_source,
     metadata_token_source,
 )
+from nixery.cloud.remote import RemoteBuilder
+from nixery.cloud.signing import UrlSigner
+from nixery.config import Config, ConfigError, load_config
 from nixery.index.firestore import FirestoreIndex
-from nixery.remote import RemoteBuilder
-from nixery.service import RegistryService
-from nixery.signing import UrlSigner
+from nixery.registry.api import RegistryApi
+from nixery.registry.service import RegistryService
 from nixery.storage.gcs import GcsStorage
 
 
@@ -65,7 +65,7 @@ def _signing_credentials() -> google.auth.credentials.Credentials | None:
 
 def registry_service(config: Config) -> RegistryService:
     """The Cloud Function: manifests from Firestore, blobs by redirect, builds by the builder."""
-    from nixery.assemble import package_source
+    from nixery.local.assemble import package_source
 
     if not config.builder_url:
         raise ConfigError("the registry function needs NIXERY_BUILDER_URL")
@@ -103,8 +103,8 @@ def registry_api(config: Config) -> RegistryApi:
 
 def build_service(config: Config) -> BuildService:
     """The Cloud Run builder: Nix, layers to GCS, records and leases in Firestore."""
-    from nixery.assemble import build_coordinator
-    from nixery.idtoken import public_keys_of
+    from nixery.cloud.idtoken import public_keys_of
+    from nixery.local.assemble import build_coordinator
 
     index = _index(config)
     coordinator = build_coordinator(config, _storage(config, _bucket(config), None), index)

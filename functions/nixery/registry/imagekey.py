@@ -9,8 +9,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from nixery.names import ImageRequest
-from nixery.sources import Revision
+from nixery.registry.names import ImageRequest
+from nixery.registry.sources import Revision
 
 # Bump when anything that shapes an image changes (layout, config, layering), so cache
 # entries of the old format are not served for the new one.

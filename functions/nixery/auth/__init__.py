@@ -1,0 +1,1 @@
+"""Who may pull: public or team access, Google tokens and robot tokens."""

@@ -1,0 +1,2 @@
+"""The build side: Nix, the closure graph, layers, manifests, and the one contract the
+registry side uses (nixery.build.contract)."""

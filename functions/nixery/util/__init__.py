@@ -1,0 +1,1 @@
+"""Small general tools: a bounded LRU and single-flight de-duplication."""

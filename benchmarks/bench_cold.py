@@ -40,8 +40,7 @@ from benchmarks._pipeline import (
     warm_page_cache,
 )
 from nixery.build.builder import BuildTimings
-from nixery.registry.imagekey import image_key
-from nixery.registry.names import AMD64, ImageRequest
+from nixery.build.contract import AMD64, ImageRequest, image_key
 from nixery.registry.sources import PathSource
 
 TITLE = "Cold image"

@@ -38,10 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._serving import OFFLINE_NIX_CONFIG, TEST_PKGS
+from nixery.build.contract import NixSource
 from nixery.build.graph import ClosureGraph
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS, Layering
 from nixery.build.layers import LayerBlob, write_store_layer, write_symlink_layer
-from nixery.build.nix import Nix, NixSource
+from nixery.build.nix import Nix
 from nixery.config import find_nix_dir
 from nixery.registry.names import parse_image_name
 from nixery.storage.filesystem import FilesystemStorage

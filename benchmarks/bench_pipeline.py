@@ -40,10 +40,10 @@ from benchmarks._pipeline import (
     warm_page_cache,
 )
 from nixery.build import layers
+from nixery.build.contract import image_key
 from nixery.build.graph import name_version
 from nixery.build.layering import POPULARITY_THRESHOLD
 from nixery.build.layers import COMPRESSOR, write_store_layer
-from nixery.registry.imagekey import image_key
 from nixery.registry.names import parse_image_name
 from nixery.registry.sources import PathSource
 from nixery.storage.filesystem import FilesystemStorage

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 import flask
 import functions_framework
 
 from nixery.registry.api import RegistryApi, handle
 
+if TYPE_CHECKING:
+    from nixery.cloud.buildservice import BuildService
+
 logging.basicConfig(level=logging.INFO)
 
 
 @functools.cache
 def _registry_api() -> RegistryApi:
-    from nixery.cloud.wiring import cloud_config, registry_api
+    from nixery.cloud.clients import cloud_config
+    from nixery.cloud.function import registry_api
 
     return registry_api(cloud_config())
 
 
 @functools.cache
-def _build_service():  # type: ignore[no-untyped-def]
-    from nixery.cloud.wiring import build_service, cloud_config
+def _build_service() -> BuildService:
+    from nixery.cloud.builder import build_service
+    from nixery.cloud.clients import cloud_config
 
     return build_service(cloud_config())
 

@@ -74,7 +74,7 @@ def popcount(args: argparse.Namespace) -> int:
     from nixery.build.popcount import dump_popularity
     from nixery.build.popcount import popcount as count
     from nixery.config import find_nix_dir
-    from nixery.local.assemble import package_source
+    from nixery.registry.sources import package_source
 
     config = load_config(os.environ, _settings(args))
     revision = package_source(config).resolve(args.tag)

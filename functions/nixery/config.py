@@ -134,7 +134,7 @@ ENVIRONMENT = {
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
-# Which settings each cloud component reads (nixery.cloud.wiring, nixery.local.assemble), so that the
+# Which settings each cloud component reads (nixery.cloud.function, nixery.cloud.builder, nixery.build.assemble), so that the
 # deployment (terraform/, builder-image/Dockerfile) can be checked to set exactly these.
 # Required: the deployment must set them. Optional: read, with defaults a deployment may keep.
 # Not listed for a component: it never reads them there. Local development only, never set in

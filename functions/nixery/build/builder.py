@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from nixery.build.contract import ImageRequest, PackagesNotFound, Revision
 from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
 from nixery.build.layers import (
     COMPRESSOR,
@@ -30,9 +31,6 @@ from nixery.build.manifest import (
 from nixery.build.nix import Nix
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
 from nixery.oci import sha256_digest
-from nixery.registry.imagekey import PackagesNotFound
-from nixery.registry.names import ImageRequest
-from nixery.registry.sources import Revision
 from nixery.storage import Storage, put_bytes
 from nixery.util.singleflight import SingleFlight
 

@@ -8,17 +8,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Protocol
 
-from nixery.errors import unavailable
+from nixery.build.contract import Builder, BuilderBusy, ImageRequest, Revision
 from nixery.index import ImageRecord, Index
-from nixery.registry.names import ImageRequest
-from nixery.registry.sources import Revision
 from nixery.util.singleflight import SingleFlight
-
-
-class Builder(Protocol):
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord: ...
 
 
 class BuildCoordinator:
@@ -56,8 +49,9 @@ class BuildCoordinator:
             if self.index.try_acquire_lease(key, owner, self.lease_seconds):
                 return self._build_under_lease(key, request, revision, owner)
             if time.monotonic() > give_up:
-                raise unavailable(
-                    f"another builder is still building {request.repository}", retry_after=10
+                raise BuilderBusy(
+                    f"another builder is still building {request.repository}",
+                    repository=request.repository,
                 )
             self._sleep(self.poll_seconds)
 

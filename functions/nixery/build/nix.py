@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -19,30 +18,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
+from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource, SourceUnavailable
 from nixery.build.graph import ClosureGraph, StorePathInfo
 
 LOG_TAIL_LINES = 40
 # Nix needs a moment after SIGTERM to stop its builders and release its locks.
 TERMINATION_GRACE_SECONDS = 5.0
 NIX_COMMAND = ("--extra-experimental-features", "nix-command")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class NixSource:
-    """Where the package set comes from: a local directory, a git commit or a tarball URL."""
-
-    kind: Literal["path", "git", "tarball"]
-    location: str
-    rev: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("path", "git", "tarball"):
-            raise ValueError(f"unknown Nix source kind {self.kind!r}")
-        if self.kind == "git" and (self.rev is None or not _COMMIT.fullmatch(self.rev)):
-            raise ValueError(f"a git source needs a 40-hex commit, not {self.rev!r}")
 
 
 @dataclass(frozen=True)
@@ -63,22 +47,6 @@ class Resolution:
 class ImageInputs:
     resolution: Resolution
     graph: ClosureGraph | None  # None when some name was not found: nothing was built
-
-
-class NixError(Exception):
-    """A Nix command failed; `log_tail` holds the last lines it wrote to stderr."""
-
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(f"{message}\n{log_tail}" if log_tail else message)
-        self.log_tail = log_tail
-
-
-class SourceUnavailable(NixError):
-    """The package source could not be fetched at the revision: no such commit, or no network."""
-
-
-class NixTimeout(NixError):
-    pass
 
 
 class Nix:
@@ -117,9 +85,9 @@ class Nix:
                 deadline,
                 write_derivations=True,
             )
-        except NixTimeout:
+        except BuildTimedOut:
             raise
-        except NixError as error:
+        except BuildFailed as error:
             revision = f" at {source.rev}" if source.rev else ""
             raise SourceUnavailable(
                 f"cannot fetch the package source {source.location}{revision}", error.log_tail
@@ -185,9 +153,9 @@ class Nix:
         return json.loads(self.run(args, deadline, f"evaluating {expression.name}"))
 
     def run(self, args: Sequence[str], deadline: float, what: str) -> str:
-        """Runs a Nix command until `deadline`, returning its stdout; raises NixError/NixTimeout."""
+        """Runs a Nix command until `deadline`, returning its stdout; raises BuildFailed/BuildTimedOut."""
         if time.monotonic() >= deadline:
-            raise NixTimeout(f"{what}: out of time before starting")
+            raise BuildTimedOut(f"{what}: out of time before starting")
         process = subprocess.Popen(
             list(args),
             stdin=subprocess.DEVNULL,
@@ -220,9 +188,9 @@ class Nix:
         for reader in readers:
             reader.join()
         if timed_out:
-            raise NixTimeout(f"{what}: timed out", "\n".join(stderr_tail))
+            raise BuildTimedOut(f"{what}: timed out", "\n".join(stderr_tail))
         if process.returncode != 0:
-            raise NixError(
+            raise BuildFailed(
                 f"{what}: `{' '.join(args[:2])} ...` exited with {process.returncode}",
                 "\n".join(stderr_tail),
             )
@@ -251,7 +219,7 @@ def source_arguments(source: NixSource) -> dict[str, str]:
 
 def parse_resolution(data: object) -> Resolution:
     if not isinstance(data, dict):
-        raise NixError(f"resolve.nix returned {type(data).__name__}, not an object")
+        raise BuildFailed(f"resolve.nix returned {type(data).__name__}, not an object")
     packages = tuple(
         ResolvedPackage(
             name=entry["name"],

@@ -15,8 +15,9 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource
 from nixery.build.graph import name_version
-from nixery.build.nix import Nix, NixError, NixSource, NixTimeout, parse_path_info, source_arguments
+from nixery.build.nix import Nix, parse_path_info, source_arguments
 
 URL_TIMEOUT_SECONDS = 30.0
 
@@ -38,14 +39,14 @@ def popcount(
         write_derivations=realise,
     )
     if not isinstance(roots, list):
-        raise NixError(f"popcount.nix returned {type(roots).__name__}, not a list")
+        raise BuildFailed(f"popcount.nix returned {type(roots).__name__}, not a list")
     if realise:
         targets = [f"{root['drvPath']}!out" for root in roots]
         try:
             nix.run(["nix-store", "--realise", "--keep-going", *targets], deadline, "building")
-        except NixTimeout:
+        except BuildTimedOut:
             raise
-        except NixError:
+        except BuildFailed:
             pass  # broken packages are expected: count what did build
     paths = [root["path"] for root in roots]
     valid = _valid_paths(nix.path_info(paths, deadline, recursive=False, store=store))

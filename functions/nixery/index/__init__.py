@@ -20,7 +20,7 @@ class StoredManifest:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """A built image: its key (see nixery.registry.imagekey) and the digests of both manifest forms."""
+    """A built image: its key (see nixery.build.contract.image_key) and the digests of both manifest forms."""
 
     key: str
     oci_digest: str

@@ -10,6 +10,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
+from nixery import errors
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
 from nixery.registry.api import API_VERSION_HEADER
 
@@ -25,10 +26,13 @@ def parse_error(exc: BaseException) -> RegistryError | None:
     """The registry's error for a request gunicorn could not parse, or None to leave it be."""
     if isinstance(exc, http_errors.LimitRequestLine):
         return RegistryError(
-            414, "URI_TOO_LONG", "request line too long", {"limit": LIMIT_REQUEST_LINE}
+            errors.NAME_INVALID,
+            "request line too long",
+            {"limit": LIMIT_REQUEST_LINE},
+            status=414,
         )
     if isinstance(exc, http_errors.LimitRequestHeaders):
-        return RegistryError(431, "HEADERS_TOO_LARGE", "request headers too large", str(exc))
+        return RegistryError(errors.UNSUPPORTED, "request headers too large", str(exc), status=431)
     if isinstance(
         exc,
         (
@@ -39,7 +43,7 @@ def parse_error(exc: BaseException) -> RegistryError | None:
             http_errors.InvalidHeaderName,
         ),
     ):
-        return RegistryError(400, "BAD_REQUEST", "malformed HTTP request", str(exc))
+        return RegistryError(errors.UNSUPPORTED, "malformed HTTP request", str(exc), status=400)
     return None
 
 

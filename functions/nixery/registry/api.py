@@ -13,8 +13,8 @@ from werkzeug.wsgi import wrap_file
 from nixery import errors
 from nixery.auth.access import Access, Identity, PublicAccess
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
+from nixery.registry.errormap import registry_error
 from nixery.registry.service import RegistryService
-from nixery.storage import BlobNotFound
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,15 @@ class RegistryApi:
     def dispatch(self, http_request: Request) -> Response:
         size = header_bytes(http_request)
         if size > MAX_HEADER_BYTES:
-            raise errors.headers_too_large(size, MAX_HEADER_BYTES)
+            raise headers_too_large(size, MAX_HEADER_BYTES)
         path = http_request.path
         if len(path) > MAX_PATH_BYTES:
-            raise errors.uri_too_long(len(path), MAX_PATH_BYTES)
+            raise RegistryError(
+                errors.NAME_INVALID,
+                f"a request path of {len(path)} bytes exceeds the limit of {MAX_PATH_BYTES}",
+                {"size": len(path), "limit": MAX_PATH_BYTES},
+                status=414,
+            )
         # Before routing: nothing, not even a redirect to a signed URL, without credentials.
         identity = self.access.authenticate(http_request.headers.get("Authorization"))
         for route, pattern in _ROUTES:
@@ -91,7 +96,12 @@ class RegistryApi:
             if match is None:
                 continue
             if route == "upload" or http_request.method not in READ_METHODS:
-                raise errors.unsupported(http_request.method, path)
+                raise RegistryError(
+                    errors.UNSUPPORTED,
+                    "this registry is read-only: images are built from Nix packages named in "
+                    "the path",
+                    {"method": http_request.method, "path": path},
+                )
             if route == "base":
                 return _json_response({})
             if route == "manifest":
@@ -99,7 +109,7 @@ class RegistryApi:
                 return self.manifest(http_request, client=client, **match.groupdict())
             handler = getattr(self, route)
             return handler(http_request, **match.groupdict())
-        raise errors.not_found(path)
+        raise RegistryError(errors.NAME_UNKNOWN, "no such endpoint", {"path": path})
 
     def manifest(
         self, http_request: Request, name: str, reference: str, client: str = ""
@@ -123,10 +133,7 @@ class RegistryApi:
         url = self.service.storage.redirect_url(digest)
         if url is not None:
             return Response(status=303, headers={**headers, "Location": url})
-        try:
-            reader = self.service.storage.open(digest)
-        except BlobNotFound:
-            raise errors.blob_unknown(digest) from None
+        reader = self.service.storage.open(digest)
         response = Response(
             wrap_file(http_request.environ, reader),
             content_type="application/octet-stream",
@@ -168,17 +175,30 @@ def create_app(service: RegistryService, access: Access | None = None) -> Flask:
 
 
 def _from_http_exception(error: HTTPException) -> RegistryError:
-    return RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
+    return RegistryError(
+        errors.UNSUPPORTED, error.description or error.name, status=error.code or 400
+    )
+
+
+def headers_too_large(size: int, limit: int) -> RegistryError:
+    """431, as RFC 6585 names it, for headers over the application's or the server's limit."""
+    return RegistryError(
+        errors.UNSUPPORTED,
+        f"request headers of {size} bytes exceed the limit of {limit}",
+        {"size": size, "limit": limit},
+        status=431,
+    )
 
 
 def handle(api: RegistryApi, http_request: Request) -> Response:
     """One request, any failure turned into the registry's JSON error form."""
     try:
         return api.dispatch(http_request)
-    except RegistryError as error:
-        return error_response(error)
     except HTTPException as error:
         return error_response(_from_http_exception(error))
-    except Exception:
+    except Exception as error:
+        known = registry_error(error)
+        if known is not None:
+            return error_response(known)
         log.exception("unhandled error for %s %s", http_request.method, http_request.path)
-        return error_response(RegistryError(500, "UNKNOWN", "internal error"))
+        return error_response(RegistryError(errors.UNKNOWN, "internal error"))

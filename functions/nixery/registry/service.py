@@ -3,28 +3,47 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from nixery import errors
-from nixery.build.coordinator import Builder
-from nixery.build.manifest import prefers_docker
-from nixery.build.nix import NixError, NixTimeout, SourceUnavailable
+from nixery.build.contract import (
+    COMMIT_RE,
+    Builder,
+    BuildError,
+    ImageRequest,
+    PackagesNotFound,
+    Revision,
+    SourceUnavailable,
+    image_key,
+)
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
-from nixery.oci import DIGEST_RE
+from nixery.oci import DIGEST_RE, InvalidDigest
 from nixery.registry.hotcache import ManifestCache
-from nixery.registry.imagekey import PackagesNotFound, image_key
 from nixery.registry.limits import ClientBuildLimit
 from nixery.registry.names import (
     DEFAULT_MAX_PACKAGES,
-    ImageRequest,
     parse_image_name,
     validate_repository,
     validate_tag,
 )
-from nixery.registry.sources import COMMIT_RE, PackageSource, Revision, SourceError
+from nixery.registry.negotiation import prefers_docker
+from nixery.registry.sources import PackageSource
 from nixery.storage import Storage
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
+
+
+class ManifestUnknown(LookupError):
+    def __init__(self, reference: str, detail: Any = None) -> None:
+        super().__init__(f"manifest unknown: {reference}")
+        self.reference = reference
+        self.detail = detail
+
+
+class BlobUnknown(LookupError):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob unknown: {digest}")
+        self.digest = digest
 
 
 class RegistryService:
@@ -60,12 +79,9 @@ class RegistryService:
             return self.manifest_by_digest(reference)
         request = parse_image_name(repository, self.max_packages)
         validate_tag(reference)
-        try:
-            revision = self.source.resolve(reference)
-        except SourceError as error:
-            raise errors.unavailable(str(error), retry_after=30) from error
+        revision = self.source.resolve(reference)
         if revision is None:
-            raise errors.manifest_unknown(
+            raise ManifestUnknown(
                 f"{repository}:{reference}", {"tag": reference, "reason": "no such revision"}
             )
         # Keyed by the resolved image key, never the raw tag: a moved tag is a new key.
@@ -82,7 +98,7 @@ class RegistryService:
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
         manifest = self._stored_manifest(digest)
         if manifest is None:
-            raise errors.manifest_unknown(digest, {"reason": "index lost the manifest"})
+            raise ManifestUnknown(digest, {"reason": "index lost the manifest"})
         return manifest
 
     def _stored_manifest(self, digest: str) -> StoredManifest | None:
@@ -99,15 +115,12 @@ class RegistryService:
         """`pinned`: the client named the commit, so a source that lacks it is the client's miss."""
         missing_before = self._not_found.get(key)
         if missing_before is not None:
-            raise errors.packages_unknown(missing_before)
+            raise PackagesNotFound(missing_before, request.repository)
         try:
             return self.builder.build(key, request, revision)
-        except PackagesNotFound as missing:
-            self._not_found.put(key, missing.names)
-            raise errors.packages_unknown(missing.names) from None
         except SourceUnavailable as error:
             if pinned:
-                raise errors.manifest_unknown(
+                raise ManifestUnknown(
                     f"{request.repository}:{revision.commit}",
                     {
                         "tag": revision.commit,
@@ -115,17 +128,13 @@ class RegistryService:
                         "log": error.log_tail,
                     },
                 ) from None
-            raise errors.unavailable(str(error), retry_after=30) from None
-        except NixTimeout as error:
-            raise errors.build_failed(
-                f"Nix timed out building {request.repository}", error.log_tail
-            ) from None
-        except NixError as error:
-            raise errors.build_failed(
-                f"Nix failed building {request.repository}", error.log_tail
-            ) from None
-        except SourceError as error:
-            raise errors.unavailable(str(error), retry_after=30) from error
+            error.repository = request.repository
+            raise
+        except BuildError as error:
+            if isinstance(error, PackagesNotFound):
+                self._not_found.put(key, error.names)
+            error.repository = request.repository
+            raise
 
     def _remember_tag(self, repository: str, tag: str) -> None:
         with self._memo_lock:
@@ -136,19 +145,19 @@ class RegistryService:
 
     def manifest_by_digest(self, digest: str) -> StoredManifest:
         if not DIGEST_RE.fullmatch(digest):
-            raise errors.digest_invalid(digest)
+            raise InvalidDigest(digest)
         manifest = self._stored_manifest(digest)
         if manifest is None:
-            raise errors.manifest_unknown(digest)
+            raise ManifestUnknown(digest)
         return manifest
 
     def blob(self, repository: str, digest: str) -> BlobRecord:
         validate_repository(repository)
         if not DIGEST_RE.fullmatch(digest):
-            raise errors.digest_invalid(digest)
+            raise InvalidDigest(digest)
         record = self.index.get_blob(digest)
         if record is None:
-            raise errors.blob_unknown(digest)
+            raise BlobUnknown(digest)
         return record
 
     def tags(self, repository: str) -> list[str]:

@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from nixery.build.nix import NixSource
+from nixery.build.contract import COMMIT_RE, NixSource, Revision
+from nixery.config import Config
 from nixery.util.singleflight import SingleFlight
 
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 NIXPKGS_ARCHIVE = "https://github.com/NixOS/nixpkgs/archive/{commit}.tar.gz"
 CHANNEL_REVISION = "https://channels.nixos.org/{channel}/git-revision"
 
 
 class SourceError(Exception):
     """The source itself could not be consulted (network, git); not the client's fault."""
-
-
-@dataclass(frozen=True)
-class Revision:
-    source_id: str
-    commit: str  # a git commit, or for a path source a fingerprint of the tree
-    nix_source: NixSource
 
 
 class PackageSource(Protocol):
@@ -202,3 +193,13 @@ class PathSource:
     def resolve(self, tag: str) -> Revision:
         commit = self._cache.get("tree", self.fingerprint)
         return Revision(self.source_id, commit, NixSource("path", str(self.path)))
+
+
+def package_source(config: Config) -> PackageSource:
+    if config.source_kind == "git":
+        assert config.pkgs_repo
+        return GitSource(config.pkgs_repo)
+    if config.source_kind == "path":
+        assert config.pkgs_path
+        return PathSource(config.pkgs_path)
+    return ChannelSource(config.effective_channel)

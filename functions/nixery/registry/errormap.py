@@ -1,0 +1,114 @@
+"""Domain errors -> registry errors: the one place that decides the code, status, message and
+headers a failure reaches the client with. Everything below the API edge raises its own errors
+(names, sources, the build contract, access, storage); the edge calls `registry_error`.
+"""
+
+from __future__ import annotations
+
+from nixery import errors
+from nixery.auth.access import REALM, Forbidden, Unauthenticated, VerifierUnavailable
+from nixery.build.contract import (
+    BuildError,
+    BuildFailed,
+    BuildTimedOut,
+    PackagesNotFound,
+    SourceUnavailable,
+)
+from nixery.errors import RegistryError, retry_after
+from nixery.oci import InvalidDigest
+from nixery.registry.limits import BuildLimitReached
+from nixery.registry.names import InvalidName, InvalidTag, TooManyPackages
+from nixery.registry.service import BlobUnknown, ManifestUnknown
+from nixery.registry.sources import SourceError
+from nixery.storage import BlobNotFound
+
+# A source that cannot be consulted (network, git) is usually back within this.
+SOURCE_RETRY_SECONDS = 30
+
+
+def registry_error(error: Exception) -> RegistryError | None:
+    """The client's view of `error`, or None for an error nobody anticipated (a 500)."""
+    if isinstance(error, RegistryError):
+        return error
+    if isinstance(error, TooManyPackages):
+        return RegistryError(
+            errors.NAME_INVALID,
+            f"too many packages in one image ({error.count}, the limit is {error.limit})",
+            {"name": error.name, "packages": error.count, "limit": error.limit},
+        )
+    if isinstance(error, InvalidName):
+        return RegistryError(
+            errors.NAME_INVALID, None, {"name": error.name, "reason": error.reason}
+        )
+    if isinstance(error, InvalidTag):
+        return RegistryError(errors.TAG_INVALID, None, {"tag": error.tag})
+    if isinstance(error, InvalidDigest):
+        return RegistryError(errors.DIGEST_INVALID, None, {"digest": str(error)})
+    if isinstance(error, ManifestUnknown):
+        return RegistryError(
+            errors.MANIFEST_UNKNOWN, f"manifest unknown: {error.reference}", error.detail
+        )
+    if isinstance(error, BlobUnknown | BlobNotFound):
+        digest = error.digest if isinstance(error, BlobUnknown) else str(error.args[0])
+        return RegistryError(errors.BLOB_UNKNOWN, None, {"digest": digest})
+    if isinstance(error, BuildError):
+        return _build_error(error)
+    if isinstance(error, SourceError):
+        return RegistryError(
+            errors.UNAVAILABLE, str(error), headers=retry_after(SOURCE_RETRY_SECONDS)
+        )
+    if isinstance(error, BuildLimitReached):
+        return RegistryError(
+            errors.TOOMANYREQUESTS,
+            str(error),
+            {"limit": error.limit},
+            headers=retry_after(error.retry_after),
+        )
+    if isinstance(error, Unauthenticated):
+        return RegistryError(
+            errors.UNAUTHORIZED,
+            None,
+            {"reason": error.reason},
+            # The Basic challenge makes docker, podman and skopeo send credentials.
+            headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+        )
+    if isinstance(error, Forbidden):
+        return RegistryError(
+            errors.DENIED, None, {"identity": error.identity, "reason": error.reason}
+        )
+    if isinstance(error, VerifierUnavailable):
+        return RegistryError(
+            errors.UNAVAILABLE, error.message, headers=retry_after(error.retry_after)
+        )
+    return None
+
+
+def as_registry_error(error: Exception) -> RegistryError:
+    """`registry_error`, with the 500 for what nobody anticipated."""
+    return registry_error(error) or RegistryError(errors.UNKNOWN, "internal error")
+
+
+def _build_error(error: BuildError) -> RegistryError:
+    image = error.repository or "the image"
+    if isinstance(error, PackagesNotFound):
+        return RegistryError(
+            errors.MANIFEST_UNKNOWN,
+            "unknown packages: " + ", ".join(error.names),
+            {"packages": error.names},
+        )
+    if isinstance(error, SourceUnavailable):
+        return RegistryError(
+            errors.UNAVAILABLE, error.message, headers=retry_after(SOURCE_RETRY_SECONDS)
+        )
+    if isinstance(error, BuildTimedOut):
+        return RegistryError(
+            errors.UNKNOWN, f"Nix timed out building {image}", {"log": error.log_tail}
+        )
+    if isinstance(error, BuildFailed):
+        return RegistryError(
+            errors.UNKNOWN, f"Nix failed building {image}", {"log": error.log_tail}
+        )
+    # Busy or unavailable builders: transient, so the client is told when to retry.
+    return RegistryError(
+        errors.UNAVAILABLE, error.message, headers=retry_after(error.retry_after or 10)
+    )

@@ -6,6 +6,7 @@ import json
 
 from nixery import errors
 from nixery.build.contract import BuilderUnavailable, PackagesNotFound
+from nixery.build.imageroot import CA_BUNDLE
 from nixery.build.manifest import (
     Descriptor,
     HistoryEntry,
@@ -64,7 +65,7 @@ def test_config_contents() -> None:
         architecture="amd64",
         diff_ids=(sha256_digest(b"a"), sha256_digest(b"b")),
         history=(HistoryEntry("nix store paths: /nix/store/x", "1 store paths"),) * 2,
-        has_ca_bundle=True,
+        ca_bundle=CA_BUNDLE,
         has_bash=True,
     )
     body = json.loads(config.to_json())
@@ -77,7 +78,7 @@ def test_config_contents() -> None:
     assert body["config"]["Cmd"] == ["bash"]
     assert body["created"] == "1970-01-01T00:00:01Z"
     assert len(body["history"]) == 2
-    plain = json.loads(ImageConfig("arm64", (), (), has_ca_bundle=False, has_bash=False).to_json())
+    plain = json.loads(ImageConfig("arm64", (), (), ca_bundle=None, has_bash=False).to_json())
     assert plain["config"] == {"Env": ["PATH=/bin:/usr/bin"]}
 
 

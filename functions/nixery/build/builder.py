@@ -11,18 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nixery.build.contract import ImageRequest, PackagesNotFound, Revision
+from nixery.build.gzipstream import COMPRESSOR
+from nixery.build.imageroot import ImageRoot, image_root
 from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
-from nixery.build.layers import (
-    COMPRESSOR,
-    LayerBlob,
-    image_root,
-    write_image_root_layer,
-    write_store_layer,
-)
+from nixery.build.layers import LayerBlob, write_image_root_layer, write_store_layer
 from nixery.build.manifest import (
-    CA_BUNDLE,
-    OCI_CONFIG,
-    OCI_LAYER,
     Descriptor,
     HistoryEntry,
     ImageConfig,
@@ -30,7 +23,7 @@ from nixery.build.manifest import (
 )
 from nixery.build.nix import Nix
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
-from nixery.oci import sha256_digest
+from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.storage import Storage, put_bytes
 from nixery.util.singleflight import SingleFlight
 
@@ -165,7 +158,7 @@ class ImageBuilder:
             _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
         )
 
-    def _symlink_layer(self, roots: Sequence[str], root: dict[str, str | None]) -> BuiltLayer:
+    def _symlink_layer(self, roots: Sequence[str], root: ImageRoot) -> BuiltLayer:
         history = HistoryEntry(
             created_by="symlink layer: " + " ".join(roots),
             comment="/bin, /lib, /share, /etc ... of the requested packages",
@@ -179,7 +172,7 @@ class ImageBuilder:
         self,
         key: str,
         request: ImageRequest,
-        root: Mapping[str, str | None],
+        root: ImageRoot,
         layers: Sequence[BuiltLayer],
     ) -> ImageRecord:
         """Config, then both manifests, then the image record: nothing refers to a missing blob."""
@@ -187,8 +180,8 @@ class ImageBuilder:
             architecture=request.platform.architecture,
             diff_ids=tuple(layer.blob.diff_id for layer in layers),
             history=tuple(layer.history for layer in layers),
-            has_ca_bundle=CA_BUNDLE.lstrip("/") in root,
-            has_bash="bin/bash" in root,
+            ca_bundle=root.ca_bundle,
+            has_bash=root.has_bash,
         ).to_json()
         config_digest = sha256_digest(config)
         put_bytes(self.storage, config_digest, config, OCI_CONFIG)

@@ -19,7 +19,6 @@ from nixery.oci import (
 
 # Images are functions of their inputs, not of the time they were built.
 FIXED_CREATED = "1970-01-01T00:00:01Z"
-CA_BUNDLE = "/etc/ssl/certs/ca-bundle.crt"
 IMAGE_PATH = "/bin:/usr/bin"
 
 
@@ -51,13 +50,13 @@ class ImageConfig:
     architecture: str
     diff_ids: tuple[str, ...]
     history: tuple[HistoryEntry, ...]
-    has_ca_bundle: bool
-    has_bash: bool
+    ca_bundle: str | None  # the CA bundle's path in the image, for SSL_CERT_FILE
+    has_bash: bool  # the default command is bash
 
     def to_json(self) -> bytes:
         env = [f"PATH={IMAGE_PATH}"]
-        if self.has_ca_bundle:
-            env.append(f"SSL_CERT_FILE={CA_BUNDLE}")
+        if self.ca_bundle is not None:
+            env.append(f"SSL_CERT_FILE={self.ca_bundle}")
         container: dict[str, Any] = {"Env": env}
         if self.has_bash:
             container["Cmd"] = ["bash"]

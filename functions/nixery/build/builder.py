@@ -28,6 +28,7 @@ from nixery.build.manifest import (
     ImageManifest,
 )
 from nixery.build.nix import Nix
+from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
 from nixery.oci import sha256_digest
 from nixery.registry.imagekey import PackagesNotFound
@@ -89,8 +90,8 @@ class ImageBuilder:
         index: Index,
         popularity: Mapping[str, int],
         layer_budget: int,
-        layer_workers: int = 2,
-        max_parallel_builds: int = 4,
+        layer_workers: int = Config.layer_workers,
+        max_parallel_builds: int = Config.build_concurrency,
         layering: Layering = DEFAULT_LAYERING,
         on_built: Callable[[BuildTimings], None] = log_timings,
     ) -> None:

@@ -19,9 +19,11 @@ import google.auth.iam
 import google.auth.transport.requests
 from google.cloud.storage import Bucket
 
+from nixery.config import Config
+
 SignBlob = Callable[[bytes], bytes]
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-DEFAULT_EXPIRY = timedelta(minutes=15)
+DEFAULT_EXPIRY = timedelta(seconds=Config.signed_url_expiry)  # NIXERY_SIGNED_URL_EXPIRY
 # Past this many cached URLs, the expired ones are dropped on the next insert.
 CACHE_SWEEP_THRESHOLD = 10_000
 

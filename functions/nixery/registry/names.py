@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nixery.config import Config
 from nixery.errors import name_invalid, tag_invalid, too_many_packages
 
 # The OCI distribution spec's grammar for repository names and tags.
@@ -12,7 +13,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_REPOSITORY_LENGTH = 255
-DEFAULT_MAX_PACKAGES = 64
+DEFAULT_MAX_PACKAGES = Config.max_packages  # NIXERY_MAX_PACKAGES, declared in nixery.config
 
 ALWAYS_ADDED = ("cacert", "iana-etc")
 SHELL_PACKAGES = ("bashInteractive", "coreutils", "moreutils", "nano")

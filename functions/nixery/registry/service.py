@@ -8,6 +8,7 @@ from nixery import errors
 from nixery.build.coordinator import Builder
 from nixery.build.manifest import prefers_docker
 from nixery.build.nix import NixError, NixTimeout, SourceUnavailable
+from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
 from nixery.oci import DIGEST_RE
 from nixery.registry.hotcache import ManifestCache
@@ -35,7 +36,7 @@ class RegistryService:
         storage: Storage,
         builder: Builder,
         max_packages: int = DEFAULT_MAX_PACKAGES,
-        client_build_limit: int = 2,
+        client_build_limit: int = Config.client_build_limit,
         cache: ManifestCache | None = None,
     ) -> None:
         self.source = source

@@ -20,12 +20,12 @@ from isal import igzip_threaded
 from nixery.build import layers
 from nixery.build.layers import (
     COMPRESSOR,
-    LAYER_MEDIA_TYPE,
     LayerBlob,
     tar_header,
     write_store_layer,
     write_symlink_layer,
 )
+from nixery.oci import OCI_LAYER
 from nixery.storage import AbortUnlessCommitted, BlobWriter
 from nixery.storage.filesystem import FilesystemStorage
 
@@ -647,6 +647,6 @@ def test_layers_are_committed_with_the_layer_media_type(tmp_path: Path, hello: P
     store_blob = write_store_layer([str(hello)], storage)
     symlink_blob = write_symlink_layer([str(hello)], storage)
     assert committed == [
-        (store_blob.digest, LAYER_MEDIA_TYPE),
-        (symlink_blob.digest, LAYER_MEDIA_TYPE),
+        (store_blob.digest, OCI_LAYER),
+        (symlink_blob.digest, OCI_LAYER),
     ]

@@ -6,15 +6,17 @@ import json
 
 from nixery import errors
 from nixery.build.manifest import (
-    DOCKER_MANIFEST,
-    OCI_MANIFEST,
     Descriptor,
     HistoryEntry,
     ImageConfig,
     ImageManifest,
     prefers_docker,
 )
-from nixery.oci import sha256_digest
+from nixery.oci import (
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    sha256_digest,
+)
 
 
 def test_error_body_shape() -> None:

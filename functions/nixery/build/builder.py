@@ -20,8 +20,6 @@ from nixery.build.layers import (
 )
 from nixery.build.manifest import (
     CA_BUNDLE,
-    OCI_CONFIG,
-    OCI_LAYER,
     Descriptor,
     HistoryEntry,
     ImageConfig,
@@ -30,7 +28,7 @@ from nixery.build.manifest import (
 from nixery.build.nix import Nix
 from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
-from nixery.oci import sha256_digest
+from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.registry.imagekey import PackagesNotFound
 from nixery.registry.names import ImageRequest
 from nixery.registry.sources import Revision

@@ -19,9 +19,8 @@ from typing import BinaryIO
 import isal
 from isal import igzip_threaded, isal_zlib
 
+from nixery.oci import OCI_LAYER
 from nixery.storage import BlobWriter, Storage
-
-LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 # isa-l's levels are 0-3. The layer is cut into blocks of _BLOCK_SIZE tar bytes, each compressed on
 # its own thread with the previous block's last 32 KiB as dictionary, as pigz does: one standard
@@ -119,7 +118,7 @@ def _write_layer(
             blob = stream.finish()
         finally:
             stream.close()
-        writer.commit(blob.digest, LAYER_MEDIA_TYPE)
+        writer.commit(blob.digest, OCI_LAYER)
     return blob
 
 

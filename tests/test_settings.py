@@ -114,3 +114,17 @@ def test_docs_name_only_declared_variables() -> None:
     for doc in [README, *Path(REPO / "docs").glob("*.md"), REPO / "terraform" / "README.md"]:
         for variable in set(re.findall(r"\bNIXERY_[A-Z_]+\b", doc.read_text())) - platform:
             assert variable in ENVIRONMENT.values(), f"{doc.name} names unknown {variable}"
+
+
+def test_defaults_written_in_prose_are_the_declared_ones() -> None:
+    # "`NIXERY_MAX_PACKAGES` (default 64)": a default the docs repeat must not drift.
+    shown = {s.variable: s.shown_default.replace("`", "") for s in SETTINGS}
+    mention = re.compile(r"`([A-Z_]+)`[^`(]{0,40}\(default ([^;)]+)[;)]")
+    checked = 0
+    for doc in [README, *Path(REPO / "docs").glob("*.md"), REPO / "terraform" / "README.md"]:
+        for variable, default in mention.findall(doc.read_text()):
+            if variable in shown:
+                written = default.replace("`", "")
+                assert written == shown[variable], f"{doc.name}: {variable} (default {default})"
+                checked += 1
+    assert checked >= 3

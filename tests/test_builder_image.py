@@ -14,7 +14,7 @@ import functions_framework._cli
 import pytest
 import yaml
 
-from nixery.cloud.wiring import devstack
+from nixery.cloud import devstack
 from tests.builder_image import DOCKERFILE, Dockerfile
 from tests.conftest import REPO
 

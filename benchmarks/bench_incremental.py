@@ -9,8 +9,9 @@ removed and one to three added.
 
 Every layer is written by the registry's own layer writer (`nixery.build.layers`) from the real store
 paths, so sizes are compressed bytes as served; the plan is `plan_layers` or
-`plan_per_path_layers` with no popularity data (the default) and the default budget of 94 store
-path layers, plus the image's symlink layer, exactly as `ImageBuilder` does.
+`plan_per_path_layers` with no popularity data (the default) and the default budget
+(`DEFAULT_BUDGET`, NIXERY_LAYER_BUDGET's default) of store path layers, plus the image's symlink
+layer, exactly as `ImageBuilder` does.
 
 - downloaded: the compressed sizes of B's layers whose digests A's manifest does not list;
 - ideal: each store path B has and A lacks, tarred and compressed alone by the same writer,

@@ -492,12 +492,7 @@ def test_per_path_rejects_what_plan_layers_rejects(graph: ClosureGraph, message:
 
 
 def test_the_config_names_every_layering() -> None:
-    import typing
+    from nixery.config import SETTING, Config
 
-    from nixery.config import Config
-
-    (literal,) = [
-        field.type for field in Config.__dataclass_fields__.values() if field.name == "layering"
-    ]
-    assert set(typing.get_args(eval(literal, vars(typing)))) == set(PLANNERS) == set(LAYERINGS)
+    assert set(SETTING["layering"].choices) == set(PLANNERS) == set(LAYERINGS)
     assert Config().layering == "per-path"

@@ -9,45 +9,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nixery.config import ENVIRONMENT, ConfigError, load_config
-
-_SETTING_HELP = {
-    "host": "address to listen on (default 127.0.0.1)",
-    "port": "TCP port (default 8080)",
-    "channel": "nixpkgs channel or 40-hex commit (default nixos-unstable)",
-    "pkgs_repo": "git repository holding the package set",
-    "pkgs_path": "local path of the package set",
-    "storage_backend": "filesystem (gcs is the cloud deployment's)",
-    "storage_path": "where blobs, the index and GC roots live",
-    "gcs_bucket": "bucket for the gcs backend",
-    "nix_timeout": "seconds for the whole Nix step of one build (default 600)",
-    "popularity_url": "path or URL of popularity data (Nixery's JSON format)",
-    "layer_budget": "maximum store-path layers per image (default 94)",
-    "layering": "per-path (default: a layer per store path, shared across images) or nixery (Nixery's popularity and dominator-tree grouping); changes image digests",
-    "threads": "request threads (default 16)",
-    "layer_workers": "layers compressed in parallel (default 2)",
-    "lease_seconds": "build lease lifetime, renewed while building (default 60)",
-    "build_concurrency": "builds of different images run at once (default 4)",
-    "access": "public (default) or team: team admits only the identities below",
-    "team_members": "comma-separated e-mails admitted with a Google access token",
-    "team_domains": "comma-separated domains (Workspace hosted domain, else verified e-mail's)",
-    "team_audiences": "comma-separated OAuth client ids a Google token must be issued to",
-    "robot_tokens": "robot token hash lines from `nixery robot-token` (comma-separated)",
-    "tokeninfo_url": "Google's tokeninfo endpoint (default https://oauth2.googleapis.com/tokeninfo)",
-    "max_packages": "path components (packages) allowed in one image name (default 64)",
-    "client_build_limit": "cold builds one client may run at once (default 2)",
-}
-SERVE_SETTINGS = [name for name in _SETTING_HELP if name != "gcs_bucket"]
+from nixery.config import (
+    ENVIRONMENT,
+    SERVE_SETTINGS,
+    SETTING,
+    ConfigError,
+    help_text,
+    load_config,
+    markdown_table,
+)
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=None,
-            help=f"{_SETTING_HELP[name]} [env {ENVIRONMENT[name]}]",
-        )
+        setting = SETTING[name]
+        parser.add_argument(setting.flag, dest=name, default=None, help=help_text(setting))
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str | None]:
@@ -131,6 +107,11 @@ def dev_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings(args: argparse.Namespace) -> int:
+    sys.stdout.write(markdown_table(args.markdown))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nixery", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack_parser, ["channel", "pkgs_repo", "pkgs_path", "nix_timeout", "lease_seconds"]
     )
     stack_parser.set_defaults(run=dev_stack)
+
+    settings_parser = commands.add_parser(
+        "settings", help="print a settings table of README.md, made from nixery.config"
+    )
+    settings_parser.add_argument(
+        "--markdown",
+        choices=["serve", "cloud"],
+        required=True,
+        help="serve: `nixery serve`'s variables and flags; cloud: what each component reads",
+    )
+    settings_parser.set_defaults(run=settings)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

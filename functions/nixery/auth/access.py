@@ -152,28 +152,20 @@ class _VerdictCache:
     scrypt again)."""
 
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self.admitted: Lru[str, _Verdict] = Lru(size)
-        self.refused: Lru[str, _Verdict] = Lru(size)
+        self.admitted: Lru[str, _Verdict] = Lru(size, clock=clock)
+        self.refused: Lru[str, _Verdict] = Lru(size, clock=clock)
 
     def get(self, key: str) -> _Verdict | None:
-        for entries in (self.admitted, self.refused):
-            verdict = entries.get(key)
-            if verdict is None:
-                continue
-            if verdict.until <= self._clock():
-                entries.pop(key)
-                return None
-            return verdict
-        return None
+        # A key is in at most one of the two (put removes it from the other).
+        return self.admitted.get(key) or self.refused.get(key)
 
     def put(self, key: str, verdict: _Verdict) -> None:
         if verdict.error is None:
             self.refused.pop(key)
-            self.admitted.put(key, verdict)
+            self.admitted.put(key, verdict, expires_at=verdict.until)
         else:
             self.admitted.pop(key)
-            self.refused.put(key, verdict)
+            self.refused.put(key, verdict, expires_at=verdict.until)
 
     def __len__(self) -> int:
         return len(self.admitted) + len(self.refused)

@@ -22,6 +22,7 @@ from nixery.build.manifest import (
     ImageManifest,
 )
 from nixery.build.nix import Nix
+from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
 from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.storage import Storage, put_bytes
@@ -80,8 +81,8 @@ class ImageBuilder:
         index: Index,
         popularity: Mapping[str, int],
         layer_budget: int,
-        layer_workers: int = 2,
-        max_parallel_builds: int = 4,
+        layer_workers: int = Config.layer_workers,
+        max_parallel_builds: int = Config.build_concurrency,
         layering: Layering = DEFAULT_LAYERING,
         on_built: Callable[[BuildTimings], None] = log_timings,
     ) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 from nixery.build.contract import AMD64, ARM64, ImageRequest
+from nixery.config import Config
 
 # The OCI distribution spec's grammar for repository names and tags.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_REPOSITORY_LENGTH = 255
-DEFAULT_MAX_PACKAGES = 64
+DEFAULT_MAX_PACKAGES = Config.max_packages  # NIXERY_MAX_PACKAGES, declared in nixery.config
 
 ALWAYS_ADDED = ("cacert", "iana-etc")
 SHELL_PACKAGES = ("bashInteractive", "coreutils", "moreutils", "nano")

@@ -15,6 +15,7 @@ from nixery.build.contract import (
     SourceUnavailable,
     image_key,
 )
+from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
 from nixery.oci import DIGEST_RE, InvalidDigest
 from nixery.registry.hotcache import ManifestCache
@@ -31,6 +32,9 @@ from nixery.storage import Storage
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
+# Tags already written to the index by this instance (writing again is harmless, only slower).
+# Bounded: reordering the packages of a name gives a new repository for the same image.
+KNOWN_TAGS_MEMORY = 16384
 
 
 class ManifestUnknown(LookupError):
@@ -54,7 +58,7 @@ class RegistryService:
         storage: Storage,
         builder: Builder,
         max_packages: int = DEFAULT_MAX_PACKAGES,
-        client_build_limit: int = 2,
+        client_build_limit: int = Config.client_build_limit,
         cache: ManifestCache | None = None,
     ) -> None:
         self.source = source
@@ -64,7 +68,7 @@ class RegistryService:
         self.max_packages = max_packages
         self.cold_builds = ClientBuildLimit(client_build_limit)
         self.cache = cache if cache is not None else ManifestCache()
-        self._known_tags: set[tuple[str, str]] = set()
+        self._known_tags: Lru[tuple[str, str], bool] = Lru(KNOWN_TAGS_MEMORY)
         self._memo_lock = threading.Lock()
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
@@ -138,9 +142,9 @@ class RegistryService:
 
     def _remember_tag(self, repository: str, tag: str) -> None:
         with self._memo_lock:
-            if (repository, tag) in self._known_tags:
+            if self._known_tags.get((repository, tag)):
                 return
-            self._known_tags.add((repository, tag))
+            self._known_tags.put((repository, tag), True)
         self.index.add_tag(repository, tag)
 
     def manifest_by_digest(self, digest: str) -> StoredManifest:

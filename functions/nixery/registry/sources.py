@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from nixery.build.contract import COMMIT_RE, NixSource, Revision
 from nixery.config import Config
+from nixery.util.lru import Lru
 from nixery.util.singleflight import SingleFlight
 
 NIXPKGS_ARCHIVE = "https://github.com/NixOS/nixpkgs/archive/{commit}.tar.gz"
@@ -35,27 +35,30 @@ class PackageSource(Protocol):
 V = TypeVar("V")
 
 
-class _TtlCache(Generic[V]):
+# A source caches a handful of keys ("refs", "tree", its channel): the bound is never reached.
+_RESOLVED_MAX_ENTRIES = 16
+
+
+class _Resolved(Generic[V]):
+    """What a source resolved, for `ttl` seconds from when it was asked."""
+
     def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, V]] = {}
-        self._lock = threading.Lock()
+        self._entries: Lru[str, V] = Lru(_RESOLVED_MAX_ENTRIES, clock=clock)
         # When an entry expires under load, one caller refreshes it and the others wait for that
         # (one `git ls-remote` or tree walk, not one per request).
         self._refreshes: SingleFlight[V] = SingleFlight()
 
     def get(self, key: str, compute: Callable[[], V]) -> V:
-        now = self._clock()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit and now - hit[0] < self._ttl:
-                return hit[1]
-        return self._refreshes.run(key, lambda: self._store(key, now, compute()))
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit
+        asked = self._clock()
+        return self._refreshes.run(key, lambda: self._store(key, asked, compute()))
 
-    def _store(self, key: str, now: float, value: V) -> V:
-        with self._lock:
-            self._entries[key] = (now, value)
+    def _store(self, key: str, asked: float, value: V) -> V:
+        self._entries.put(key, value, expires_at=asked + self._ttl)
         return value
 
 
@@ -88,7 +91,7 @@ class ChannelSource:
         self.channel = channel
         self.source_id = f"channel:{channel}"
         self._resolve_channel = resolve_channel
-        self._cache: _TtlCache[str] = _TtlCache(ttl, clock)
+        self._cache: _Resolved[str] = _Resolved(ttl, clock)
 
     def _revision(self, commit: str) -> Revision:
         return Revision(
@@ -115,7 +118,7 @@ class GitSource:
     ) -> None:
         self.url = url
         self.source_id = f"git:{url}"
-        self._cache: _TtlCache[dict[str, str]] = _TtlCache(ttl, clock)
+        self._cache: _Resolved[dict[str, str]] = _Resolved(ttl, clock)
 
     def _refs(self) -> dict[str, str]:
         try:
@@ -172,7 +175,7 @@ class PathSource:
         self.path = path.resolve()
         self.source_id = f"path:{self.path}"
         self._root = self.path if self.path.is_dir() else self.path.parent
-        self._cache: _TtlCache[str] = _TtlCache(recheck_seconds, clock)
+        self._cache: _Resolved[str] = _Resolved(recheck_seconds, clock)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()

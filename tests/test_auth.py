@@ -117,6 +117,8 @@ def test_authenticated_outsiders_are_403(team: FlaskClient, token: str, identity
         "/v2/hello/manifests/latest",
         f"/v2/hello/blobs/{ABSENT}",
         "/v2/hello/tags/list",
+        "/v2/_catalog",
+        "/v2/_catalog?n=1&last=a",
         "/v2/hello/blobs/uploads/",
         "/nothing/here",
         "/static/anything",

@@ -15,7 +15,6 @@ from nixery.build.manifest import (
 )
 from nixery.oci import DOCKER_MANIFEST, OCI_MANIFEST, sha256_digest
 from nixery.registry.errormap import as_registry_error
-from nixery.registry.negotiation import prefers_docker
 
 
 def test_error_body_shape() -> None:
@@ -82,17 +81,6 @@ def test_config_contents() -> None:
     assert plain["config"] == {"Env": ["PATH=/bin:/usr/bin"]}
 
 
-def test_accept_negotiation() -> None:
-    assert not prefers_docker(None)
-    assert not prefers_docker("*/*")
-    assert not prefers_docker(f"{OCI_MANIFEST}, {DOCKER_MANIFEST}")
-    assert not prefers_docker("application/vnd.oci.image.index.v1+json")
-    assert prefers_docker(DOCKER_MANIFEST)
-    assert prefers_docker(
-        f"{DOCKER_MANIFEST};q=0.9, application/vnd.docker.distribution.manifest.list.v2+json"
-    )
-
-
 def test_build_outcomes_travel_between_builder_and_function() -> None:
     from nixery.build.contract import BuildOutcome
 
@@ -114,6 +102,7 @@ SPEC_CODES = {
     "MANIFEST_UNKNOWN": 404,
     "NAME_INVALID": 400,
     "NAME_UNKNOWN": 404,
+    "PAGINATION_NUMBER_INVALID": 400,
     "SIZE_INVALID": 400,
     "TAG_INVALID": 400,
     "UNAUTHORIZED": 401,

@@ -1,10 +1,10 @@
 """The error table: every code a client can see, declared once with its HTTP status and message,
 and the one wire form `{"errors":[{"code","message","detail"}]}`.
 
-The codes are the OCI distribution spec's, plus UNKNOWN and UNAVAILABLE from the distribution
-project's errcode registry, which docker clients also know. Domain code never builds these: it
-raises its own errors, and nixery.registry.errormap turns them into a `RegistryError` at the API
-edge.
+The codes are the OCI distribution spec's, plus four from the distribution project's errcode
+registry that docker clients also know (TAG_INVALID, PAGINATION_NUMBER_INVALID, UNKNOWN and
+UNAVAILABLE). Domain code never builds these: it raises its own errors, and
+nixery.registry.errormap turns them into a `RegistryError` at the API edge.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ DIGEST_INVALID = ErrorCode("DIGEST_INVALID", 400, "invalid digest")
 MANIFEST_UNKNOWN = ErrorCode("MANIFEST_UNKNOWN", 404, "manifest unknown")
 NAME_INVALID = ErrorCode("NAME_INVALID", 400, "invalid repository name")
 NAME_UNKNOWN = ErrorCode("NAME_UNKNOWN", 404, "repository name not known to registry")
+PAGINATION_NUMBER_INVALID = ErrorCode(
+    "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+)
 TAG_INVALID = ErrorCode("TAG_INVALID", 400, "invalid tag")
 UNAUTHORIZED = ErrorCode("UNAUTHORIZED", 401, "authentication required")
 DENIED = ErrorCode("DENIED", 403, "requested access to the resource is denied")
@@ -42,6 +45,7 @@ CODES: tuple[ErrorCode, ...] = (
     MANIFEST_UNKNOWN,
     NAME_INVALID,
     NAME_UNKNOWN,
+    PAGINATION_NUMBER_INVALID,
     TAG_INVALID,
     UNAUTHORIZED,
     DENIED,

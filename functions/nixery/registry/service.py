@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from nixery.build.contract import (
@@ -32,9 +31,10 @@ from nixery.storage import Storage
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
-# Tags already written to the index by this instance (writing again is harmless, only slower).
-# Bounded: reordering the packages of a name gives a new repository for the same image.
-KNOWN_TAGS_MEMORY = 16384
+# Names already recorded for the catalog by this process: each is written to the index once.
+CATALOGUED_MEMORY = 4096
+CATALOG_DEFAULT_PAGE = 100
+CATALOG_MAX_PAGE = 1000
 
 
 class ManifestUnknown(LookupError):
@@ -68,8 +68,7 @@ class RegistryService:
         self.max_packages = max_packages
         self.cold_builds = ClientBuildLimit(client_build_limit)
         self.cache = cache if cache is not None else ManifestCache()
-        self._known_tags: Lru[tuple[str, str], bool] = Lru(KNOWN_TAGS_MEMORY)
-        self._memo_lock = threading.Lock()
+        self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
         self._not_found: Lru[str, list[str]] = Lru(NOT_FOUND_MEMORY)
@@ -98,7 +97,7 @@ class RegistryService:
                     pinned = COMMIT_RE.fullmatch(reference) is not None
                     record = self._build(key, request, revision, pinned)
             self.cache.put_image(record)
-        self._remember_tag(repository, reference)
+        self._remember_repository(repository)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
         manifest = self._stored_manifest(digest)
         if manifest is None:
@@ -140,12 +139,10 @@ class RegistryService:
             error.repository = request.repository
             raise
 
-    def _remember_tag(self, repository: str, tag: str) -> None:
-        with self._memo_lock:
-            if self._known_tags.get((repository, tag)):
-                return
-            self._known_tags.put((repository, tag), True)
-        self.index.add_tag(repository, tag)
+    def _remember_repository(self, repository: str) -> None:
+        if self._catalogued.get(repository) is None:
+            self.index.add_repository(repository)
+            self._catalogued.put(repository, True)
 
     def manifest_by_digest(self, digest: str) -> StoredManifest:
         if not DIGEST_RE.fullmatch(digest):
@@ -165,5 +162,15 @@ class RegistryService:
         return record
 
     def tags(self, repository: str) -> list[str]:
+        """The tags the source resolves (the same for every name), never what clients typed."""
         parse_image_name(repository, self.max_packages)
-        return sorted({"latest", *self.index.list_tags(repository)})
+        return self.source.tags()
+
+    def catalog(self, last: str, count: int | None) -> tuple[list[str], bool]:
+        """One page of the image names served so far, after `last`, and whether more follow.
+        `count` (the client's `n`) is capped at CATALOG_MAX_PAGE."""
+        limit = CATALOG_DEFAULT_PAGE if count is None else min(count, CATALOG_MAX_PAGE)
+        if limit <= 0:
+            return [], False
+        names = self.index.list_repositories(last, limit + 1)
+        return names[:limit], len(names) > limit

@@ -13,6 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from nixery.build.contract import COMMIT_RE, NixSource, Revision
 from nixery.config import Config
+from nixery.registry.names import TAG_RE
 from nixery.util.lru import Lru
 from nixery.util.singleflight import SingleFlight
 
@@ -29,6 +30,11 @@ class PackageSource(Protocol):
 
     def resolve(self, tag: str) -> Revision | None:
         """The revision `tag` names, or None when the tag names nothing in this source."""
+        ...
+
+    def tags(self) -> list[str]:
+        """The names `resolve` knows, sorted (a 40-hex commit also resolves, but is not listed:
+        there is no end to them)."""
         ...
 
 
@@ -109,6 +115,12 @@ class ChannelSource:
             self._cache.get(self.channel, lambda: self._resolve_channel(self.channel))
         )
 
+    def tags(self) -> list[str]:
+        named = {"latest"}
+        if TAG_RE.fullmatch(self.channel) and not COMMIT_RE.fullmatch(self.channel):
+            named.add(self.channel)
+        return sorted(named)
+
 
 class GitSource:
     """A git repository: `latest` is HEAD; a branch, a git tag or a 40-hex commit all work."""
@@ -156,9 +168,23 @@ class GitSource:
             return None
         return Revision(self.source_id, commit, NixSource("git", self.url, commit))
 
+    def tags(self) -> list[str]:
+        refs = self._cache.get("refs", self._refs)
+        named = {"latest"} if "HEAD" in refs else set()
+        for ref in refs:
+            for prefix in ("refs/heads/", "refs/tags/"):
+                if ref.startswith(prefix):
+                    name = ref.removeprefix(prefix).removesuffix("^{}")
+                    # A branch like `feature/x` resolves nowhere: a tag cannot hold a slash.
+                    if TAG_RE.fullmatch(name):
+                        named.add(name)
+        return sorted(named)
+
 
 class PathSource:
-    """A local package set. The tag is ignored; the revision is a fingerprint of the tree.
+    """A local package set: one tag, `latest`, whose revision is a fingerprint of the tree.
+    Every other tag is unknown (a registry that answered any tag would hand referrer lookups
+    like `sha256-<hex>` an image, and fail conformance's missing-manifest checks).
 
     The fingerprint covers every file's name, mode, size and modification time, so an edit gives
     a new revision (and a new evaluation) without running Nix to find out. Walking a tree the
@@ -193,9 +219,14 @@ class PathSource:
                 )
         return digest.hexdigest()
 
-    def resolve(self, tag: str) -> Revision:
+    def resolve(self, tag: str) -> Revision | None:
+        if tag != "latest":
+            return None
         commit = self._cache.get("tree", self.fingerprint)
         return Revision(self.source_id, commit, NixSource("path", str(self.path)))
+
+    def tags(self) -> list[str]:
+        return ["latest"]
 
 
 def package_source(config: Config) -> PackageSource:

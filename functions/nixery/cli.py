@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nixery.config import ENVIRONMENT, ConfigError, load_config
+from nixery.util.logs import LOG_FORMATS, configure_logging
 
 _SETTING_HELP = {
     "host": "address to listen on (default 127.0.0.1)",
@@ -36,6 +36,9 @@ _SETTING_HELP = {
     "tokeninfo_url": "Google's tokeninfo endpoint (default https://oauth2.googleapis.com/tokeninfo)",
     "max_packages": "path components (packages) allowed in one image name (default 64)",
     "client_build_limit": "cold builds one client may run at once (default 2)",
+    "build_records": "build records kept for the pages (default 1000)",
+    "build_record_days": "days a build record is kept (default 30)",
+    "log_format": "text (default for serve) or json (Cloud Logging's fields; default in the cloud)",
 }
 SERVE_SETTINGS = [name for name in _SETTING_HELP if name != "gcs_bucket"]
 
@@ -59,6 +62,7 @@ def serve(args: argparse.Namespace) -> int:
     from nixery.local.server import RegistryServer
 
     config = load_config(os.environ, _settings(args))
+    configure_logging(config.log_format or "text")
     app = embedded_app(config)
     print(
         f"nixery: serving {config.source_kind} packages on http://{config.host}:{config.port}/ "
@@ -171,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack_parser.set_defaults(run=dev_stack)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Until the settings are read (serve re-configures from them); a bad value is theirs to report.
+    requested = os.environ.get("NIXERY_LOG_FORMAT")
+    configure_logging(requested if requested in LOG_FORMATS else "text")
     try:
         return int(args.run(args))
     except ConfigError as error:

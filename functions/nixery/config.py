@@ -70,6 +70,10 @@ class Config:
     tokeninfo_url: str = "https://oauth2.googleapis.com/tokeninfo"
     max_packages: int = 64
     client_build_limit: int = 2
+    # Build records (the pages' history) and log lines.
+    build_records: int = 1000
+    build_record_days: float = 30.0
+    log_format: Literal["text", "json"] | None = None  # None: text for serve, json in the cloud
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:
@@ -131,6 +135,9 @@ ENVIRONMENT = {
     "tokeninfo_url": "NIXERY_TOKENINFO_URL",
     "max_packages": "NIXERY_MAX_PACKAGES",
     "client_build_limit": "NIXERY_CLIENT_BUILD_LIMIT",
+    "build_records": "NIXERY_BUILD_RECORDS",
+    "build_record_days": "NIXERY_BUILD_RECORD_DAYS",
+    "log_format": "NIXERY_LOG_FORMAT",
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
@@ -162,6 +169,9 @@ FUNCTION_OPTIONAL_SETTINGS = (
     "tokeninfo_url",
     "max_packages",
     "client_build_limit",
+    "build_records",
+    "build_record_days",
+    "log_format",
 )
 # The builder takes the package source from each build request, not from its settings.
 BUILDER_SETTINGS = (
@@ -181,6 +191,7 @@ BUILDER_OPTIONAL_SETTINGS = (
     "lease_seconds",
     "gcs_retry_seconds",
     "builder_audience",
+    "log_format",
 )
 
 
@@ -241,6 +252,8 @@ def _validate(config: Config) -> None:
         )
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
         raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
+    if config.log_format not in (None, "text", "json"):
+        raise ConfigError(f"NIXERY_LOG_FORMAT must be 'text' or 'json', got {config.log_format!r}")
     if config.layering not in ("per-path", "nixery"):
         raise ConfigError(
             f"NIXERY_LAYERING must be 'per-path' or 'nixery', got {config.layering!r}"

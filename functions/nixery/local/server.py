@@ -86,7 +86,8 @@ class RegistryServer(BaseApplication):  # type: ignore[misc]
             "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
             "limit_request_fields": LIMIT_REQUEST_FIELDS,
             "graceful_timeout": 10,
-            "accesslog": "-",
+            # nixery.registry.api logs each request, in the chosen format.
+            "accesslog": None,
             "loglevel": "info",
         }
         super().__init__()

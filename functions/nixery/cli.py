@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from nixery.config import ENVIRONMENT, ConfigError, load_config
@@ -73,6 +74,26 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr when it is a terminal; nothing at all otherwise (CI, pipes)."""
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+
+    def advance(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def popcount(args: argparse.Namespace) -> int:
     from nixery.build.nix import Nix
     from nixery.build.popcount import dump_popularity
@@ -85,7 +106,15 @@ def popcount(args: argparse.Namespace) -> int:
     if revision is None:
         raise ConfigError(f"tag {args.tag!r} names no revision of the package source")
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
-    counts = count(nix, revision.nix_source, args.system, realise=args.realise, store=args.store)
+    with progress_bar("realising", "pkg") as advance:
+        counts = count(
+            nix,
+            revision.nix_source,
+            args.system,
+            realise=args.realise,
+            store=args.store,
+            on_realised=advance,
+        )
     text = dump_popularity(counts)
     if args.output == "-":
         sys.stdout.write(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -65,10 +66,12 @@ def serve(args: argparse.Namespace) -> int:
     config = load_config(os.environ, _settings(args))
     configure_logging(config.log_format or "text")
     app = embedded_app(config)
-    print(
-        f"nixery: serving {config.source_kind} packages on http://{config.host}:{config.port}/ "
-        f"(storage {config.storage_path})",
-        file=sys.stderr,
+    logging.getLogger("nixery").info(
+        "serving %s packages on http://%s:%d/ (storage %s)",
+        config.source_kind,
+        config.host,
+        config.port,
+        config.storage_path,
     )
     RegistryServer(app, config.host, config.port, config.threads).run()
     return 0

@@ -83,11 +83,14 @@ class Nix:
             on_phase("evaluate", evaluated - started)
         if resolution.not_found:
             return ImageInputs(resolution, None)
-        self.realise(resolution.packages, deadline)
-        roots = [path for package in resolution.packages for path in package.outputs.values()]
-        graph = self.closure_graph(roots, deadline)
-        if on_phase is not None:
-            on_phase("realise", time.monotonic() - evaluated)
+        try:
+            self.realise(resolution.packages, deadline)
+            roots = [path for package in resolution.packages for path in package.outputs.values()]
+            graph = self.closure_graph(roots, deadline)
+        finally:
+            # Reported when it fails too: the record of a failed build shows where time went.
+            if on_phase is not None:
+                on_phase("realise", time.monotonic() - evaluated)
         return ImageInputs(resolution, graph)
 
     def fetch_source(self, source: NixSource, deadline: float) -> None:

@@ -28,6 +28,7 @@ from nixery.registry.negotiation import prefers_docker
 from nixery.registry.records import BuildRecorder, PendingBuild
 from nixery.registry.sources import PackageSource
 from nixery.storage import Storage
+from nixery.util.logs import log_context
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
@@ -134,7 +135,8 @@ class RegistryService:
             refused.build_id = build_id
             raise refused
         try:
-            record = self.builder.build(key, request, revision, pending.report)
+            with log_context(build_id=pending.id):
+                record = self.builder.build(key, request, revision, pending.report)
         except SourceUnavailable as error:
             self.records.finish(pending, error=error)
             if pinned:

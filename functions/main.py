@@ -9,18 +9,21 @@ Each is assembled on its first request from the environment (docs/cloud.md).
 from __future__ import annotations
 
 import functools
-import logging
+import os
 from typing import TYPE_CHECKING
 
 import flask
 import functions_framework
 
 from nixery.registry.api import RegistryApi, handle
+from nixery.util.logs import LOG_FORMATS, configure_logging
 
 if TYPE_CHECKING:
     from nixery.cloud.buildservice import BuildService
 
-logging.basicConfig(level=logging.INFO)
+# Cloud Logging reads one JSON object per line on stderr; text is there for a terminal.
+_requested = os.environ.get("NIXERY_LOG_FORMAT")
+configure_logging(_requested if _requested in LOG_FORMATS else "json")
 
 
 @functools.cache

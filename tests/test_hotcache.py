@@ -74,7 +74,9 @@ class ManifestPerKey:
         self.tree = tree
         self.builds: list[str] = []
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self, key: str, request: ImageRequest, revision: Revision, report: object = None
+    ) -> ImageRecord:
         self.builds.append(key)
         text = (self.tree / "default.nix").read_text()
         manifest = _manifest(f'{{"key":"{key}","pkgs":"{text}"}}')

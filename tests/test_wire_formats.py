@@ -157,3 +157,25 @@ def test_every_build_error_round_trips_through_the_outcome() -> None:
         "a",
         "b",
     )
+
+
+def test_the_builders_report_crosses_the_wire() -> None:
+    """Phases and layers reach the registry's build record from the Cloud Run builder."""
+    from nixery.build.contract import BuildFailed, BuildOutcome, BuildReport
+    from nixery.index import ImageRecord, LayerSummary
+
+    report = BuildReport("01a2")
+    report.phase("evaluate", 1.5)
+    report.phase("realise", 2.0)
+    report.layers.append(LayerSummary("sha256:" + "1" * 64, 10, ("/nix/store/a-x",)))
+    image = ImageRecord("k", "sha256:" + "2" * 64, "sha256:" + "3" * 64)
+    for sent in (
+        BuildOutcome.built(image, report),
+        BuildOutcome.of_error(BuildFailed("nix failed", "log"), report),
+    ):
+        received = BuildOutcome.from_json(sent.to_json())
+        assert received == sent
+        into = BuildReport("01a2")
+        received.fill(into)
+        assert into.phases == [("evaluate", 1.5), ("realise", 2.0)]
+        assert into.layers == report.layers

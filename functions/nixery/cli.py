@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from nixery.config import (
@@ -18,6 +19,7 @@ from nixery.config import (
     load_config,
     markdown_table,
 )
+from nixery.util.logs import LOG_FORMATS, configure_logging
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -35,14 +37,37 @@ def serve(args: argparse.Namespace) -> int:
     from nixery.local.server import RegistryServer
 
     config = load_config(os.environ, _settings(args))
+    configure_logging(config.log_format or "text")
     app = embedded_app(config)
-    print(
-        f"nixery: serving {config.source_kind} packages on http://{config.host}:{config.port}/ "
-        f"(storage {config.storage_path})",
-        file=sys.stderr,
+    logging.getLogger("nixery").info(
+        "serving %s packages on http://%s:%d/ (storage %s)",
+        config.source_kind,
+        config.host,
+        config.port,
+        config.storage_path,
     )
     RegistryServer(app, config.host, config.port, config.threads).run()
     return 0
+
+
+@contextlib.contextmanager
+def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr when it is a terminal; nothing at all otherwise (CI, pipes)."""
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+
+    def advance(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def popcount(args: argparse.Namespace) -> int:
@@ -57,7 +82,15 @@ def popcount(args: argparse.Namespace) -> int:
     if revision is None:
         raise ConfigError(f"tag {args.tag!r} names no revision of the package source")
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
-    counts = count(nix, revision.nix_source, args.system, realise=args.realise, store=args.store)
+    with progress_bar("realising", "pkg") as advance:
+        counts = count(
+            nix,
+            revision.nix_source,
+            args.system,
+            realise=args.realise,
+            store=args.store,
+            on_realised=advance,
+        )
     text = dump_popularity(counts)
     if args.output == "-":
         sys.stdout.write(text)
@@ -163,9 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings_parser.set_defaults(run=settings)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Until the settings are read (serve re-configures from them); a bad value is theirs to report.
+    requested = os.environ.get("NIXERY_LOG_FORMAT")
+    configure_logging(requested if requested in LOG_FORMATS else "text")
     try:
         return int(args.run(args))
     except ConfigError as error:

@@ -336,6 +336,30 @@ class Config:
         serve=True,
         function="optional",
     )
+    # Build records (the pages' history) and log lines.
+    build_records: int = setting(
+        "NIXERY_BUILD_RECORDS",
+        1000,
+        "build records kept for the landing page and `/builds/<id>`",
+        serve=True,
+        function="optional",
+    )
+    build_record_days: float = setting(
+        "NIXERY_BUILD_RECORD_DAYS",
+        30.0,
+        "days a build record is kept",
+        serve=True,
+        function="optional",
+    )
+    log_format: Literal["text", "json"] | None = setting(
+        "NIXERY_LOG_FORMAT",
+        None,
+        "`text` (lines for a terminal) or `json` (Cloud Logging's fields)",
+        shown_default="`text` for `serve`, `json` in the cloud",
+        serve=True,
+        function="optional",
+        builder="optional",
+    )
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:

@@ -34,7 +34,9 @@ class RecordingBuilder:
     inner: Builder
     requests: list[ImageRequest] = field(default_factory=list)
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self, key: str, request: ImageRequest, revision: Revision, report: object = None
+    ) -> ImageRecord:
         self.requests.append(request)
         return self.inner.build(key, request, revision)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nixery.build.contract import ImageRequest, PackagesNotFound, Revision
+from nixery.build.contract import BuildReport, ImageRequest, PackagesNotFound, Revision
 from nixery.build.gzipstream import COMPRESSOR
 from nixery.build.imageroot import ImageRoot, image_root
 from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
@@ -23,7 +23,7 @@ from nixery.build.manifest import (
 )
 from nixery.build.nix import Nix
 from nixery.config import Config
-from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
+from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, LayerSummary
 from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.storage import Storage, put_bytes
 from nixery.util.singleflight import SingleFlight
@@ -98,14 +98,22 @@ class ImageBuilder:
         self._build_slots = threading.BoundedSemaphore(max_parallel_builds)
         self._on_built = on_built
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        report: BuildReport | None = None,
+    ) -> ImageRecord:
         with self._build_slots:
-            return self._build(key, request, revision)
+            return self._build(key, request, revision, report or BuildReport())
 
-    def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def _build(
+        self, key: str, request: ImageRequest, revision: Revision, report: BuildReport
+    ) -> ImageRecord:
         started = time.perf_counter()
         inputs = self.nix.build_image_inputs(
-            revision.nix_source, request.packages, request.platform.system
+            revision.nix_source, request.packages, request.platform.system, report.phase
         )
         if inputs.graph is None:
             raise PackagesNotFound(inputs.resolution.not_found)
@@ -124,16 +132,22 @@ class ImageBuilder:
         layered = time.perf_counter()
 
         record = self._publish(key, request, root, built)
-        self._on_built(
-            BuildTimings(
-                repository=request.repository,
-                layer_count=len(built),
-                nix=nix_done - started,
-                layering=planned - nix_done,
-                layers=layered - planned,
-                publish=time.perf_counter() - layered,
-            )
+        timings = BuildTimings(
+            repository=request.repository,
+            layer_count=len(built),
+            nix=nix_done - started,
+            layering=planned - nix_done,
+            layers=layered - planned,
+            publish=time.perf_counter() - layered,
         )
+        report.phase("layering", timings.layering)
+        report.phase("layers", timings.layers)
+        report.phase("publish", timings.publish)
+        report.layers.extend(
+            LayerSummary(layer.blob.digest, layer.blob.size, paths)
+            for layer, paths in zip(built, [*(layer.paths for layer in plan), roots], strict=True)
+        )
+        self._on_built(timings)
         return record
 
     def _cached_layer(

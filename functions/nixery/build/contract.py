@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
-from nixery.index import ImageRecord
+from nixery.index import ImageRecord, LayerSummary
+
+log = logging.getLogger(__name__)
 
 # A git commit, as tags, sources and the Nix expressions name one.
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -77,9 +80,38 @@ def image_key(revision: Revision, request: ImageRequest) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+class BuildReport:
+    """What a build tells beyond its result, for the build record: how long each phase took,
+    the layers it made, whether it found the image already built. The registry makes one per
+    build and passes it down; the builder fills it in (the Cloud Run builder sends it back in
+    its BuildOutcome). `build_id` names the build on every log line."""
+
+    def __init__(self, build_id: str = "") -> None:
+        self.build_id = build_id
+        self.phases: list[tuple[str, float]] = []  # (phase, seconds), in the order they ran
+        self.layers: list[LayerSummary] = []
+        self.cached = False  # the image was found built (by another request or process)
+
+    def phase(self, name: str, seconds: float) -> None:
+        self.phases.append((name, seconds))
+        log.info(
+            "build phase %s took %.2fs",
+            name,
+            seconds,
+            extra={"build_id": self.build_id, "phase": name, "seconds": round(seconds, 3)},
+        )
+
+
 class Builder(Protocol):
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
-        """The image record of the built image, or one of the BuildErrors below."""
+    def build(
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        report: BuildReport | None = None,
+    ) -> ImageRecord:
+        """The image record of the built image, or one of the BuildErrors below; `report`, if
+        given, is filled in as the build goes."""
         ...
 
 
@@ -94,6 +126,8 @@ class BuildError(Exception):
     `repository` names the image, filled in by whoever knows it."""
 
     outcome: ClassVar[Outcome] = "unavailable"
+    # The build record that tells this failure's story, set by the registry when it has one.
+    build_id: str = ""
     # Transient errors say when a retry may succeed; None: retrying cannot help.
     retry_after: float | None = None
 
@@ -187,9 +221,12 @@ class BuildRequest:
     source_id: str
     commit: str
     nix_source: NixSource
+    build_id: str = ""  # the registry's build record, for the builder's log lines
 
     @classmethod
-    def of(cls, key: str, request: ImageRequest, revision: Revision) -> BuildRequest:
+    def of(
+        cls, key: str, request: ImageRequest, revision: Revision, build_id: str = ""
+    ) -> BuildRequest:
         return cls(
             key,
             request.repository,
@@ -199,6 +236,7 @@ class BuildRequest:
             revision.source_id,
             revision.commit,
             revision.nix_source,
+            build_id,
         )
 
     def image_request(self) -> ImageRequest:
@@ -226,6 +264,7 @@ class BuildRequest:
                 source_id=str(data["source_id"]),
                 commit=str(data["commit"]),
                 nix_source=NixSource(**data["nix_source"]),
+                build_id=str(data.get("build_id", "")),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"malformed build request: {error}") from error
@@ -244,13 +283,17 @@ class BuildOutcome:
     message: str = ""
     log: str = ""
     retry_after: float | None = None
+    # The builder's BuildReport, for the registry's build record.
+    phases: tuple[tuple[str, float], ...] = ()
+    layers: tuple[LayerSummary, ...] = ()
+    cached: bool = False
 
     @classmethod
-    def built(cls, image: ImageRecord) -> BuildOutcome:
-        return cls("built", image=image)
+    def built(cls, image: ImageRecord, report: BuildReport | None = None) -> BuildOutcome:
+        return cls("built", image=image, **_report_fields(report))
 
     @classmethod
-    def of_error(cls, error: BuildError) -> BuildOutcome:
+    def of_error(cls, error: BuildError, report: BuildReport | None = None) -> BuildOutcome:
         names = tuple(error.names) if isinstance(error, PackagesNotFound) else ()
         return cls(
             error.outcome,
@@ -258,7 +301,16 @@ class BuildOutcome:
             message=error.message,
             log=error.log_tail,
             retry_after=error.retry_after,
+            **_report_fields(report),
         )
+
+    def fill(self, report: BuildReport | None) -> None:
+        """Copy what the builder reported into the caller's `report`."""
+        if report is None:
+            return
+        report.phases.extend(self.phases)  # logged by the builder already
+        report.layers.extend(self.layers)
+        report.cached = report.cached or self.cached
 
     def result(self) -> ImageRecord:
         """The image, or the error this outcome stands for, raised."""
@@ -297,6 +349,20 @@ class BuildOutcome:
                 message=str(data.get("message", "")),
                 log=str(data.get("log", "")),
                 retry_after=float(retry) if retry is not None else None,
+                phases=tuple(
+                    (str(name), float(seconds)) for name, seconds in data.get("phases", ())
+                ),
+                layers=tuple(
+                    LayerSummary(str(layer["digest"]), int(layer["size"]), tuple(layer["paths"]))
+                    for layer in data.get("layers", ())
+                ),
+                cached=bool(data.get("cached", False)),
             )
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"malformed build outcome: {error}") from error
+
+
+def _report_fields(report: BuildReport | None) -> dict[str, Any]:
+    if report is None:
+        return {}
+    return {"phases": tuple(report.phases), "layers": tuple(report.layers), "cached": report.cached}

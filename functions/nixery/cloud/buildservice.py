@@ -14,10 +14,12 @@ from nixery.build.contract import (
     BuildError,
     BuilderUnavailable,
     BuildOutcome,
+    BuildReport,
     BuildRequest,
 )
 from nixery.cloud.idtoken import InvalidToken
 from nixery.errors import ERROR_CONTENT_TYPE, ErrorCode, RegistryError
+from nixery.util.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,17 @@ class BuildService:
         )
 
     def _run(self, build: BuildRequest) -> BuildOutcome:
-        try:
-            return BuildOutcome.built(
-                self.builder.build(build.key, build.image_request(), build.revision())
-            )
-        except BuildError as error:
-            return BuildOutcome.of_error(error)
-        except Exception as error:
-            # Storage or index trouble: nothing partial is visible, so a retry starts clean.
-            log.exception("build of %s failed", build.repository)
-            return BuildOutcome.of_error(BuilderUnavailable(f"the build failed ({error}); retry"))
+        report = BuildReport(build.build_id)
+        with log_context(build_id=build.build_id or None):
+            try:
+                image = self.builder.build(
+                    build.key, build.image_request(), build.revision(), report
+                )
+                return BuildOutcome.built(image, report)
+            except BuildError as error:
+                return BuildOutcome.of_error(error, report)
+            except Exception as error:
+                # Storage or index trouble: nothing partial is visible, so a retry starts clean.
+                log.exception("build of %s failed", build.repository)
+                unavailable = BuilderUnavailable(f"the build failed ({error}); retry")
+                return BuildOutcome.of_error(unavailable, report)

@@ -13,6 +13,7 @@ from nixery.cloud.remote import RemoteBuilder
 from nixery.cloud.signing import UrlSigner
 from nixery.config import Config, ConfigError
 from nixery.registry.api import RegistryApi
+from nixery.registry.records import BuildRecorder
 from nixery.registry.service import RegistryService
 from nixery.registry.sources import package_source
 
@@ -32,13 +33,15 @@ def registry_service(config: Config) -> RegistryService:
     else:
         tokens = metadata_token_source(config.builder_url)
     builder = RemoteBuilder(config.builder_url, tokens, timeout=config.build_wait)
+    index = clients.index(config)
     return RegistryService(
         package_source(config),
-        clients.index(config),
+        index,
         clients.storage(config, bucket, signer),
         builder,
         max_packages=config.max_packages,
         client_build_limit=config.client_build_limit,
+        records=BuildRecorder(index, config.build_records, config.build_record_days),
     )
 
 

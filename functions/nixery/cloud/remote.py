@@ -15,6 +15,7 @@ import requests
 from nixery.build.contract import (
     BuilderUnavailable,
     BuildOutcome,
+    BuildReport,
     BuildRequest,
     ImageRequest,
     Revision,
@@ -39,11 +40,18 @@ class RemoteBuilder:
         self.timeout = timeout
         self.session = session or requests.Session()
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        report: BuildReport | None = None,
+    ) -> ImageRecord:
         headers = {"Content-Type": "application/json"}
         if self.token_source is not None:
             headers["Authorization"] = f"Bearer {self.token_source()}"
-        body = BuildRequest.of(key, request, revision).to_json()
+        build_id = report.build_id if report is not None else ""
+        body = BuildRequest.of(key, request, revision, build_id).to_json()
         try:
             response = self.session.post(
                 self.url, data=body, headers=headers, timeout=(10, self.timeout)
@@ -62,4 +70,5 @@ class RemoteBuilder:
         except ValueError:
             log.warning("builder answered %s: %.500r", response.status_code, response.content)
             raise BuilderUnavailable(f"the builder answered HTTP {response.status_code}") from None
+        outcome.fill(report)
         return outcome.result()

@@ -17,7 +17,13 @@ from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFou
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
+from nixery.index import (
+    BlobRecord,
+    BuildRecord,
+    ImageRecord,
+    LayerRecord,
+    StoredManifest,
+)
 
 # A Firestore document is at most 1 MiB including field names and overhead; a manifest is a
 # few KB, so anything near the limit is a bug upstream rather than something to split.
@@ -46,6 +52,7 @@ class FirestoreIndex:
         self.blobs = client.collection(prefix + "blobs")
         self.repositories = client.collection(prefix + "repositories")
         self.leases = client.collection(prefix + "leases")
+        self.builds = client.collection(prefix + "builds")
 
     def _get(self, collection: firestore.CollectionReference, key: str) -> dict[str, Any] | None:
         snapshot = collection.document(document_id(key)).get()
@@ -175,3 +182,36 @@ class FirestoreIndex:
         # Failing means it expired and was taken over meanwhile: no longer ours to release.
         with contextlib.suppress(FailedPrecondition, NotFound):
             reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
+
+    def put_build(self, record: BuildRecord) -> None:
+        # The record as one JSON string (at most ~70 KB with its log, far under 1 MiB), beside
+        # the one field queries order by: no composite index needed.
+        self.builds.document(document_id(record.id)).set(
+            {"started_at": record.started_at, "record": record.to_json()}
+        )
+
+    def get_build(self, build_id: str) -> BuildRecord | None:
+        data = self._get(self.builds, build_id)
+        return BuildRecord.from_json(data["record"]) if data else None
+
+    def recent_builds(self, limit: int) -> list[BuildRecord]:
+        query = self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)
+        snapshots = query.limit(limit).stream()
+        return [BuildRecord.from_json(snapshot.get("record")) for snapshot in snapshots]
+
+    def prune_builds(self, keep: int, before: float) -> int:
+        old = self.builds.where(filter=FieldFilter("started_at", "<", before))
+        surplus = (
+            self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)
+            .offset(keep)
+            .select([])
+        )
+        dropped = {
+            snapshot.reference.path: snapshot.reference for snapshot in old.select([]).stream()
+        }
+        dropped.update(
+            {snapshot.reference.path: snapshot.reference for snapshot in surplus.stream()}
+        )
+        for reference in dropped.values():
+            reference.delete()
+        return len(dropped)

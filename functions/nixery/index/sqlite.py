@@ -9,7 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
+from nixery.index import (
+    BlobRecord,
+    BuildRecord,
+    ImageRecord,
+    LayerRecord,
+    StoredManifest,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -23,6 +29,9 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS repositories (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    id TEXT PRIMARY KEY, started_at REAL NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS builds_by_start ON builds (started_at);
 """
 
 
@@ -139,3 +148,34 @@ class SqliteIndex:
 
     def release_lease(self, key: str, owner: str) -> None:
         self._insert("DELETE FROM leases WHERE key = ? AND owner = ?", key, owner)
+
+    def put_build(self, record: BuildRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO builds VALUES (?, ?, ?)",
+                (record.id, record.started_at, record.to_json()),
+            )
+
+    def get_build(self, build_id: str) -> BuildRecord | None:
+        row = self._one("SELECT record FROM builds WHERE id = ?", build_id)
+        return BuildRecord.from_json(row[0]) if row else None
+
+    def recent_builds(self, limit: int) -> list[BuildRecord]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT record FROM builds ORDER BY started_at DESC, id DESC LIMIT ?", (limit,)
+            )
+            .fetchall()
+        )
+        return [BuildRecord.from_json(row[0]) for row in rows]
+
+    def prune_builds(self, keep: int, before: float) -> int:
+        with self._transaction() as db:
+            old = db.execute("DELETE FROM builds WHERE started_at < ?", (before,)).rowcount
+            surplus = db.execute(
+                "DELETE FROM builds WHERE id NOT IN "
+                "(SELECT id FROM builds ORDER BY started_at DESC, id DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+        return old + surplus

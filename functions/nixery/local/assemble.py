@@ -10,6 +10,7 @@ from nixery.build.assemble import build_coordinator
 from nixery.config import Config, ConfigError
 from nixery.index.sqlite import SqliteIndex
 from nixery.registry.api import create_app
+from nixery.registry.records import BuildRecorder
 from nixery.registry.service import RegistryService
 from nixery.registry.sources import PackageSource, package_source
 from nixery.storage.filesystem import FilesystemStorage
@@ -29,5 +30,6 @@ def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
         coordinator,
         max_packages=config.max_packages,
         client_build_limit=config.client_build_limit,
+        records=BuildRecorder(index, config.build_records, config.build_record_days),
     )
     return create_app(service, access)

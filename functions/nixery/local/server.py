@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
@@ -71,6 +71,17 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("failed to send the error response")
 
 
+class RootLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's own lines through the root logger, so they take the format `nixery serve` was
+    given (a JSON line each with --log-format json) instead of gunicorn's."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
+
+
 class RegistryServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, app: Flask, host: str, port: int, threads: int) -> None:
         self._app = app
@@ -86,7 +97,9 @@ class RegistryServer(BaseApplication):  # type: ignore[misc]
             "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
             "limit_request_fields": LIMIT_REQUEST_FIELDS,
             "graceful_timeout": 10,
-            "accesslog": "-",
+            # nixery.registry.api logs each request, in the chosen format.
+            "accesslog": None,
+            "logger_class": RootLogger,
             "loglevel": "info",
         }
         super().__init__()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nixery.build.contract import (
     COMMIT_RE,
     Builder,
     BuildError,
-    ImageRequest,
     PackagesNotFound,
-    Revision,
     SourceUnavailable,
     image_key,
 )
@@ -26,8 +25,10 @@ from nixery.registry.names import (
     validate_tag,
 )
 from nixery.registry.negotiation import prefers_docker
+from nixery.registry.records import BuildRecorder, PendingBuild
 from nixery.registry.sources import PackageSource
 from nixery.storage import Storage
+from nixery.util.logs import log_context
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
@@ -35,6 +36,11 @@ NOT_FOUND_MEMORY = 4096
 CATALOGUED_MEMORY = 4096
 CATALOG_DEFAULT_PAGE = 100
 CATALOG_MAX_PAGE = 1000
+
+
+def build_path(build_id: str) -> str:
+    """Where the pages show a build (nixery.registry.pages)."""
+    return f"/builds/{build_id}"
 
 
 class ManifestUnknown(LookupError):
@@ -60,6 +66,7 @@ class RegistryService:
         max_packages: int = DEFAULT_MAX_PACKAGES,
         client_build_limit: int = Config.client_build_limit,
         cache: ManifestCache | None = None,
+        records: BuildRecorder | None = None,
     ) -> None:
         self.source = source
         self.index = index
@@ -71,7 +78,9 @@ class RegistryService:
         self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
-        self._not_found: Lru[str, list[str]] = Lru(NOT_FOUND_MEMORY)
+        # Remembered with the build record that found them missing, which retries point to.
+        self._not_found: Lru[str, tuple[list[str], str]] = Lru(NOT_FOUND_MEMORY)
+        self.records = records if records is not None else BuildRecorder(index)
 
     def manifest(
         self, repository: str, reference: str, accept: str | None, client: str = ""
@@ -82,7 +91,10 @@ class RegistryService:
             return self.manifest_by_digest(reference)
         request = parse_image_name(repository, self.max_packages)
         validate_tag(reference)
+        started_at = time.time()
+        resolve_started = time.monotonic()
         revision = self.source.resolve(reference)
+        resolve_seconds = time.monotonic() - resolve_started
         if revision is None:
             raise ManifestUnknown(
                 f"{repository}:{reference}", {"tag": reference, "reason": "no such revision"}
@@ -95,7 +107,10 @@ class RegistryService:
             if record is None:
                 with self.cold_builds.slot(client, key):
                     pinned = COMMIT_RE.fullmatch(reference) is not None
-                    record = self._build(key, request, revision, pinned)
+                    pending = self.records.start(
+                        key, request, reference, revision, client, started_at, resolve_seconds
+                    )
+                    record = self._build(pending, pinned)
             self.cache.put_image(record)
         self._remember_repository(repository)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
@@ -112,16 +127,21 @@ class RegistryService:
                 self.cache.put_manifest(manifest)
         return manifest
 
-    def _build(
-        self, key: str, request: ImageRequest, revision: Revision, pinned: bool
-    ) -> ImageRecord:
-        """`pinned`: the client named the commit, so a source that lacks it is the client's miss."""
+    def _build(self, pending: PendingBuild, pinned: bool) -> ImageRecord:
+        """`pinned`: the client named the commit, so a source that lacks it is the client's miss.
+        Every build that runs leaves a record; a failure names it for the client."""
+        key, request, revision = pending.key, pending.request, pending.revision
         missing_before = self._not_found.get(key)
         if missing_before is not None:
-            raise PackagesNotFound(missing_before, request.repository)
+            names, build_id = missing_before
+            refused = PackagesNotFound(names, request.repository)
+            refused.build_id = build_id
+            raise refused
         try:
-            return self.builder.build(key, request, revision)
+            with log_context(build_id=pending.id):
+                record = self.builder.build(key, request, revision, pending.report)
         except SourceUnavailable as error:
+            self.records.finish(pending, error=error)
             if pinned:
                 raise ManifestUnknown(
                     f"{request.repository}:{revision.commit}",
@@ -129,15 +149,24 @@ class RegistryService:
                         "tag": revision.commit,
                         "reason": "the package source has no such commit, or cannot be fetched",
                         "log": error.log_tail,
+                        "build": build_path(pending.id),
                     },
                 ) from None
             error.repository = request.repository
+            error.build_id = pending.id
             raise
         except BuildError as error:
+            self.records.finish(pending, error=error)
             if isinstance(error, PackagesNotFound):
-                self._not_found.put(key, error.names)
+                self._not_found.put(key, (error.names, pending.id))
             error.repository = request.repository
+            error.build_id = pending.id
             raise
+        except Exception as error:
+            self.records.finish(pending, error=error)
+            raise
+        self.records.finish(pending, manifest_digest=record.docker_digest)
+        return record
 
     def _remember_repository(self, repository: str) -> None:
         if self._catalogued.get(repository) is None:

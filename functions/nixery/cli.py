@@ -24,7 +24,7 @@ _SETTING_HELP = {
     "popularity_url": "path or URL of popularity data (Nixery's JSON format)",
     "layer_budget": "maximum store-path layers per image (default 94)",
     "layering": "per-path (default: a layer per store path, shared across images) or nixery (Nixery's popularity and dominator-tree grouping); changes image digests",
-    "threads": "request threads (default 16)",
+    "threads": "request threads; three quarters may wait for cold builds (default 64)",
     "layer_workers": "layers compressed in parallel (default 2)",
     "lease_seconds": "build lease lifetime, renewed while building (default 60)",
     "build_concurrency": "builds of different images run at once (default 4)",
@@ -55,17 +55,28 @@ def _settings(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from nixery.local.assemble import embedded_app
+    from nixery.local.assemble import embedded_registry
+    from nixery.local.memory import bound_malloc_arenas
+    from nixery.local.ownership import StorageInUse
     from nixery.local.server import RegistryServer
 
+    bound_malloc_arenas()
     config = load_config(os.environ, _settings(args))
-    app = embedded_app(config)
+    try:
+        registry = embedded_registry(config, own_storage=True)
+    except StorageInUse as error:
+        print(f"nixery: {error}", file=sys.stderr)
+        return 3
+    server = RegistryServer(
+        registry.app, config.host, config.port, config.threads, registry.stop_builds
+    )
     print(
         f"nixery: serving {config.source_kind} packages on http://{config.host}:{config.port}/ "
         f"(storage {config.storage_path})",
         file=sys.stderr,
     )
-    RegistryServer(app, config.host, config.port, config.threads).run()
+    server.run()
+    print("nixery: stopped", file=sys.stderr)
     return 0
 
 

@@ -46,7 +46,7 @@ class Config:
     layer_budget: int = 94
     # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
     layering: Literal["per-path", "nixery"] = "per-path"
-    threads: int = 16
+    threads: int = 64
     layer_workers: int = 2
     lease_seconds: float = 60.0
     build_concurrency: int = 4

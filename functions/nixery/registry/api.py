@@ -24,6 +24,8 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Far above what docker, podman or skopeo send (an access token is about 2 KiB), far below
 # what would let one request occupy a thread parsing.
 MAX_HEADER_BYTES = 16384
+# One header field: what nginx and gunicorn allow by default.
+MAX_HEADER_FIELD_BYTES = 8190
 # The longest valid path is a 255-character name and a digest; this leaves room for all of them.
 MAX_PATH_BYTES = 2048
 
@@ -54,6 +56,12 @@ def header_bytes(http_request: Request) -> int:
     return sum(len(name) + len(value) + 4 for name, value in http_request.headers.items())
 
 
+def largest_header_field(http_request: Request) -> int:
+    return max(
+        (len(name) + len(value) + 2 for name, value in http_request.headers.items()), default=0
+    )
+
+
 def client_address(http_request: Request, forwarded_hops: int) -> str:
     """The address a limit applies to: the peer, or the entry `forwarded_hops` from the right of
     X-Forwarded-For, the one the trusted front end appended (the left ones are the client's word)."""
@@ -81,6 +89,9 @@ class RegistryApi:
         size = header_bytes(http_request)
         if size > MAX_HEADER_BYTES:
             raise headers_too_large(size, MAX_HEADER_BYTES)
+        field = largest_header_field(http_request)
+        if field > MAX_HEADER_FIELD_BYTES:
+            raise headers_too_large(field, MAX_HEADER_FIELD_BYTES)
         path = http_request.path
         if len(path) > MAX_PATH_BYTES:
             raise RegistryError(

@@ -56,13 +56,15 @@ class RegistryService:
         max_packages: int = DEFAULT_MAX_PACKAGES,
         client_build_limit: int = 2,
         cache: ManifestCache | None = None,
+        cold_wait_limit: int | None = None,
     ) -> None:
+        """`cold_wait_limit`: requests that may wait for cold builds at once, all clients."""
         self.source = source
         self.index = index
         self.storage = storage
         self.builder = builder
         self.max_packages = max_packages
-        self.cold_builds = ClientBuildLimit(client_build_limit)
+        self.cold_builds = ClientBuildLimit(client_build_limit, cold_wait_limit)
         self.cache = cache if cache is not None else ManifestCache()
         self._known_tags: set[tuple[str, str]] = set()
         self._memo_lock = threading.Lock()

@@ -157,3 +157,34 @@ def test_a_second_server_on_the_same_storage_is_refused(registry: RegistryProces
     assert "another `nixery serve`" in refused.stderr
     assert str(registry.process.pid if registry.process else "") in refused.stderr
     assert requests.get(f"{registry.url}/v2/", timeout=10).status_code == 200
+
+
+@pytest.fixture
+def tiny_storage(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point / "storage"
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_is_a_503_that_says_so(tiny_storage: Path) -> None:
+    with RegistryProcess(tiny_storage, {"NIXERY_PKGS_PATH": str(TEST_PKGS)}) as registry:
+        # Leave the build almost no room (the index and lock file already exist).
+        filler = tiny_storage / "filler"
+        with filler.open("wb") as out:
+            free = os.statvfs(tiny_storage).f_bavail * os.statvfs(tiny_storage).f_frsize
+            out.write(b"\0" * max(0, free - 32 * 1024))
+        response = requests.get(f"{registry.url}/v2/shell/hello/manifests/latest", timeout=300)
+        assert response.status_code == 503, response.text
+        error = response.json()["errors"][0]
+        assert error["code"] == "UNAVAILABLE"
+        assert "storage is full" in error["message"]
+        assert int(response.headers["Retry-After"]) > 0
+        # Nothing partial: no temp file, no blob without its whole bytes, no image record.
+        assert list((tiny_storage / "tmp").iterdir()) == []
+        filler.unlink()
+        again = requests.get(f"{registry.url}/v2/shell/hello/manifests/latest", timeout=300)
+        assert again.status_code == 200, again.text

@@ -58,8 +58,15 @@ def header_bytes(http_request: Request) -> int:
 
 
 def largest_header_field(http_request: Request) -> int:
+    """The longest header line, Authorization aside: its own limit answers 401 with a reason
+    (nixery.auth.access.MAX_AUTHORIZATION_BYTES)."""
     return max(
-        (len(name) + len(value) + 2 for name, value in http_request.headers.items()), default=0
+        (
+            len(name) + len(value) + 2
+            for name, value in http_request.headers.items()
+            if name.lower() != "authorization"
+        ),
+        default=0,
     )
 
 

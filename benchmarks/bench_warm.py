@@ -136,7 +136,7 @@ def report(rows: list[Row], seconds: float, rounds: int, quick: bool) -> str:
     lines = [
         "## Warm path",
         "",
-        f"`nixery serve` (1 process, gunicorn gthread) and docker-registry serving `{IMAGE}` "
+        f"`nixery serve` (1 process, waitress) and docker-registry serving `{IMAGE}` "
         "(the same bytes: copied with `skopeo copy --preserve-digests`), both on loopback with "
         f"their shipped logging. Each cell: {rounds} round(s) of {seconds:.0f} s per registry, "
         "alternating, median of each figure over the rounds. GET "

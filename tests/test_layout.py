@@ -41,7 +41,7 @@ SHARED = (
 )
 DEPLOYMENT_WIRING = ("nixery.registry", "nixery.cloud", "nixery.local", "nixery.auth", "nixery.cli")
 # Third-party modules that only the builder needs (compression, layering, `nixery serve`).
-BUILDER_ONLY_LIBRARIES = ("isal", "networkx", "gunicorn")
+BUILDER_ONLY_LIBRARIES = ("isal", "networkx", "gunicorn", "waitress")
 # The Cloud Function's build entry point, whose imports are the builder's, not the function's.
 FUNCTION_BUILD_ENTRY = "_build_service"
 

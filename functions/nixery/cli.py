@@ -33,12 +33,22 @@ def _settings(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from nixery.local.assemble import embedded_app
+    from nixery.local.assemble import embedded_registry
+    from nixery.local.memory import bound_malloc_arenas
+    from nixery.local.ownership import StorageInUse
     from nixery.local.server import RegistryServer
 
+    bound_malloc_arenas()
     config = load_config(os.environ, _settings(args))
     configure_logging(config.log_format or "text")
-    app = embedded_app(config)
+    try:
+        registry = embedded_registry(config, own_storage=True)
+    except StorageInUse as error:
+        print(f"nixery: {error}", file=sys.stderr)
+        return 3
+    server = RegistryServer(
+        registry.app, config.host, config.port, config.threads, registry.stop_builds
+    )
     logging.getLogger("nixery").info(
         "serving %s packages on http://%s:%d/ (storage %s)",
         config.source_kind,
@@ -46,7 +56,8 @@ def serve(args: argparse.Namespace) -> int:
         config.port,
         config.storage_path,
     )
-    RegistryServer(app, config.host, config.port, config.threads).run()
+    server.run()
+    print("nixery: stopped", file=sys.stderr)
     return 0
 
 

@@ -248,7 +248,12 @@ class Config:
         serve=True,
         builder="optional",
     )
-    threads: int = setting("NIXERY_THREADS", 16, "request threads", serve=True)
+    threads: int = setting(
+        "NIXERY_THREADS",
+        64,
+        "request threads; at most three quarters wait for cold builds (503 beyond)",
+        serve=True,
+    )
     layer_workers: int = setting(
         "NIXERY_LAYER_WORKERS",
         2,

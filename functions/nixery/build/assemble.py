@@ -12,13 +12,16 @@ from nixery.index import Index
 from nixery.storage import Storage
 
 
-def build_coordinator(config: Config, storage: Storage, index: Index) -> BuildCoordinator:
-    """Nix, layering and layer creation behind one-build-per-image coordination."""
+def build_coordinator(
+    config: Config, storage: Storage, index: Index, nix: Nix | None = None
+) -> BuildCoordinator:
+    """Nix, layering and layer creation behind one-build-per-image coordination. `nix`: the
+    server's own, when it must stop the builds at shutdown."""
     try:
         popularity = load_popularity(config.popularity_url) if config.popularity_url else {}
     except (OSError, ValueError) as error:
         raise ConfigError(f"NIX_POPULARITY_URL: {error}") from error
-    nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
+    nix = nix or Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
     builder = ImageBuilder(
         nix,
         storage,

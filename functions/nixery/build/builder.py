@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -126,8 +127,13 @@ class ImageBuilder:
         jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
         # The image root (one walk of the top-level paths) is needed by the symlink layer and the
         # config; both are made meanwhile on this thread, beside the pool's workers.
-        root = image_root(roots)
-        symlinks = self._symlink_layer(roots, root)
+        try:
+            root = image_root(roots)
+            symlinks = self._symlink_layer(roots, root)
+        finally:
+            # Every job ends before any failure is raised: a writer still running after the
+            # request was answered would leave its temp file behind the answer.
+            futures.wait(jobs)
         built = [*(job.result() for job in jobs), symlinks]
         layered = time.perf_counter()
 

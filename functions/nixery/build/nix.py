@@ -2,13 +2,17 @@
 
 Every Nix subprocess runs in its own process group under a shared deadline (a
 `time.monotonic()` value), so one slow evaluation or build cannot outlive the request that
-started it, and a timed-out build is stopped together with its builders.
+started it, and a timed-out build is stopped together with its builders. The groups belong to
+the server: `stop_all` ends them at shutdown, and each Nix process gets SIGTERM from the kernel
+if the server dies without a shutdown (kill -9), so nothing of a build survives it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -20,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource, SourceUnavailable
+from nixery.build.contract import (
+    BuilderUnavailable,
+    BuildFailed,
+    BuildTimedOut,
+    NixSource,
+    SourceUnavailable,
+)
 from nixery.build.graph import ClosureGraph, StorePathInfo
 
 # Builds can log without bound; only the end explains a failure. As much as a build record keeps.
@@ -28,6 +38,10 @@ LOG_TAIL_BYTES = 64 * 1024
 # Nix needs a moment after SIGTERM to stop its builders and release its locks.
 TERMINATION_GRACE_SECONDS = 5.0
 NIX_COMMAND = ("--extra-experimental-features", "nix-command")
+# A client refused because the server is stopping may retry on its successor this soon.
+SHUTDOWN_RETRY_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,24 @@ class Nix:
         self.gcroots_dir = gcroots_dir
         self.timeout = timeout
         self._env = {**os.environ, **(extra_env or {})}
+        self._groups_lock = threading.Lock()
+        self._running_groups: set[int] = set()
+        self._stopping = False
+
+    def stop_all(self) -> None:
+        """Ends every running Nix command and refuses new ones (shutdown). Does not block: each
+        command's own thread waits for its group to exit and raises BuilderUnavailable."""
+        with self._groups_lock:
+            self._stopping = True
+            groups = list(self._running_groups)
+        for group in groups:
+            # SIGTERM lets Nix stop its builders; run() escalates to SIGKILL after the grace.
+            _kill_group(group, signal.SIGTERM)
+
+    def _shutting_down(self, what: str) -> BuilderUnavailable:
+        return BuilderUnavailable(
+            f"{what}: the registry is shutting down", retry_after=SHUTDOWN_RETRY_SECONDS
+        )
 
     def build_image_inputs(
         self,
@@ -173,14 +205,28 @@ class Nix:
         """Runs a Nix command until `deadline`, returning its stdout; raises BuildFailed/BuildTimedOut."""
         if time.monotonic() >= deadline:
             raise BuildTimedOut(f"{what}: out of time before starting")
-        process = subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self._env,
-            start_new_session=True,
-        )
+        with self._groups_lock:
+            if self._stopping:
+                raise self._shutting_down(what)
+            process = subprocess.Popen(
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+            self._running_groups.add(process.pid)
+        try:
+            return self._finish(process, args, deadline, what)
+        finally:
+            with self._groups_lock:
+                self._running_groups.discard(process.pid)
+
+    def _finish(
+        self, process: subprocess.Popen[bytes], args: Sequence[str], deadline: float, what: str
+    ) -> str:
         assert process.stdout is not None and process.stderr is not None
         stdout_chunks: list[bytes] = []
         stderr_tail = LogTail(LOG_TAIL_BYTES)
@@ -203,6 +249,8 @@ class Nix:
         process.wait()
         for reader in readers:
             reader.join()
+        if self._stopping:
+            raise self._shutting_down(what)
         if timed_out:
             raise BuildTimedOut(f"{what}: timed out", stderr_tail.text())
         if process.returncode != 0:
@@ -291,6 +339,19 @@ def _path_of(item: object) -> str:
     if not isinstance(item, dict) or not isinstance(item.get("path"), str):
         raise ValueError(f"path info entry without a path: {item!r}")
     return item["path"]
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the thread that started it (the server's, which
+    waits for it) dies, and exits at once if the server is already gone. Nix passes SIGTERM on
+    to its builders."""
+
+    def arrange() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arrange
 
 
 def _read_all(stream: IO[bytes], chunks: list[bytes]) -> None:

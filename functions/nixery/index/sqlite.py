@@ -16,6 +16,7 @@ from nixery.index import (
     LayerRecord,
     StoredManifest,
 )
+from nixery.storage import StorageUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -33,6 +34,11 @@ CREATE TABLE IF NOT EXISTS builds (
     id TEXT PRIMARY KEY, started_at REAL NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS builds_by_start ON builds (started_at);
 """
+
+
+_STORAGE_ERRORS = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY}
+)
 
 
 class SqliteIndex:
@@ -54,13 +60,23 @@ class SqliteIndex:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            # "database or disk is full", "disk I/O error": the disk's state, not a bug.
+            if error.sqlite_errorcode in _STORAGE_ERRORS:
+                raise StorageUnavailable(
+                    f"index {self.path.name}: {error}",
+                    full=error.sqlite_errorcode == sqlite3.SQLITE_FULL,
+                ) from error
             raise
-        db.execute("COMMIT")
 
     def _one(self, sql: str, *params: object) -> tuple | None:
         return self._connection().execute(sql, params).fetchone()
@@ -179,3 +195,9 @@ class SqliteIndex:
                 (keep,),
             ).rowcount
         return old + surplus
+
+    def clear_leases(self) -> int:
+        """Drops every lease: only for a process that owns the index alone (it holds the
+        storage lock), whose predecessor's leases name builds that died with it."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM leases").rowcount

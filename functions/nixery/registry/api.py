@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import urllib.parse
+from typing import BinaryIO
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -30,6 +31,8 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Far above what docker, podman or skopeo send (an access token is about 2 KiB), far below
 # what would let one request occupy a thread parsing.
 MAX_HEADER_BYTES = 16384
+# One header field: what nginx and gunicorn allow by default.
+MAX_HEADER_FIELD_BYTES = 8190
 # The longest valid path is a 255-character name and a digest; this leaves room for all of them.
 MAX_PATH_BYTES = 2048
 
@@ -79,6 +82,19 @@ def header_bytes(http_request: Request) -> int:
     return sum(len(name) + len(value) + 4 for name, value in http_request.headers.items())
 
 
+def largest_header_field(http_request: Request) -> int:
+    """The longest header line, Authorization aside: its own limit answers 401 with a reason
+    (nixery.auth.access.MAX_AUTHORIZATION_BYTES)."""
+    return max(
+        (
+            len(name) + len(value) + 2
+            for name, value in http_request.headers.items()
+            if name.lower() != "authorization"
+        ),
+        default=0,
+    )
+
+
 def client_address(http_request: Request, forwarded_hops: int) -> str:
     """The address a limit applies to: the peer, or the entry `forwarded_hops` from the right of
     X-Forwarded-For, the one the trusted front end appended (the left ones are the client's word)."""
@@ -106,6 +122,9 @@ class RegistryApi:
         size = header_bytes(http_request)
         if size > MAX_HEADER_BYTES:
             raise headers_too_large(size, MAX_HEADER_BYTES)
+        field = largest_header_field(http_request)
+        if field > MAX_HEADER_FIELD_BYTES:
+            raise headers_too_large(field, MAX_HEADER_FIELD_BYTES)
         path = http_request.path
         if len(path) > MAX_PATH_BYTES:
             raise RegistryError(
@@ -150,34 +169,66 @@ class RegistryApi:
     ) -> Response:
         accept = http_request.headers.get("Accept")
         manifest = self.service.manifest(name, reference, accept, client)
-        response = Response(manifest.body, content_type=manifest.media_type)
-        response.headers.update(API_VERSION_HEADER)
-        response.headers["Docker-Content-Digest"] = manifest.digest
-        response.headers["ETag"] = f'"{manifest.digest}"'
-        return response
+        headers = {
+            **API_VERSION_HEADER,
+            "Docker-Content-Digest": manifest.digest,
+            "ETag": f'"{manifest.digest}"',
+        }
+        if etag_matches(http_request, manifest.digest):
+            return Response(status=304, headers=headers)
+        return Response(manifest.body, content_type=manifest.media_type, headers=headers)
 
     def blob(self, http_request: Request, name: str, digest: str) -> Response:
+        """HEAD and GET answer the same headers. Range (RFC 9110 14.2): one satisfiable byte
+        range is a 206; a header that does not parse, or asks for several ranges, is ignored
+        (a 200 with the whole blob, which the RFC allows and every client handles); a range
+        wholly past the end is a 416."""
         record = self.service.blob(name, digest)
-        headers = {**API_VERSION_HEADER, "Docker-Content-Digest": digest}
-        if http_request.method == "HEAD":
-            response = Response(content_type="application/octet-stream", headers=headers)
-            response.content_length = record.size
-            response.headers["Accept-Ranges"] = "bytes"
-            return response
-        url = self.service.storage.redirect_url(digest)
+        headers = {
+            **API_VERSION_HEADER,
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Accept-Ranges": "bytes",
+        }
+        if etag_matches(http_request, digest):
+            return Response(status=304, headers=headers)
+        url = self.service.storage.redirect_url(digest) if http_request.method == "GET" else None
         if url is not None:
             return Response(status=303, headers={**headers, "Location": url})
-        reader = self.service.storage.open(digest)
-        response = Response(
-            wrap_file(http_request.environ, reader),
-            content_type="application/octet-stream",
-            headers=headers,
-            direct_passthrough=True,
-        )
-        response.headers["ETag"] = f'"{digest}"'
-        return response.make_conditional(
-            http_request, accept_ranges=True, complete_length=record.size
-        )
+        size = record.size
+        status, start, length = 200, 0, size
+        wanted = single_range(http_request.headers.get("Range"), size)
+        if wanted == "unsatisfiable":
+            return error_response(
+                RegistryError(
+                    errors.UNSUPPORTED,
+                    "requested range not satisfiable",
+                    {"size": size},
+                    headers={"Content-Range": f"bytes */{size}"},
+                    status=416,
+                )
+            )
+        if wanted is not None:
+            start, end = wanted
+            status, length = 206, end - start + 1
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        if http_request.method == "HEAD":
+            response = Response(status=status, content_type="application/octet-stream")
+        else:
+            reader = self.service.storage.open(digest)
+            reader.seek(start)
+            # The whole blob as the file itself: waitress then sends it from its loop.
+            source = reader if status == 200 else _Limited(reader, length)
+            body = wrap_file(http_request.environ, source)
+            response = Response(
+                body,
+                status=status,
+                content_type="application/octet-stream",
+                direct_passthrough=True,
+            )
+        response.headers.update(headers)
+        response.content_length = length
+        return response
 
     def catalog(self, http_request: Request) -> Response:
         """The distribution spec's catalog: `n` names at most, after `last`, and a `Link` header
@@ -279,6 +330,60 @@ def headers_too_large(size: int, limit: int) -> RegistryError:
         {"size": size, "limit": limit},
         status=431,
     )
+
+
+def etag_matches(http_request: Request, digest: str) -> bool:
+    """If-None-Match (RFC 9110 13.1.2, weak comparison): `*` or a list holding the digest."""
+    header = http_request.headers.get("If-None-Match")
+    if header is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or f'"{digest}"' in tags
+
+
+_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def single_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The one byte range `header` asks for, as inclusive (start, end) clipped to the blob;
+    "unsatisfiable" when it lies past the end; None to send the whole blob (no header, one that
+    does not parse, several ranges)."""
+    if header is None:
+        return None
+    match = _BYTE_RANGE.fullmatch(header.strip().replace(" ", ""))
+    if match is None or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:  # a suffix: the last N bytes
+        suffix = int(last)
+        if suffix == 0:
+            return "unsatisfiable"
+        return (max(0, size - suffix), size - 1) if size else "unsatisfiable"
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid, so ignored
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(int(last), size - 1) if last else size - 1
+
+
+class _Limited:
+    """A file object that reads at most `remaining` bytes (a 206's part of a blob)."""
+
+    def __init__(self, reader: BinaryIO, remaining: int) -> None:
+        self._reader = reader
+        self._remaining = remaining
+
+    def read(self, size: int = -1) -> bytes:
+        if self._remaining <= 0:
+            return b""
+        size = self._remaining if size < 0 else min(size, self._remaining)
+        data = self._reader.read(size)
+        self._remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 def handle(api: RegistryApi, http_request: Request) -> Response:

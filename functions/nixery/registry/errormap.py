@@ -16,17 +16,20 @@ from nixery.build.contract import (
 )
 from nixery.errors import RegistryError, retry_after
 from nixery.oci import InvalidDigest
-from nixery.registry.limits import BuildLimitReached
+from nixery.registry.limits import BuildLimitReached, ColdWaitsFull
 from nixery.registry.names import InvalidName, InvalidTag, TooManyPackages
 from nixery.registry.service import BlobUnknown, ManifestUnknown, build_path
 from nixery.registry.sources import SourceError
-from nixery.storage import BlobNotFound
+from nixery.storage import BlobNotFound, StorageUnavailable
 
 # The end of a failed build's log, as the error's detail carries it; the whole (bounded) log is
 # on the build's page.
 CLIENT_LOG_LINES = 40
 # A source that cannot be consulted (network, git) is usually back within this.
 SOURCE_RETRY_SECONDS = 30
+# A full disk needs an operator (or a GC) to free space; an I/O hiccup passes sooner.
+STORAGE_FULL_RETRY_SECONDS = 300
+STORAGE_RETRY_SECONDS = 30
 
 
 def registry_error(error: Exception, base_url: str = "") -> RegistryError | None:
@@ -59,6 +62,19 @@ def registry_error(error: Exception, base_url: str = "") -> RegistryError | None
         return RegistryError(errors.BLOB_UNKNOWN, None, {"digest": digest})
     if isinstance(error, BuildError):
         return _with_build_page(_build_error(error), error.build_id, base_url)
+    if isinstance(error, StorageUnavailable):
+        # The detail (which file, which errno) is for the log; the client learns the state.
+        if error.full:
+            return RegistryError(
+                errors.UNAVAILABLE,
+                "the registry's storage is full: nothing was stored, try again later",
+                headers=retry_after(STORAGE_FULL_RETRY_SECONDS),
+            )
+        return RegistryError(
+            errors.UNAVAILABLE,
+            "the registry's storage is unavailable: nothing was stored, try again later",
+            headers=retry_after(STORAGE_RETRY_SECONDS),
+        )
     if isinstance(error, SourceError):
         return RegistryError(
             errors.UNAVAILABLE, str(error), headers=retry_after(SOURCE_RETRY_SECONDS)
@@ -66,6 +82,13 @@ def registry_error(error: Exception, base_url: str = "") -> RegistryError | None
     if isinstance(error, BuildLimitReached):
         return RegistryError(
             errors.TOOMANYREQUESTS,
+            str(error),
+            {"limit": error.limit},
+            headers=retry_after(error.retry_after),
+        )
+    if isinstance(error, ColdWaitsFull):
+        return RegistryError(
+            errors.UNAVAILABLE,
             str(error),
             {"limit": error.limit},
             headers=retry_after(error.retry_after),

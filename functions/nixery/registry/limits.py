@@ -1,4 +1,6 @@
-"""Per-client limits on expensive work: a client may build only so many images at once."""
+"""Limits on expensive work: a client may build only so many images at once, and only so many
+requests (each a server thread) may wait for cold builds at all, so warm pulls always find a
+thread."""
 
 from __future__ import annotations
 
@@ -17,6 +19,19 @@ class BuildLimitReached(Exception):
         self.retry_after = RETRY_AFTER_SECONDS
 
 
+class ColdWaitsFull(Exception):
+    """Every thread the server lets wait for a build is waiting: this request would take one
+    that warm pulls need."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the registry is waiting for as many cold builds as it can ({limit} requests); "
+            "try again shortly"
+        )
+        self.limit = limit
+        self.retry_after = RETRY_AFTER_SECONDS
+
+
 class ClientBuildLimit:
     """Counts the distinct images each client is waiting to have built, in this process.
 
@@ -24,22 +39,30 @@ class ClientBuildLimit:
     manifest several times at once); a new image over the limit is a 429.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, total_waiters: int | None = None) -> None:
         self.limit = limit
+        self.total_waiters = total_waiters
         self._lock = threading.Lock()
         self._waiting: dict[str, Counter[str]] = {}
+        self._waiters = 0
 
     @contextmanager
     def slot(self, client: str, image_key: str) -> Iterator[None]:
         with self._lock:
+            if self.total_waiters is not None and self._waiters >= self.total_waiters:
+                raise ColdWaitsFull(self.total_waiters)
             images = self._waiting.setdefault(client, Counter())
             if image_key not in images and len(images) >= self.limit:
+                if not images:
+                    del self._waiting[client]
                 raise BuildLimitReached(self.limit)
             images[image_key] += 1
+            self._waiters += 1
         try:
             yield
         finally:
             with self._lock:
+                self._waiters -= 1
                 images[image_key] -= 1
                 if not images[image_key]:
                     del images[image_key]

@@ -67,13 +67,15 @@ class RegistryService:
         client_build_limit: int = Config.client_build_limit,
         cache: ManifestCache | None = None,
         records: BuildRecorder | None = None,
+        cold_wait_limit: int | None = None,
     ) -> None:
+        """`cold_wait_limit`: requests that may wait for cold builds at once, all clients."""
         self.source = source
         self.index = index
         self.storage = storage
         self.builder = builder
         self.max_packages = max_packages
-        self.cold_builds = ClientBuildLimit(client_build_limit)
+        self.cold_builds = ClientBuildLimit(client_build_limit, cold_wait_limit)
         self.cache = cache if cache is not None else ManifestCache()
         self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
         # A package set at one revision never grows the packages it lacked, so "not found" for

@@ -14,6 +14,16 @@ class BlobNotFound(KeyError):
     pass
 
 
+class StorageUnavailable(Exception):
+    """The storage cannot take or give bytes now (disk full, I/O error, the service down).
+    Nothing partial was published; a retry may succeed once an operator frees space.
+    `full`: out of space (ENOSPC, EDQUOT) rather than otherwise failing."""
+
+    def __init__(self, message: str, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
 class BlobWriter(Protocol):
     """A blob under construction. Nothing is visible under the final name before `commit`."""
 

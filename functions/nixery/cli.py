@@ -23,7 +23,7 @@ _SETTING_HELP = {
     "nix_timeout": "seconds for the whole Nix step of one build (default 600)",
     "popularity_url": "path or URL of popularity data (Nixery's JSON format)",
     "layer_budget": "maximum store-path layers per image (default 94)",
-    "layering": "per-path (default: a layer per store path, shared across images) or nixery (Nixery's popularity and dominator-tree grouping); changes image digests",
+    "layering": "per-path (default: a layer per store path, shared across images), prefix (a layer per store path in an order that depends on the path alone, the rarest merged last) or nixery (Nixery's popularity and dominator-tree grouping); changes image digests",
     "threads": "request threads (default 16)",
     "layer_workers": "layers compressed in parallel (default 2)",
     "lease_seconds": "build lease lifetime, renewed while building (default 60)",

@@ -45,7 +45,7 @@ class Config:
     popularity_url: str | None = None
     layer_budget: int = 94
     # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
-    layering: Literal["per-path", "nixery"] = "per-path"
+    layering: Literal["per-path", "prefix", "nixery"] = "per-path"
     threads: int = 16
     layer_workers: int = 2
     lease_seconds: float = 60.0
@@ -241,11 +241,11 @@ def _validate(config: Config) -> None:
         )
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
         raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
-    if config.layering not in ("per-path", "nixery"):
+    if config.layering not in ("per-path", "prefix", "nixery"):
         raise ConfigError(
-            f"NIXERY_LAYERING must be 'per-path' or 'nixery', got {config.layering!r}"
+            f"NIXERY_LAYERING must be 'per-path', 'prefix' or 'nixery', got {config.layering!r}"
         )
-    if config.layer_budget < 2 or config.layer_budget > 120:
+    if config.layer_budget < 1 or config.layer_budget > 120:
         raise ConfigError(
-            "NIXERY_LAYER_BUDGET must be between 2 and 120 (Docker allows 125 layers)"
+            "NIXERY_LAYER_BUDGET must be between 1 and 120 (Docker allows 125 layers)"
         )

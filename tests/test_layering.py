@@ -24,6 +24,7 @@ from nixery.build.layering import (
     Layering,
     plan_layers,
     plan_per_path_layers,
+    plan_prefix_layers,
 )
 
 MB = 1000 * 1000
@@ -324,7 +325,9 @@ def test_matches_the_definition_of_dominance(seed: int) -> None:
     )
 
 
-def assert_invariants(graph: ClosureGraph, layers: tuple[Layer, ...], budget: int) -> None:
+def assert_invariants(
+    graph: ClosureGraph, layers: tuple[Layer, ...], budget: int, by_rating: bool = True
+) -> None:
     assert 1 <= len(layers) <= budget
     placed = [path for layer in layers for path in layer.paths]
     assert len(placed) == len(set(placed)) == len(graph.nodes)
@@ -333,14 +336,38 @@ def assert_invariants(graph: ClosureGraph, layers: tuple[Layer, ...], budget: in
         assert layer.paths
         assert list(layer.paths) == sorted(layer.paths)
         assert layer.size == sum(graph.nodes[path].nar_size for path in layer.paths)
-    assert list(layers) == sorted(layers, key=lambda layer: (-layer.rating, layer.paths))
+    if by_rating:
+        assert list(layers) == sorted(layers, key=lambda layer: (-layer.rating, layer.paths))
 
 
 @pytest.mark.parametrize("layering", LAYERINGS)
 @pytest.mark.parametrize("budget", [1, 2, 10, DEFAULT_BUDGET, 10_000])
 def test_random_closure_invariants(budget: int, layering: Layering) -> None:
     graph, popularity = random_graph(2024, 300)
-    assert_invariants(graph, PLANNERS[layering](graph, popularity, budget), budget)
+    layers = PLANNERS[layering](graph, popularity, budget)
+    assert_invariants(graph, layers, budget, by_rating=layering != "prefix")
+
+
+def test_prefix_layers_share_a_leading_run_between_images_sharing_a_base() -> None:
+    """Docker reuses a layer only if every layer below it is the same: an image-specific path
+    must not sit below the paths its images share."""
+    one = make_graph(["App1"], {"App1": ["Lib"], "Lib": ["Libc"]})
+    two = make_graph(["App1", "App2"], {"App1": ["Lib"], "App2": ["Lib"], "Lib": ["Libc"]})
+    first, second = plan_prefix_layers(one, {}), plan_prefix_layers(two, {})
+    shared = [layer.paths for layer in first[:2]]
+    assert [layer.paths for layer in second[:2]] == shared
+    assert {path for paths in shared for path in paths} == {
+        path for path in one.nodes if "Lib" in path
+    }
+    assert plan_prefix_layers(two, {}) == second  # deterministic
+
+
+def test_prefix_merges_the_paths_that_sort_last() -> None:
+    graph, popularity = random_graph(7, 120)
+    full = plan_prefix_layers(graph, popularity, 10_000)
+    merged = plan_prefix_layers(graph, popularity, 10)
+    assert merged[:9] == full[:9]
+    assert set(merged[9].paths) == {path for layer in full[9:] for path in layer.paths}
 
 
 def test_unmerged_layers_are_entered_only_through_their_head() -> None:

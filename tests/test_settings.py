@@ -57,8 +57,9 @@ def test_each_default_is_a_value_the_setting_accepts(setting: object) -> None:
 
 
 def test_bounds_are_checked_at_both_ends() -> None:
-    with pytest.raises(ConfigError, match=r"NIXERY_LAYER_BUDGET must be between 2 and 120"):
-        load_config({"NIXERY_LAYER_BUDGET": "1"}, {})
+    with pytest.raises(ConfigError, match=r"NIXERY_LAYER_BUDGET must be between 1 and 120"):
+        load_config({"NIXERY_LAYER_BUDGET": "121"}, {})
+    assert load_config({"NIXERY_LAYER_BUDGET": "1"}, {}).layer_budget == 1
     assert load_config({"NIXERY_LAYER_BUDGET": "120"}, {}).layer_budget == 120
     with pytest.raises(ConfigError, match=r"NIXERY_SIGNED_URL_EXPIRY must be between 60"):
         load_config({"NIXERY_SIGNED_URL_EXPIRY": "59"}, {})

@@ -28,7 +28,7 @@ DEFAULT_CHANNEL = "nixos-unstable"
 Need = Literal["required", "optional", "local"]
 Component = Literal["serve", "function", "builder"]
 # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
-Layering = Literal["nixery", "per-path"]
+Layering = Literal["nixery", "per-path", "prefix"]
 
 
 class ConfigError(ValueError):
@@ -235,16 +235,19 @@ class Config:
         # the layers it adds itself (customisation layer, symlinks) and for base images.
         94,
         "store-path layers per image (plus the symlink layer)",
-        bounds=Bounds(2, 120, "Docker allows 125 layers"),
+        bounds=Bounds(1, 120, "Docker allows 125 layers"),
         serve=True,
         builder="optional",
     )
     layering: Layering = setting(
         "NIXERY_LAYERING",
-        # Per-path shares more between overlapping images (benchmarks/bench_incremental.py).
+        # Per-path shares more between overlapping images (benchmarks/bench_incremental.py);
+        # `prefix` did not beat it on a real dockerd (benchmarks/bench_docker.py).
         "per-path",
         "`per-path`: a layer per store path, the least valuable merged beyond the budget; "
-        "`nixery`: Nixery's popularity and dominator-tree grouping. Changes image digests",
+        "`prefix`: a layer per store path in an order that depends on the path alone, the "
+        "rarest merged last; `nixery`: Nixery's popularity and dominator-tree grouping. "
+        "Changes image digests",
         serve=True,
         builder="optional",
     )

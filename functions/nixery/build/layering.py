@@ -284,5 +284,78 @@ def plan_per_path_layers(
     return tuple(sorted(layers, key=lambda layer: (-layer.rating, layer.paths)))
 
 
+def prefix_order_key(
+    path: str, popularity: Mapping[str, int], nar_size: int, closure_path_count: int
+) -> tuple[float, str]:
+    """Where a path sits in every image that holds it: a function of the path alone.
+
+    Highest first: popularity x nar size (Nixery's rating: what sharing the layer saves),
+    divided by how many paths the path's own runtime closure holds. A path's closure is fixed
+    by the path; low-level paths that everything needs have small closures, the applications an
+    image is named for large ones, so the paths most likely to differ between two images come
+    last. Of the keys measured (benchmarks/bench_incremental.py) this gave the lowest
+    chain-prefix excess, with and without popularity data. Ties by the path itself.
+    """
+    rating = _popularity(path, popularity) * nar_size
+    return (-rating / closure_path_count, path)
+
+
+def plan_prefix_layers(
+    graph: ClosureGraph, popularity: Mapping[str, int], budget: int = DEFAULT_BUDGET
+) -> tuple[Layer, ...]:
+    """One layer per store path in an order that depends on each path alone; beyond `budget`,
+    the paths that sort last share the last layer.
+
+    Docker's graph-driver store reuses a layer only when every layer below it is the same
+    (chain ID). Because a path's position depends on the path alone (`prefix_order_key`), two
+    images list their common popular paths in the same order, so their layer lists share a
+    leading run up to the first path one has and the other lacks; the rare, image-specific
+    paths (what usually differs) sit last, merged into one layer when the image has more paths
+    than the budget. Content-addressed clients (containerd, podman, modern Docker) reuse every
+    unmerged layer, as with `plan_per_path_layers`.
+
+    Output order: `prefix_order_key` of each layer's path; the merged layer last. Its rating
+    is the sum of its paths' ratings (popularity x nar size), as for the other groupings.
+
+    Raises ValueError for the same malformed graphs as `plan_layers`.
+    """
+    closure = _indexed_closure(graph, budget)
+    if closure is None:
+        return ()
+    counts = _closure_path_counts(closure.references)
+    order = sorted(
+        range(len(closure.paths)),
+        key=lambda i: prefix_order_key(
+            closure.paths[i], popularity, closure.nar_sizes[i], counts[i]
+        ),
+    )
+    layers = [
+        Layer(
+            paths=(closure.paths[i],),
+            rating=_popularity(closure.paths[i], popularity) * closure.nar_sizes[i],
+            size=closure.nar_sizes[i],
+        )
+        for i in order
+    ]
+    if len(layers) > budget:
+        layers = [*layers[: budget - 1], _merged(layers[budget - 1 :])]
+    return tuple(layers)
+
+
+def _closure_path_counts(references: list[list[int]]) -> list[int]:
+    """How many paths each path's runtime closure holds, itself included (acyclic input)."""
+    closures = [0] * len(references)
+    for i in graphlib.TopologicalSorter(dict(enumerate(references))).static_order():
+        closure = 1 << i
+        for ref in references[i]:
+            closure |= closures[ref]
+        closures[i] = closure
+    return [closure.bit_count() for closure in closures]
+
+
 Planner = Callable[[ClosureGraph, Mapping[str, int], int], tuple[Layer, ...]]
-PLANNERS: dict[Layering, Planner] = {"nixery": plan_layers, "per-path": plan_per_path_layers}
+PLANNERS: dict[Layering, Planner] = {
+    "prefix": plan_prefix_layers,
+    "nixery": plan_layers,
+    "per-path": plan_per_path_layers,
+}

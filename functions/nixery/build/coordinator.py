@@ -8,10 +8,27 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from nixery.build.contract import Builder, BuilderBusy, ImageRequest, Revision
+from nixery.build.contract import (
+    BuilderBusy,
+    ImageRequest,
+    IndexRequest,
+    PackagesNotFound,
+    Platform,
+    Revision,
+    image_key,
+)
+from nixery.build.multiplatform import publish_index
 from nixery.index import ImageRecord, Index
 from nixery.util.singleflight import SingleFlight
+
+
+class ImageBuilding(Protocol):
+    """What the coordinator runs: one image for one platform."""
+
+    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord: ...
 
 
 class BuildCoordinator:
@@ -20,7 +37,7 @@ class BuildCoordinator:
 
     def __init__(
         self,
-        builder: Builder,
+        builder: ImageBuilding,
         index: Index,
         lease_seconds: float,
         wait_seconds: float,
@@ -37,9 +54,50 @@ class BuildCoordinator:
         self._owner_prefix = f"{socket.gethostname()}-{os.getpid()}"
 
     def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
-        return self._flights.run(key, lambda: self._build_or_wait(key, request, revision))
+        return self._flights.run(
+            key,
+            lambda: self._build_or_wait(
+                key, request.repository, lambda: self.builder.build(key, request, revision)
+            ),
+        )
 
-    def _build_or_wait(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        """Every platform's image under the index's lease (each image also under its own, so an
+        `arm64/...` pull of the same packages shares the build), then the index over them."""
+        return self._flights.run(
+            key,
+            lambda: self._build_or_wait(
+                key, request.repository, lambda: self._build_platforms(key, request, revision)
+            ),
+        )
+
+    def _build_platforms(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        images = request.images()
+
+        def build_one(image: ImageRequest) -> ImageRecord | PackagesNotFound:
+            try:
+                return self.build(image_key(revision, image), image, revision)
+            except PackagesNotFound as refusal:
+                return refusal
+
+        # The platforms' Nix builds overlap; the builder's own slots still bound the machine.
+        with ThreadPoolExecutor(len(images), thread_name_prefix="platform") as pool:
+            results = list(pool.map(build_one, images))
+        built: list[tuple[Platform, ImageRecord]] = []
+        refused: dict[str, list[str]] = {}
+        for image, result in zip(images, results, strict=True):
+            if isinstance(result, PackagesNotFound):
+                refused[image.platform.spec] = result.names
+            else:
+                built.append((image.platform, result))
+        if not built:
+            names = sorted({name for names in refused.values() for name in names})
+            raise PackagesNotFound(names, request.repository, by_platform=refused)
+        return publish_index(self.index, key, built, refused)
+
+    def _build_or_wait(
+        self, key: str, repository: str, build: Callable[[], ImageRecord]
+    ) -> ImageRecord:
         owner = f"{self._owner_prefix}-{uuid.uuid4().hex[:12]}"
         give_up = time.monotonic() + self.wait_seconds
         while True:
@@ -47,16 +105,15 @@ class BuildCoordinator:
             if record is not None:
                 return record
             if self.index.try_acquire_lease(key, owner, self.lease_seconds):
-                return self._build_under_lease(key, request, revision, owner)
+                return self._build_under_lease(key, build, owner)
             if time.monotonic() > give_up:
                 raise BuilderBusy(
-                    f"another builder is still building {request.repository}",
-                    repository=request.repository,
+                    f"another builder is still building {repository}", repository=repository
                 )
             self._sleep(self.poll_seconds)
 
     def _build_under_lease(
-        self, key: str, request: ImageRequest, revision: Revision, owner: str
+        self, key: str, build: Callable[[], ImageRecord], owner: str
     ) -> ImageRecord:
         done = threading.Event()
 
@@ -68,7 +125,7 @@ class BuildCoordinator:
         keeper.start()
         try:
             # A finished build may have landed between our miss and our lease.
-            return self.index.get_image(key) or self.builder.build(key, request, revision)
+            return self.index.get_image(key) or build()
         finally:
             done.set()
             keeper.join()

@@ -58,9 +58,13 @@ class BuildService:
 
     def _run(self, build: BuildRequest) -> BuildOutcome:
         try:
-            return BuildOutcome.built(
-                self.builder.build(build.key, build.image_request(), build.revision())
-            )
+            if build.platforms:
+                record = self.builder.build_index(
+                    build.key, build.index_request(), build.revision()
+                )
+            else:
+                record = self.builder.build(build.key, build.image_request(), build.revision())
+            return BuildOutcome.built(record)
         except BuildError as error:
             return BuildOutcome.of_error(error)
         except Exception as error:

@@ -17,6 +17,7 @@ from nixery.build.contract import (
     BuildOutcome,
     BuildRequest,
     ImageRequest,
+    IndexRequest,
     Revision,
 )
 from nixery.index import ImageRecord
@@ -40,17 +41,23 @@ class RemoteBuilder:
         self.session = session or requests.Session()
 
     def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+        return self._call(BuildRequest.of(key, request, revision), request.repository)
+
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        return self._call(BuildRequest.of_index(key, request, revision), request.repository)
+
+    def _call(self, build: BuildRequest, repository: str) -> ImageRecord:
         headers = {"Content-Type": "application/json"}
         if self.token_source is not None:
             headers["Authorization"] = f"Bearer {self.token_source()}"
-        body = BuildRequest.of(key, request, revision).to_json()
+        body = build.to_json()
         try:
             response = self.session.post(
                 self.url, data=body, headers=headers, timeout=(10, self.timeout)
             )
         except requests.Timeout:
             raise BuilderUnavailable(
-                f"the builder did not finish {request.repository} within {self.timeout:.0f}s; "
+                f"the builder did not finish {repository} within {self.timeout:.0f}s; "
                 "the build goes on, retry shortly",
                 retry_after=30,
             ) from None

@@ -91,10 +91,11 @@ def as_registry_error(error: Exception) -> RegistryError:
 def _build_error(error: BuildError) -> RegistryError:
     image = error.repository or "the image"
     if isinstance(error, PackagesNotFound):
+        detail: dict[str, object] = {"packages": error.names}
+        if error.by_platform:
+            detail["platforms"] = error.by_platform
         return RegistryError(
-            errors.MANIFEST_UNKNOWN,
-            "unknown packages: " + ", ".join(error.names),
-            {"packages": error.names},
+            errors.MANIFEST_UNKNOWN, "unknown packages: " + ", ".join(error.names), detail
         )
     if isinstance(error, SourceUnavailable):
         return RegistryError(

@@ -201,4 +201,3 @@ def test_push_to_a_registry_that_docker_then_pulls(
         assert inspected["Architecture"] == arch
     ran = dockerd.run("run", "--rm", "--network", "none", target, "hello")
     assert ran.stdout.strip() == "Hello from nixery!", ran.stderr
-

@@ -81,6 +81,25 @@ def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
             bar.close()
 
 
+def build(args: argparse.Namespace) -> int:
+    from nixery.local.buildcmd import build_command
+
+    return build_command(args, _settings(args))
+
+
+# What `nixery build` reads: where packages come from and how images are built.
+BUILD_SETTINGS = (
+    "channel",
+    "pkgs_repo",
+    "pkgs_path",
+    "nix_timeout",
+    "popularity_url",
+    "layer_budget",
+    "layering",
+    "max_packages",
+)
+
+
 def popcount(args: argparse.Namespace) -> int:
     from nixery.build.nix import Nix
     from nixery.build.popcount import dump_popularity
@@ -162,6 +181,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="run the registry on this machine")
     _add_settings(serve_parser, SERVE_SETTINGS)
     serve_parser.set_defaults(run=serve)
+    build_parser = commands.add_parser(
+        "build",
+        help="build an image without a registry: to an OCI layout, a docker archive or a push",
+    )
+    build_parser.add_argument("name", help="the image name as in a pull: shell/git/htop[:TAG]")
+    build_parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        help="oci:DIR[:TAG], docker-archive:FILE[:REF] or docker://HOST/REPO[:TAG]",
+    )
+    build_parser.add_argument("--tag", default=None, help="revision of the source (default latest)")
+    build_parser.add_argument(
+        "--platform",
+        action="append",
+        help="os/arch to build for, repeatable (default NIXERY_PLATFORMS); several make an index",
+    )
+    build_parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="storage kept between runs (default ~/.cache/nixery/build)",
+    )
+    build_parser.add_argument("--username", default=None, help="registry login for docker://")
+    build_parser.add_argument("--password", default=None, help="registry password for docker://")
+    build_parser.add_argument(
+        "--password-stdin", action="store_true", help="read the registry password from stdin"
+    )
+    _add_settings(build_parser, BUILD_SETTINGS)
+    build_parser.set_defaults(run=build)
+
     pop_parser = commands.add_parser(
         "popcount", help="compute popularity data for a package source"
     )
@@ -209,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Until the settings are read (serve re-configures from them); a bad value is theirs to report.
     requested = os.environ.get("NIXERY_LOG_FORMAT")
-    configure_logging(requested if requested in LOG_FORMATS else "text")
+    # `nixery build` tells its own progress; the builder's log lines would bury it.
+    level = logging.WARNING if args.command == "build" else logging.INFO
+    configure_logging(requested if requested in LOG_FORMATS else "text", level=level)
     try:
         return int(args.run(args))
     except ConfigError as error:

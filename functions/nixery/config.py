@@ -29,6 +29,9 @@ Need = Literal["required", "optional", "local"]
 Component = Literal["serve", "function", "builder"]
 # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
 Layering = Literal["nixery", "per-path", "prefix"]
+# The keys of nixery.build.contract.PLATFORMS (tests/test_multiplatform.py checks they agree),
+# named here so that settings are checked at start-up without importing the build side.
+SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8")
 
 
 class ConfigError(ValueError):
@@ -330,6 +333,14 @@ class Config:
         serve=True,
         function="optional",
     )
+    platforms: str = setting(
+        "NIXERY_PLATFORMS",
+        "linux/amd64",
+        "comma-separated platforms a tag is built for (`linux/amd64`, `linux/arm64`); with "
+        "more than one, a tag answers an image index; `arm64/...` names still ask for one",
+        serve=True,
+        function="optional",
+    )
     max_packages: int = setting(
         "NIXERY_MAX_PACKAGES",
         64,
@@ -528,6 +539,13 @@ def _validate_together(config: Config) -> None:
     """The rules that involve more than one setting."""
     if config.storage_backend == "gcs" and not config.gcs_bucket:
         raise ConfigError("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET")
+    named = [part.strip().lower() for part in config.platforms.split(",") if part.strip()]
+    unknown = [name for name in named if name not in SUPPORTED_PLATFORMS]
+    if not named or unknown:
+        raise ConfigError(
+            f"NIXERY_PLATFORMS must list platforms among {', '.join(SUPPORTED_PLATFORMS)}, "
+            f"got {config.platforms!r}"
+        )
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
         raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
 

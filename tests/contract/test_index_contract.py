@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 
 from nixery.index import (
@@ -189,3 +190,39 @@ def test_prune_builds_by_count_and_age(index: Index) -> None:
 def test_hostile_build_ids_are_just_keys(index: Index) -> None:
     for hostile in ("../x", "a/b", "<script>", "__x__"):
         assert index.get_build(hostile) is None
+
+
+def test_multi_platform_index_records(index: Index) -> None:
+    """A multi-platform tag's index is stored like an image: both wire forms as manifests, and
+    a record under the index key naming them; publishing twice keeps the first."""
+    from nixery.build.contract import AMD64, ARM64
+    from nixery.build.multiplatform import REFUSED_ANNOTATION, publish_index
+
+    images = []
+    for architecture in ("amd64", "arm64"):
+        forms = []
+        for media_type in (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ):
+            body = f'{{"schemaVersion":2,"mediaType":"{media_type}","arch":"{architecture}"}}'
+            manifest = StoredManifest(sha256_digest(body.encode()), media_type, body.encode())
+            index.put_manifest(manifest)
+            forms.append(manifest.digest)
+        images.append(ImageRecord(f"image-{architecture}", forms[0], forms[1]))
+    record = publish_index(index, "index-key", [(AMD64, images[0]), (ARM64, images[1])], {})
+    assert index.get_image("index-key") == record
+    oci = index.get_manifest(record.oci_digest)
+    docker = index.get_manifest(record.docker_digest)
+    assert oci is not None and oci.media_type == "application/vnd.oci.image.index.v1+json"
+    assert docker is not None
+    assert docker.media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+    assert [m["digest"] for m in json.loads(oci.body)["manifests"]] == [
+        images[0].oci_digest,
+        images[1].oci_digest,
+    ]
+    again = publish_index(index, "index-key", [(AMD64, images[0])], {"linux/arm64/v8": ["x"]})
+    partial = index.get_manifest(again.oci_digest)
+    assert partial is not None
+    assert json.loads(partial.body)["annotations"] == {REFUSED_ANNOTATION: "linux/arm64/v8: x"}
+    assert index.get_image("index-key") == record, "the first index record stays"

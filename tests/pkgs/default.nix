@@ -42,6 +42,20 @@ let
     filter = path: type: path == "${bootstrapDir}/${busyboxName}" && type == "regular";
   };
 
+  # For aarch64-linux the busybox package holds a real aarch64 busybox (Debian's
+  # busybox-static:arm64, unpacked here at test set-up by tests/aarch64.py, never committed);
+  # the builder stays the x86_64 busybox, which Nix runs given `extra-platforms = aarch64-linux`.
+  aarch64Dir = ./aarch64;
+  aarch64Busybox =
+    if builtins.pathExists (aarch64Dir + "/busybox") then
+      builtins.path {
+        path = aarch64Dir;
+        name = "busybox-aarch64";
+        filter = path: type: baseNameOf path == "busybox" && type == "regular";
+      }
+    else
+      throw "tests/pkgs: no aarch64 busybox in tests/pkgs/aarch64 (tests/aarch64.py unpacks it)";
+
   mkPackage =
     {
       pname,
@@ -97,19 +111,39 @@ let
     };
 
   pkgs = {
-    busybox = mkPackage {
-      pname = "busybox";
-      version = "static";
-      script = ''
-        mkdir -p $out/bin
-        cp ${bootstrap}/${busyboxName} $out/bin/busybox
-        chmod 0555 $out/bin/busybox
-        cd $out/bin
-        for applet in $(./busybox --list); do
-          [ "$applet" = busybox ] || ln -s busybox "$applet"
-        done
-      '';
-    };
+    busybox =
+      if system == "aarch64-linux" then
+        mkPackage {
+          pname = "busybox";
+          version = "static";
+          # The aarch64 binary cannot run here to list its applets: the builder's list stands in.
+          script = ''
+            mkdir -p $out/bin
+            cp ${aarch64Busybox}/busybox $out/bin/busybox
+            chmod 0555 $out/bin/busybox
+            cd $out/bin
+            for applet in $(${bootstrap}/${busyboxName} --list); do
+              [ "$applet" = busybox ] || ln -s busybox "$applet"
+            done
+          '';
+        }
+      else
+        mkPackage {
+          pname = "busybox";
+          version = "static";
+          script = ''
+            mkdir -p $out/bin
+            cp ${bootstrap}/${busyboxName} $out/bin/busybox
+            chmod 0555 $out/bin/busybox
+            cd $out/bin
+            for applet in $(./busybox --list); do
+              [ "$applet" = busybox ] || ln -s busybox "$applet"
+            done
+          '';
+        };
+
+    # Exists only for x86_64-linux: a multi-platform tag naming it builds for amd64 alone.
+    x86only = if system == "x86_64-linux" then library "x86only" [ ] else throw "x86only: x86_64 only";
 
     hello = mkPackage {
       pname = "hello";

@@ -203,6 +203,7 @@ class ImageBuilder:
             history=tuple(layer.history for layer in layers),
             ca_bundle=root.ca_bundle,
             has_bash=root.has_bash,
+            variant=request.platform.variant,
         ).to_json()
         config_digest = sha256_digest(config)
         put_bytes(self.storage, config_digest, config, OCI_CONFIG)

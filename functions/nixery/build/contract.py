@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from nixery.index import ImageRecord, LayerSummary
@@ -32,11 +32,47 @@ BUILDER_FORMAT = 2  # 2: per-path layering by default
 @dataclass(frozen=True)
 class Platform:
     system: str  # Nix's name
-    architecture: str  # OCI's name
+    architecture: str  # OCI's (Go's) name
+    variant: str | None = None  # OCI's, where the architecture has them
+    os: str = "linux"
+
+    @property
+    def spec(self) -> str:
+        """`os/architecture[/variant]`, as `docker pull --platform` and NIXERY_PLATFORMS say it."""
+        parts = [self.os, self.architecture, *([self.variant] if self.variant else [])]
+        return "/".join(parts)
 
 
 AMD64 = Platform("x86_64-linux", "amd64")
-ARM64 = Platform("aarch64-linux", "arm64")
+ARM64 = Platform("aarch64-linux", "arm64", "v8")
+# Every platform a tag can be built for, by the names clients use (arm64 without its variant
+# too: Go's default for arm64 is v8).
+PLATFORMS: dict[str, Platform] = {
+    "linux/amd64": AMD64,
+    "linux/arm64": ARM64,
+    "linux/arm64/v8": ARM64,
+}
+
+
+class UnknownPlatform(ValueError):
+    pass
+
+
+def parse_platforms(specs: str) -> tuple[Platform, ...]:
+    """`linux/amd64,linux/arm64` -> platforms, in the order given, each once."""
+    chosen: list[Platform] = []
+    for spec in (part.strip() for part in specs.split(",")):
+        if not spec:
+            continue
+        platform = PLATFORMS.get(spec.lower())
+        if platform is None:
+            known = ", ".join(sorted(PLATFORMS))
+            raise UnknownPlatform(f"unknown platform {spec!r} (known: {known})")
+        if platform not in chosen:
+            chosen.append(platform)
+    if not chosen:
+        raise UnknownPlatform("no platform named")
+    return tuple(chosen)
 
 
 @dataclass(frozen=True)
@@ -44,6 +80,20 @@ class ImageRequest:
     repository: str
     packages: tuple[str, ...]  # canonical: lowercase attribute paths, sorted, unique
     platform: Platform
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """One tag built for several platforms: one image each, listed by an image index."""
+
+    repository: str
+    packages: tuple[str, ...]
+    platforms: tuple[Platform, ...]
+
+    def images(self) -> tuple[ImageRequest, ...]:
+        return tuple(
+            ImageRequest(self.repository, self.packages, platform) for platform in self.platforms
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +126,18 @@ def image_key(revision: Revision, request: ImageRequest) -> str:
         "commit": revision.commit,
         "system": request.platform.system,
         "packages": list(request.packages),
+    }
+    # Only where it exists, so that amd64 keys stay what they were.
+    if request.platform.variant:
+        material["variant"] = request.platform.variant
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def index_key(revision: Revision, request: IndexRequest) -> str:
+    """The identity of a multi-platform index: its images' keys, in order."""
+    material = {
+        "kind": "index",
+        "images": [image_key(revision, image) for image in request.images()],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -114,6 +176,11 @@ class Builder(Protocol):
         given, is filled in as the build goes."""
         ...
 
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        """The record of an image index (its two wire forms' digests) listing one image per
+        platform of `request` that built; PackagesNotFound (with `by_platform`) when none did."""
+        ...
+
 
 # How a build can end, as the builder service reports it.
 Outcome = Literal[
@@ -143,9 +210,16 @@ class PackagesNotFound(BuildError):
 
     outcome = "not_found"
 
-    def __init__(self, names: tuple[str, ...] | list[str], repository: str = "") -> None:
+    def __init__(
+        self,
+        names: tuple[str, ...] | list[str],
+        repository: str = "",
+        by_platform: dict[str, list[str]] | None = None,
+    ) -> None:
         super().__init__(", ".join(names), repository=repository)
         self.names = list(names)
+        # For a multi-platform tag: which platform refused which names.
+        self.by_platform = dict(by_platform or {})
 
 
 class BuildFailed(BuildError):
@@ -222,6 +296,27 @@ class BuildRequest:
     commit: str
     nix_source: NixSource
     build_id: str = ""  # the registry's build record, for the builder's log lines
+    # Set for a multi-platform index build (platform specs, in order); empty for one image.
+    platforms: tuple[str, ...] = ()
+
+    @classmethod
+    def of_index(cls, key: str, request: IndexRequest, revision: Revision) -> BuildRequest:
+        first = request.platforms[0]
+        return cls(
+            key,
+            request.repository,
+            request.packages,
+            first.system,
+            first.architecture,
+            revision.source_id,
+            revision.commit,
+            revision.nix_source,
+            platforms=tuple(platform.spec for platform in request.platforms),
+        )
+
+    def index_request(self) -> IndexRequest:
+        platforms = tuple(PLATFORMS[spec] for spec in self.platforms)
+        return IndexRequest(self.repository, self.packages, platforms)
 
     @classmethod
     def of(
@@ -265,10 +360,18 @@ class BuildRequest:
                 commit=str(data["commit"]),
                 nix_source=NixSource(**data["nix_source"]),
                 build_id=str(data.get("build_id", "")),
+                platforms=tuple(str(spec) for spec in data.get("platforms", ())),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"malformed build request: {error}") from error
-        if image_key(request.revision(), request.image_request()) != request.key:
+        unknown = [spec for spec in request.platforms if spec not in PLATFORMS]
+        if unknown:
+            raise ValueError(f"unknown platforms {unknown}")
+        if request.platforms:
+            expected = index_key(request.revision(), request.index_request())
+        else:
+            expected = image_key(request.revision(), request.image_request())
+        if expected != request.key:
             raise ValueError("the image key does not match the request")
         return request
 
@@ -280,6 +383,7 @@ class BuildOutcome:
     outcome: Outcome
     image: ImageRecord | None = None
     not_found: tuple[str, ...] = ()
+    not_found_by_platform: dict[str, list[str]] = field(default_factory=dict)
     message: str = ""
     log: str = ""
     retry_after: float | None = None
@@ -295,9 +399,11 @@ class BuildOutcome:
     @classmethod
     def of_error(cls, error: BuildError, report: BuildReport | None = None) -> BuildOutcome:
         names = tuple(error.names) if isinstance(error, PackagesNotFound) else ()
+        by_platform = error.by_platform if isinstance(error, PackagesNotFound) else {}
         return cls(
             error.outcome,
             not_found=names,
+            not_found_by_platform=by_platform,
             message=error.message,
             log=error.log_tail,
             retry_after=error.retry_after,
@@ -318,7 +424,7 @@ class BuildOutcome:
             return self.image
         kind = _ERROR_OF_OUTCOME.get(self.outcome, BuilderUnavailable)
         if kind is PackagesNotFound:
-            raise PackagesNotFound(self.not_found)
+            raise PackagesNotFound(self.not_found, by_platform=self.not_found_by_platform)
         if kind is BuilderUnavailable:
             raise BuilderUnavailable(
                 self.message or "the builder failed", self.retry_after or 10.0, self.log
@@ -346,6 +452,10 @@ class BuildOutcome:
                 outcome=outcome,
                 image=ImageRecord(**image) if image else None,
                 not_found=tuple(str(name) for name in data.get("not_found", ())),
+                not_found_by_platform={
+                    str(spec): [str(name) for name in names]
+                    for spec, names in data.get("not_found_by_platform", {}).items()
+                },
                 message=str(data.get("message", "")),
                 log=str(data.get("log", "")),
                 retry_after=float(retry) if retry is not None else None,

@@ -8,10 +8,34 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from nixery.build.contract import Builder, BuilderBusy, BuildReport, ImageRequest, Revision
+from nixery.build.contract import (
+    BuilderBusy,
+    BuildReport,
+    ImageRequest,
+    IndexRequest,
+    PackagesNotFound,
+    Platform,
+    Revision,
+    image_key,
+)
+from nixery.build.multiplatform import publish_index
 from nixery.index import ImageRecord, Index
 from nixery.util.singleflight import SingleFlight
+
+
+class ImageBuilding(Protocol):
+    """What the coordinator runs: one image for one platform."""
+
+    def build(
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        report: BuildReport | None = None,
+    ) -> ImageRecord: ...
 
 
 class BuildCoordinator:
@@ -20,7 +44,7 @@ class BuildCoordinator:
 
     def __init__(
         self,
-        builder: Builder,
+        builder: ImageBuilding,
         index: Index,
         lease_seconds: float,
         wait_seconds: float,
@@ -43,21 +67,65 @@ class BuildCoordinator:
         revision: Revision,
         report: BuildReport | None = None,
     ) -> ImageRecord:
-        report = report or BuildReport()
+        build_report = report or BuildReport()
+        return self._one_flight(
+            key,
+            request.repository,
+            build_report,
+            lambda: self.builder.build(key, request, revision, build_report),
+        )
+
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        """Every platform's image under the index's lease (each image also under its own, so an
+        `arm64/...` pull of the same packages shares the build), then the index over them."""
+        return self._one_flight(
+            key,
+            request.repository,
+            BuildReport(),
+            lambda: self._build_platforms(key, request, revision),
+        )
+
+    def _one_flight(
+        self, key: str, repository: str, report: BuildReport, build: Callable[[], ImageRecord]
+    ) -> ImageRecord:
         leader = False
 
         def lead() -> ImageRecord:
             nonlocal leader
             leader = True
-            return self._build_or_wait(key, request, revision, report)
+            return self._build_or_wait(key, repository, report, build)
 
         record = self._flights.run(key, lead)
         # A request that joined another's build in this process found the image built for it.
         report.cached = report.cached or not leader
         return record
 
+    def _build_platforms(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        images = request.images()
+
+        def build_one(image: ImageRequest) -> ImageRecord | PackagesNotFound:
+            try:
+                return self.build(image_key(revision, image), image, revision)
+            except PackagesNotFound as refusal:
+                return refusal
+
+        # The platforms' Nix builds overlap; the builder's own slots still bound the machine.
+        with ThreadPoolExecutor(len(images), thread_name_prefix="platform") as pool:
+            results = list(pool.map(build_one, images))
+        built: list[tuple[Platform, ImageRecord]] = []
+        refused: dict[str, list[str]] = {}
+        for image, result in zip(images, results, strict=True):
+            if isinstance(result, PackagesNotFound):
+                refused[image.platform.spec] = result.names
+            else:
+                built.append((image.platform, result))
+        if not built:
+            names = sorted({name for names in refused.values() for name in names})
+            raise PackagesNotFound(names, request.repository, by_platform=refused)
+        return publish_index(self.index, key, built, refused)
+
     def _build_or_wait(
-        self, key: str, request: ImageRequest, revision: Revision, report: BuildReport
+        self, key: str, repository: str, report: BuildReport, build: Callable[[], ImageRecord]
     ) -> ImageRecord:
         owner = f"{self._owner_prefix}-{uuid.uuid4().hex[:12]}"
         give_up = time.monotonic() + self.wait_seconds
@@ -67,21 +135,15 @@ class BuildCoordinator:
                 report.cached = True
                 return record
             if self.index.try_acquire_lease(key, owner, self.lease_seconds):
-                return self._build_under_lease(key, request, revision, owner, report)
+                return self._build_under_lease(key, owner, report, build)
             if time.monotonic() > give_up:
                 raise BuilderBusy(
-                    f"another builder is still building {request.repository}",
-                    repository=request.repository,
+                    f"another builder is still building {repository}", repository=repository
                 )
             self._sleep(self.poll_seconds)
 
     def _build_under_lease(
-        self,
-        key: str,
-        request: ImageRequest,
-        revision: Revision,
-        owner: str,
-        report: BuildReport,
+        self, key: str, owner: str, report: BuildReport, build: Callable[[], ImageRecord]
     ) -> ImageRecord:
         done = threading.Event()
 
@@ -97,7 +159,7 @@ class BuildCoordinator:
             if found is not None:
                 report.cached = True
                 return found
-            return self.builder.build(key, request, revision, report)
+            return build()
         finally:
             done.set()
             keeper.join()

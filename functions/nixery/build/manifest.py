@@ -11,7 +11,9 @@ from nixery.oci import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
     OCI_CONFIG,
+    OCI_INDEX,
     OCI_LAYER,
     OCI_MANIFEST,
     sha256_digest,
@@ -52,6 +54,7 @@ class ImageConfig:
     history: tuple[HistoryEntry, ...]
     ca_bundle: str | None  # the CA bundle's path in the image, for SSL_CERT_FILE
     has_bash: bool  # the default command is bash
+    variant: str | None = None  # e.g. arm64's v8; absent where the architecture has none
 
     def to_json(self) -> bytes:
         env = [f"PATH={IMAGE_PATH}"]
@@ -60,16 +63,19 @@ class ImageConfig:
         container: dict[str, Any] = {"Env": env}
         if self.has_bash:
             container["Cmd"] = ["bash"]
-        return _serialise(
+        # Key order is part of the digest: a config without a variant keeps its old bytes.
+        config: dict[str, Any] = {"architecture": self.architecture, "os": "linux"}
+        if self.variant:
+            config["variant"] = self.variant
+        config.update(
             {
-                "architecture": self.architecture,
-                "os": "linux",
                 "created": FIXED_CREATED,
                 "config": container,
                 "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)},
                 "history": [entry.to_dict() for entry in self.history],
             }
         )
+        return _serialise(config)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,52 @@ class ImageManifest:
                 "layers": [layer.to_dict() for layer in layers],
             }
         )
+
+    def stored(self) -> StoredManifest:
+        body = self.to_json()
+        return StoredManifest(sha256_digest(body), self.media_type, body)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One platform's image in an index: the descriptor of its manifest, in the index's form."""
+
+    manifest: Descriptor
+    architecture: str
+    os: str
+    variant: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        platform = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            platform["variant"] = self.variant
+        return {**self.manifest.to_dict(), "platform": platform}
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """Images of one tag for several platforms: an OCI image index, or in Docker's form a
+    manifest list (the entries then name Docker manifests)."""
+
+    docker: bool
+    entries: tuple[IndexEntry, ...]
+    # Index-level annotations (OCI form only: Docker's manifest list has none), e.g. which
+    # platforms refused which packages.
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def media_type(self) -> str:
+        return DOCKER_MANIFEST_LIST if self.docker else OCI_INDEX
+
+    def to_json(self) -> bytes:
+        index: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.media_type,
+            "manifests": [entry.to_dict() for entry in self.entries],
+        }
+        if self.annotations and not self.docker:
+            index["annotations"] = dict(self.annotations)
+        return _serialise(index)
 
     def stored(self) -> StoredManifest:
         body = self.to_json()

@@ -62,9 +62,14 @@ class BuildService:
         report = BuildReport(build.build_id)
         with log_context(build_id=build.build_id or None):
             try:
-                image = self.builder.build(
-                    build.key, build.image_request(), build.revision(), report
-                )
+                if build.platforms:
+                    image = self.builder.build_index(
+                        build.key, build.index_request(), build.revision()
+                    )
+                else:
+                    image = self.builder.build(
+                        build.key, build.image_request(), build.revision(), report
+                    )
                 return BuildOutcome.built(image, report)
             except BuildError as error:
                 return BuildOutcome.of_error(error, report)

@@ -18,6 +18,7 @@ from nixery.build.contract import (
     BuildReport,
     BuildRequest,
     ImageRequest,
+    IndexRequest,
     Revision,
 )
 from nixery.index import ImageRecord
@@ -47,18 +48,28 @@ class RemoteBuilder:
         revision: Revision,
         report: BuildReport | None = None,
     ) -> ImageRecord:
+        build_id = report.build_id if report is not None else ""
+        return self._call(
+            BuildRequest.of(key, request, revision, build_id), request.repository, report
+        )
+
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        return self._call(BuildRequest.of_index(key, request, revision), request.repository)
+
+    def _call(
+        self, build: BuildRequest, repository: str, report: BuildReport | None = None
+    ) -> ImageRecord:
         headers = {"Content-Type": "application/json"}
         if self.token_source is not None:
             headers["Authorization"] = f"Bearer {self.token_source()}"
-        build_id = report.build_id if report is not None else ""
-        body = BuildRequest.of(key, request, revision, build_id).to_json()
+        body = build.to_json()
         try:
             response = self.session.post(
                 self.url, data=body, headers=headers, timeout=(10, self.timeout)
             )
         except requests.Timeout:
             raise BuilderUnavailable(
-                f"the builder did not finish {request.repository} within {self.timeout:.0f}s; "
+                f"the builder did not finish {repository} within {self.timeout:.0f}s; "
                 "the build goes on, retry shortly",
                 retry_after=30,
             ) from None

@@ -11,6 +11,7 @@ from flask import Flask
 
 from nixery.auth.access import access_from_config
 from nixery.build.assemble import build_coordinator
+from nixery.build.contract import parse_platforms
 from nixery.build.nix import Nix
 from nixery.config import Config, ConfigError, find_nix_dir
 from nixery.index.sqlite import SqliteIndex
@@ -64,6 +65,7 @@ def embedded_registry(
         client_build_limit=config.client_build_limit,
         records=BuildRecorder(index, config.build_records, config.build_record_days),
         cold_wait_limit=cold_wait_limit(config.threads),
+        platforms=parse_platforms(config.platforms),
     )
     return EmbeddedRegistry(create_app(service, access), nix.stop_all, lock)
 

@@ -136,10 +136,11 @@ def _with_build_page(known: RegistryError, build_id: str, base_url: str) -> Regi
 def _build_error(error: BuildError) -> RegistryError:
     image = error.repository or "the image"
     if isinstance(error, PackagesNotFound):
+        detail: dict[str, object] = {"packages": error.names}
+        if error.by_platform:
+            detail["platforms"] = error.by_platform
         return RegistryError(
-            errors.MANIFEST_UNKNOWN,
-            "unknown packages: " + ", ".join(error.names),
-            {"packages": error.names},
+            errors.MANIFEST_UNKNOWN, "unknown packages: " + ", ".join(error.names), detail
         )
     if isinstance(error, SourceUnavailable):
         return RegistryError(

@@ -56,6 +56,16 @@ def canonical_attribute(name: str) -> str:
     return ".".join("_" + part if part[:1].isdigit() else part for part in parts)
 
 
+def names_platform(repository: str) -> bool:
+    """Whether the name itself picks the platform (a leading `arm64` among the meta components)."""
+    for component in repository.split("/"):
+        if component == "arm64":
+            return True
+        if component != "shell":
+            return False
+    return False
+
+
 def parse_image_name(repository: str, max_packages: int = DEFAULT_MAX_PACKAGES) -> ImageRequest:
     """The package list of a name; `max_packages` bounds the path components a client may name."""
     validate_repository(repository)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nixery.oci import OCI_MANIFEST
+from nixery.oci import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 
 WILDCARDS = frozenset({"*/*", "application/*"})
 
@@ -39,3 +39,14 @@ def manifest_form(accept_header: str | None) -> ManifestForm:
 
 def prefers_docker(accept_header: str | None) -> bool:
     return manifest_form(accept_header) == "docker"
+
+
+def index_form(accept_header: str | None) -> Literal["oci", "docker", "manifest"]:
+    """For a multi-platform tag: the OCI index, Docker's manifest list, or (for a client that
+    takes neither) one platform's plain manifest, as registries answer such clients."""
+    types = accepted_types(accept_header)
+    if not types or types & WILDCARDS or OCI_INDEX in types:
+        return "oci"
+    if DOCKER_MANIFEST_LIST in types:
+        return "docker"
+    return "manifest"

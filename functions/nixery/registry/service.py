@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from nixery.build.contract import (
+    AMD64,
     COMMIT_RE,
     Builder,
     BuildError,
+    IndexRequest,
     PackagesNotFound,
+    Platform,
     SourceUnavailable,
     image_key,
+    index_key,
 )
 from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
@@ -20,11 +26,12 @@ from nixery.registry.hotcache import ManifestCache
 from nixery.registry.limits import ClientBuildLimit
 from nixery.registry.names import (
     DEFAULT_MAX_PACKAGES,
+    names_platform,
     parse_image_name,
     validate_repository,
     validate_tag,
 )
-from nixery.registry.negotiation import prefers_docker
+from nixery.registry.negotiation import index_form, prefers_docker
 from nixery.registry.records import BuildRecorder, PendingBuild
 from nixery.registry.sources import PackageSource
 from nixery.storage import Storage
@@ -68,6 +75,7 @@ class RegistryService:
         cache: ManifestCache | None = None,
         records: BuildRecorder | None = None,
         cold_wait_limit: int | None = None,
+        platforms: tuple[Platform, ...] = (AMD64,),
     ) -> None:
         """`cold_wait_limit`: requests that may wait for cold builds at once, all clients."""
         self.source = source
@@ -78,10 +86,14 @@ class RegistryService:
         self.cold_builds = ClientBuildLimit(client_build_limit, cold_wait_limit)
         self.cache = cache if cache is not None else ManifestCache()
         self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
+        # What a tag is built for; with more than one, a tag answers an image index.
+        self.platforms = platforms
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
         # Remembered with the build record that found them missing, which retries point to.
-        self._not_found: Lru[str, tuple[list[str], str]] = Lru(NOT_FOUND_MEMORY)
+        self._not_found: Lru[str, tuple[list[str], dict[str, list[str]], str]] = Lru(
+            NOT_FOUND_MEMORY
+        )
         self.records = records if records is not None else BuildRecorder(index)
 
     def manifest(
@@ -101,25 +113,59 @@ class RegistryService:
             raise ManifestUnknown(
                 f"{repository}:{reference}", {"tag": reference, "reason": "no such revision"}
             )
-        # Keyed by the resolved image key, never the raw tag: a moved tag is a new key.
-        key = image_key(revision, request)
+        pinned = COMMIT_RE.fullmatch(reference) is not None
+        # An `arm64/...` name asks for one platform, whatever the setting.
+        form = "manifest" if names_platform(repository) else index_form(accept)
+        if not names_platform(repository):
+            request = replace(request, platform=self.platforms[0])
+
+        def start(key: str) -> PendingBuild:
+            return self.records.start(
+                key, request, reference, revision, client, started_at, resolve_seconds
+            )
+
+        if len(self.platforms) > 1 and form != "manifest":
+            multi = IndexRequest(request.repository, request.packages, self.platforms)
+            key = index_key(revision, multi)
+            record = self._record(
+                key,
+                client,
+                lambda: self._guarded(
+                    start(key),
+                    pinned,
+                    lambda pending: self.builder.build_index(key, multi, revision),
+                ),
+            )
+            docker = form == "docker"
+        else:
+            # Keyed by the resolved image key, never the raw tag: a moved tag is a new key.
+            key = image_key(revision, request)
+            record = self._record(
+                key,
+                client,
+                lambda: self._guarded(
+                    start(key),
+                    pinned,
+                    lambda pending: self.builder.build(key, request, revision, pending.report),
+                ),
+            )
+            docker = prefers_docker(accept)
+        self._remember_repository(repository)
+        digest = record.docker_digest if docker else record.oci_digest
+        manifest = self._stored_manifest(digest)
+        if manifest is None:
+            raise ManifestUnknown(digest, {"reason": "index lost the manifest"})
+        return manifest
+
+    def _record(self, key: str, client: str, build: Callable[[], ImageRecord]) -> ImageRecord:
         record = self.cache.image(key)
         if record is None:
             record = self.index.get_image(key)
             if record is None:
                 with self.cold_builds.slot(client, key):
-                    pinned = COMMIT_RE.fullmatch(reference) is not None
-                    pending = self.records.start(
-                        key, request, reference, revision, client, started_at, resolve_seconds
-                    )
-                    record = self._build(pending, pinned)
+                    record = build()
             self.cache.put_image(record)
-        self._remember_repository(repository)
-        digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
-        manifest = self._stored_manifest(digest)
-        if manifest is None:
-            raise ManifestUnknown(digest, {"reason": "index lost the manifest"})
-        return manifest
+        return record
 
     def _stored_manifest(self, digest: str) -> StoredManifest | None:
         manifest = self.cache.manifest(digest)
@@ -129,24 +175,29 @@ class RegistryService:
                 self.cache.put_manifest(manifest)
         return manifest
 
-    def _build(self, pending: PendingBuild, pinned: bool) -> ImageRecord:
+    def _guarded(
+        self,
+        pending: PendingBuild,
+        pinned: bool,
+        build: Callable[[PendingBuild], ImageRecord],
+    ) -> ImageRecord:
         """`pinned`: the client named the commit, so a source that lacks it is the client's miss.
         Every build that runs leaves a record; a failure names it for the client."""
-        key, request, revision = pending.key, pending.request, pending.revision
+        key, repository, revision = pending.key, pending.request.repository, pending.revision
         missing_before = self._not_found.get(key)
         if missing_before is not None:
-            names, build_id = missing_before
-            refused = PackagesNotFound(names, request.repository)
+            names, by_platform, build_id = missing_before
+            refused = PackagesNotFound(names, repository, by_platform=by_platform)
             refused.build_id = build_id
             raise refused
         try:
             with log_context(build_id=pending.id):
-                record = self.builder.build(key, request, revision, pending.report)
+                record = build(pending)
         except SourceUnavailable as error:
             self.records.finish(pending, error=error)
             if pinned:
                 raise ManifestUnknown(
-                    f"{request.repository}:{revision.commit}",
+                    f"{repository}:{revision.commit}",
                     {
                         "tag": revision.commit,
                         "reason": "the package source has no such commit, or cannot be fetched",
@@ -154,14 +205,14 @@ class RegistryService:
                         "build": build_path(pending.id),
                     },
                 ) from None
-            error.repository = request.repository
+            error.repository = repository
             error.build_id = pending.id
             raise
         except BuildError as error:
             self.records.finish(pending, error=error)
             if isinstance(error, PackagesNotFound):
-                self._not_found.put(key, (error.names, pending.id))
-            error.repository = request.repository
+                self._not_found.put(key, (error.names, error.by_platform, pending.id))
+            error.repository = repository
             error.build_id = pending.id
             raise
         except Exception as error:

@@ -58,6 +58,7 @@ locals {
     NIXERY_TEAM_AUDIENCES     = join(",", var.team_audiences)
     NIXERY_MAX_PACKAGES       = tostring(var.max_packages)
     NIXERY_CLIENT_BUILD_LIMIT = tostring(var.client_build_limit)
+    NIXERY_PLATFORMS          = join(",", var.platforms)
     # functions-framework's gunicorn threads: one per request the instance accepts, since a
     # request waiting for a build holds its thread.
     THREADS = tostring(var.function_request_concurrency)

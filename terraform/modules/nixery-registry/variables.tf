@@ -85,6 +85,12 @@ variable "max_packages" {
   default     = 64
 }
 
+variable "platforms" {
+  description = "Platforms a tag is built for (NIXERY_PLATFORMS); more than one serves an image index. The builder must be able to build for each (Nix extra-platforms or a remote builder)."
+  type        = list(string)
+  default     = ["linux/amd64"]
+}
+
 variable "client_build_limit" {
   description = "Builds one client may have running at once (NIXERY_CLIENT_BUILD_LIMIT)."
   type        = number

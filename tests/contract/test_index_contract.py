@@ -53,12 +53,28 @@ def test_layer_and_blob_records(index: Index) -> None:
     assert index.get_blob(sha256_digest(b"absent")) is None
 
 
-def test_tags(index: Index) -> None:
-    assert index.list_tags("shell/git") == []
-    for tag in ["latest", "abc", "latest"]:
-        index.add_tag("shell/git", tag)
-    index.add_tag("hello", "latest")
-    assert index.list_tags("shell/git") == ["abc", "latest"]
+def test_repositories_are_listed_once_in_byte_order(index: Index) -> None:
+    assert index.list_repositories("", 10) == []
+    for name in ["shell/git", "hello", "shell", "shell/git", "shell-x", "shell/git/htop"]:
+        index.add_repository(name)
+    # Byte order: "-" (0x2d) sorts before "/" (0x2f); both backends agree.
+    everything = ["hello", "shell", "shell-x", "shell/git", "shell/git/htop"]
+    assert index.list_repositories("", 10) == everything
+
+
+def test_repository_pages_follow_the_last_name(index: Index) -> None:
+    names = [f"pkg{number:02d}/tool" for number in range(7)]
+    for name in reversed(names):
+        index.add_repository(name)
+    pages: list[list[str]] = []
+    last = ""
+    while page := index.list_repositories(last, 3):
+        pages.append(page)
+        last = page[-1]
+    assert pages == [names[0:3], names[3:6], names[6:7]]
+    assert index.list_repositories("pkg03", 2) == ["pkg03/tool", "pkg04/tool"], (
+        "`after` need not be a listed name"
+    )
 
 
 def test_lease_excludes_others_until_released(index: Index) -> None:
@@ -80,15 +96,6 @@ def test_expired_lease_is_taken_over(index: Index) -> None:
 
 def test_one_winner_among_racing_leases(index: Index) -> None:
     assert len(lease_winners(index, "contended")) == 1
-
-
-def test_tags_of_similar_repository_names_stay_apart(index: Index) -> None:
-    index.add_tag("shell", "a")
-    index.add_tag("shell/git", "b")
-    index.add_tag("shell/git/htop", "c")
-    assert index.list_tags("shell") == ["a"]
-    assert index.list_tags("shell/git") == ["b"]
-    assert index.list_tags("shell/gi") == []
 
 
 def test_binary_manifest_body_round_trips(index: Index) -> None:

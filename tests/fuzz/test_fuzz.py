@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from nixery.auth.access import parse_basic
-from nixery.build.manifest import prefers_docker
 from nixery.errors import RegistryError
 from nixery.oci import DIGEST_RE, InvalidDigest
 from nixery.registry.names import REPOSITORY_RE, TAG_RE, parse_image_name, validate_tag
+from nixery.registry.negotiation import prefers_docker
 from nixery.storage.filesystem import FilesystemStorage
 from tests.fuzz.conftest import MAX_PACKAGES, FuzzRegistry
 from tests.team import ROBOT, basic

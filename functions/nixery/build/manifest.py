@@ -103,14 +103,3 @@ class ImageManifest:
     def stored(self) -> StoredManifest:
         body = self.to_json()
         return StoredManifest(sha256_digest(body), self.media_type, body)
-
-
-def prefers_docker(accept_header: str | None) -> bool:
-    """Docker schema2 only for a client that lists media types but no OCI one."""
-    if not accept_header:
-        return False
-    types = {part.split(";")[0].strip().lower() for part in accept_header.split(",")}
-    types.discard("")
-    if not types or "*/*" in types or "application/*" in types:
-        return False
-    return OCI_MANIFEST not in types and OCI_INDEX not in types

@@ -61,10 +61,13 @@ class Index(Protocol):
 
     def put_blob(self, record: BlobRecord) -> None: ...
 
-    def add_tag(self, repository: str, tag: str) -> None: ...
+    def add_repository(self, name: str) -> None:
+        """Remember `name` as a repository an image was served for (for `/v2/_catalog`)."""
+        ...
 
-    def list_tags(self, repository: str) -> list[str]:
-        """Tags served so far for `repository`, sorted."""
+    def list_repositories(self, after: str, limit: int) -> list[str]:
+        """Up to `limit` remembered names sorted bytewise, each greater than `after` ("" for
+        the first page)."""
         ...
 
     def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:

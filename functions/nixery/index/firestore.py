@@ -44,7 +44,7 @@ class FirestoreIndex:
         self.manifests = client.collection(prefix + "manifests")
         self.layers = client.collection(prefix + "layers")
         self.blobs = client.collection(prefix + "blobs")
-        self.tags = client.collection(prefix + "tags")
+        self.repositories = client.collection(prefix + "repositories")
         self.leases = client.collection(prefix + "leases")
 
     def _get(self, collection: firestore.CollectionReference, key: str) -> dict[str, Any] | None:
@@ -123,19 +123,20 @@ class FirestoreIndex:
             {"digest": record.digest, "size": record.size, "media_type": record.media_type},
         )
 
-    def add_tag(self, repository: str, tag: str) -> None:
-        # One document per (repository, tag): adding a tag never rewrites a shared document,
-        # so popular repositories have no hot spot and no array growing toward 1 MiB.
-        self._create(
-            self.tags,
-            _tag_key(repository, tag),
-            {"repository": repository, "tag": tag},
-        )
+    def add_repository(self, name: str) -> None:
+        # One document per name: adding one never rewrites a shared document (no hot spot, no
+        # array growing toward 1 MiB).
+        self._create(self.repositories, name, {"name": name})
 
-    def list_tags(self, repository: str) -> list[str]:
-        # Sorted here: ordering by `tag` under an equality filter would need a composite index.
-        query = self.tags.where(filter=FieldFilter("repository", "==", repository))
-        return sorted(str(snapshot.get("tag")) for snapshot in query.stream())
+    def list_repositories(self, after: str, limit: int) -> list[str]:
+        # A range and an order on the same single field: served by Firestore's automatic
+        # single-field index, no composite index to deploy. Strings order by UTF-8 bytes.
+        query = (
+            self.repositories.where(filter=FieldFilter("name", ">", after))
+            .order_by("name")
+            .limit(limit)
+        )
+        return [str(snapshot.get("name")) for snapshot in query.stream()]
 
     def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
         reference = self.leases.document(document_id(key))
@@ -174,8 +175,3 @@ class FirestoreIndex:
         # Failing means it expired and was taken over meanwhile: no longer ours to release.
         with contextlib.suppress(FailedPrecondition, NotFound):
             reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
-
-
-def _tag_key(repository: str, tag: str) -> str:
-    # "\0" cannot occur in either part, so distinct pairs give distinct keys.
-    return f"{repository}\0{tag}"

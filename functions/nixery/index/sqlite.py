@@ -20,8 +20,7 @@ CREATE TABLE IF NOT EXISTS layers (
     key TEXT PRIMARY KEY, digest TEXT NOT NULL, diff_id TEXT NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tags (
-    repository TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (repository, tag));
+CREATE TABLE IF NOT EXISTS repositories (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
 """
@@ -110,13 +109,17 @@ class SqliteIndex:
             record.media_type,
         )
 
-    def add_tag(self, repository: str, tag: str) -> None:
-        self._insert("INSERT OR IGNORE INTO tags VALUES (?, ?)", repository, tag)
+    def add_repository(self, name: str) -> None:
+        self._insert("INSERT OR IGNORE INTO repositories VALUES (?)", name)
 
-    def list_tags(self, repository: str) -> list[str]:
+    def list_repositories(self, after: str, limit: int) -> list[str]:
+        # SQLite's default BINARY collation orders bytewise, as Firestore orders strings.
         rows = (
             self._connection()
-            .execute("SELECT tag FROM tags WHERE repository = ? ORDER BY tag", (repository,))
+            .execute(
+                "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+                (after, limit),
+            )
             .fetchall()
         )
         return [row[0] for row in rows]

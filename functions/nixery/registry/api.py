@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import urllib.parse
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -29,6 +30,7 @@ MAX_PATH_BYTES = 2048
 
 _ROUTES = [
     ("base", re.compile(r"/v2/?")),
+    ("catalog", re.compile(r"/v2/_catalog")),
     ("upload", re.compile(r"/v2/(?P<name>.+)/blobs/uploads(?:/.*)?")),
     ("manifest", re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")),
     ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)")),
@@ -137,6 +139,23 @@ class RegistryApi:
         return response.make_conditional(
             http_request, accept_ranges=True, complete_length=record.size
         )
+
+    def catalog(self, http_request: Request) -> Response:
+        """The distribution spec's catalog: `n` names at most, after `last`, and a `Link` header
+        to the next page when there is one."""
+        count_text = http_request.args.get("n")
+        count: int | None = None
+        if count_text is not None:
+            if not count_text.isdigit() or len(count_text) > 9:
+                raise errors.pagination_number_invalid(count_text)
+            count = int(count_text)
+        last = http_request.args.get("last", "")
+        names, more = self.service.catalog(last, count)
+        response = _json_response({"repositories": names})
+        if more:
+            query = urllib.parse.urlencode({"last": names[-1], "n": len(names)})
+            response.headers["Link"] = f'</v2/_catalog?{query}>; rel="next"'
+        return response
 
     def tags(self, http_request: Request, name: str) -> Response:
         return _json_response({"name": name, "tags": self.service.tags(name)})

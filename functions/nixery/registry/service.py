@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 from nixery import errors
 from nixery.build.coordinator import Builder
-from nixery.build.manifest import prefers_docker
 from nixery.build.nix import NixError, NixTimeout, SourceUnavailable
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
 from nixery.oci import DIGEST_RE
@@ -20,11 +17,16 @@ from nixery.registry.names import (
     validate_repository,
     validate_tag,
 )
+from nixery.registry.negotiation import prefers_docker
 from nixery.registry.sources import COMMIT_RE, PackageSource, Revision, SourceError
 from nixery.storage import Storage
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
+# Names already recorded for the catalog by this process: each is written to the index once.
+CATALOGUED_MEMORY = 4096
+CATALOG_DEFAULT_PAGE = 100
+CATALOG_MAX_PAGE = 1000
 
 
 class RegistryService:
@@ -45,8 +47,7 @@ class RegistryService:
         self.max_packages = max_packages
         self.cold_builds = ClientBuildLimit(client_build_limit)
         self.cache = cache if cache is not None else ManifestCache()
-        self._known_tags: set[tuple[str, str]] = set()
-        self._memo_lock = threading.Lock()
+        self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
         self._not_found: Lru[str, list[str]] = Lru(NOT_FOUND_MEMORY)
@@ -78,7 +79,7 @@ class RegistryService:
                     pinned = COMMIT_RE.fullmatch(reference) is not None
                     record = self._build(key, request, revision, pinned)
             self.cache.put_image(record)
-        self._remember_tag(repository, reference)
+        self._remember_repository(repository)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
         manifest = self._stored_manifest(digest)
         if manifest is None:
@@ -127,12 +128,10 @@ class RegistryService:
         except SourceError as error:
             raise errors.unavailable(str(error), retry_after=30) from error
 
-    def _remember_tag(self, repository: str, tag: str) -> None:
-        with self._memo_lock:
-            if (repository, tag) in self._known_tags:
-                return
-            self._known_tags.add((repository, tag))
-        self.index.add_tag(repository, tag)
+    def _remember_repository(self, repository: str) -> None:
+        if self._catalogued.get(repository) is None:
+            self.index.add_repository(repository)
+            self._catalogued.put(repository, True)
 
     def manifest_by_digest(self, digest: str) -> StoredManifest:
         if not DIGEST_RE.fullmatch(digest):
@@ -152,5 +151,18 @@ class RegistryService:
         return record
 
     def tags(self, repository: str) -> list[str]:
+        """The tags the source resolves (the same for every name), never what clients typed."""
         parse_image_name(repository, self.max_packages)
-        return sorted({"latest", *self.index.list_tags(repository)})
+        try:
+            return self.source.tags()
+        except SourceError as error:
+            raise errors.unavailable(str(error), retry_after=30) from error
+
+    def catalog(self, last: str, count: int | None) -> tuple[list[str], bool]:
+        """One page of the image names served so far, after `last`, and whether more follow.
+        `count` (the client's `n`) is capped at CATALOG_MAX_PAGE."""
+        limit = CATALOG_DEFAULT_PAGE if count is None else min(count, CATALOG_MAX_PAGE)
+        if limit <= 0:
+            return [], False
+        names = self.index.list_repositories(last, limit + 1)
+        return names[:limit], len(names) > limit

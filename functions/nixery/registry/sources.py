@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from nixery.build.nix import NixSource
+from nixery.registry.names import TAG_RE
 from nixery.util.singleflight import SingleFlight
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -38,6 +39,11 @@ class PackageSource(Protocol):
 
     def resolve(self, tag: str) -> Revision | None:
         """The revision `tag` names, or None when the tag names nothing in this source."""
+        ...
+
+    def tags(self) -> list[str]:
+        """The names `resolve` knows, sorted (a 40-hex commit also resolves, but is not listed:
+        there is no end to them)."""
         ...
 
 
@@ -115,6 +121,12 @@ class ChannelSource:
             self._cache.get(self.channel, lambda: self._resolve_channel(self.channel))
         )
 
+    def tags(self) -> list[str]:
+        named = {"latest"}
+        if TAG_RE.fullmatch(self.channel) and not COMMIT_RE.fullmatch(self.channel):
+            named.add(self.channel)
+        return sorted(named)
+
 
 class GitSource:
     """A git repository: `latest` is HEAD; a branch, a git tag or a 40-hex commit all work."""
@@ -162,9 +174,23 @@ class GitSource:
             return None
         return Revision(self.source_id, commit, NixSource("git", self.url, commit))
 
+    def tags(self) -> list[str]:
+        refs = self._cache.get("refs", self._refs)
+        named = {"latest"} if "HEAD" in refs else set()
+        for ref in refs:
+            for prefix in ("refs/heads/", "refs/tags/"):
+                if ref.startswith(prefix):
+                    name = ref.removeprefix(prefix).removesuffix("^{}")
+                    # A branch like `feature/x` resolves nowhere: a tag cannot hold a slash.
+                    if TAG_RE.fullmatch(name):
+                        named.add(name)
+        return sorted(named)
+
 
 class PathSource:
-    """A local package set. The tag is ignored; the revision is a fingerprint of the tree.
+    """A local package set: one tag, `latest`, whose revision is a fingerprint of the tree.
+    Every other tag is unknown (a registry that answered any tag would hand referrer lookups
+    like `sha256-<hex>` an image, and fail conformance's missing-manifest checks).
 
     The fingerprint covers every file's name, mode, size and modification time, so an edit gives
     a new revision (and a new evaluation) without running Nix to find out. Walking a tree the
@@ -199,6 +225,11 @@ class PathSource:
                 )
         return digest.hexdigest()
 
-    def resolve(self, tag: str) -> Revision:
+    def resolve(self, tag: str) -> Revision | None:
+        if tag != "latest":
+            return None
         commit = self._cache.get("tree", self.fingerprint)
         return Revision(self.source_id, commit, NixSource("path", str(self.path)))
+
+    def tags(self) -> list[str]:
+        return ["latest"]

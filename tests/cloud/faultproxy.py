@@ -56,6 +56,8 @@ class FaultyProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.cut: Callable[[str], bool] = lambda request_line: False
+        # A whole HTTP response to send instead of forwarding the request (None: forward it).
+        self.answer: Callable[[str], bytes | None] = lambda request_line: None
         self.requests: list[str] = []
         self.dropped: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -100,6 +102,14 @@ class FaultyProxy:
                         socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                     )
                     return
+                canned = self.answer(request_line)
+                if canned is not None:
+                    try:
+                        _forward_body(stream, _headers(head), None)
+                    except ConnectionEnded:
+                        return
+                    client.sendall(canned)
+                    continue
                 if upstream is None:
                     upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
                     pump = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
@@ -129,24 +139,26 @@ def _headers(head: bytes) -> dict[str, str]:
     return {name.strip().lower(): value.strip() for name, _, value in pairs}
 
 
-def _forward_body(stream: _Stream, headers: dict[str, str], upstream: socket.socket) -> None:
+def _forward_body(stream: _Stream, headers: dict[str, str], upstream: socket.socket | None) -> None:
+    """Reads the request's body and sends it upstream (or, without one, nowhere)."""
+    send = upstream.sendall if upstream is not None else lambda data: None
     if "chunked" in headers.get("transfer-encoding", "").lower():
         while True:
             size_line = stream.until(b"\r\n")
-            upstream.sendall(size_line)
+            send(size_line)
             size = int(size_line.split(b";", 1)[0].strip(), 16)
             if size == 0:
                 # Trailers, if any, end with an empty line.
                 while (line := stream.until(b"\r\n")) != b"\r\n":
-                    upstream.sendall(line)
-                upstream.sendall(b"\r\n")
+                    send(line)
+                send(b"\r\n")
                 return
-            upstream.sendall(stream.exactly(size + 2))
+            send(stream.exactly(size + 2))
     length = int(headers.get("content-length", "0") or 0)
     remaining = length
     while remaining:
         piece = stream.exactly(min(remaining, 65536))
-        upstream.sendall(piece)
+        send(piece)
         remaining -= len(piece)
 
 

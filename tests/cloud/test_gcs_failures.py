@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import tracemalloc
 from collections.abc import Iterator
 
@@ -210,20 +211,30 @@ def test_upload_memory_stays_bounded_by_the_chunk_size(gcs_bucket: gcs.Bucket) -
 
 
 def _refused_creation(emulator: Emulator, bucket: gcs.Bucket, name: str) -> bytes:
-    """The emulator's own answer to creating `name` again under `if_generation_match=0` (it
-    honours the precondition on simple uploads), as raw HTTP for the proxy to replay."""
+    """The emulator's own answer to creating `name` again under `if_generation_match=0`, as
+    raw HTTP for the proxy to replay. fake-gcs-server honours the precondition on multipart
+    uploads (the client library's simple uploads) only: not on media or resumable uploads, and
+    not on rewrites."""
+    boundary = "nixery-test-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+        f"{json.dumps({'name': name})}\r\n"
+        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        f"second writer\r\n--{boundary}--\r\n"
+    ).encode()
     refused = requests.post(
         f"{emulator.url}/upload/storage/v1/b/{bucket.name}/o",
-        params={"uploadType": "media", "name": name, "ifGenerationMatch": "0"},
-        data=b"second writer",
+        params={"uploadType": "multipart", "ifGenerationMatch": "0"},
+        data=body,
+        headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
         timeout=30,
     )
     assert refused.status_code == 412, refused.text
-    body = refused.content
+    answer = refused.content
     return (
         b"HTTP/1.1 412 Precondition Failed\r\n"
         b"Content-Type: " + refused.headers["Content-Type"].encode() + b"\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"Content-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer
     )
 
 
@@ -232,7 +243,7 @@ def test_publish_race_lost_between_check_and_copy_keeps_the_winners_object(
 ) -> None:
     """Two builders publish one digest; the other one's copy lands after this one found the
     final name free. On GCS the copy's `if_generation_match=0` then fails with 412, which
-    publish() takes as "someone else won". fake-gcs-server honours that precondition on simple
+    publish() takes as "someone else won". fake-gcs-server honours that precondition on multipart
     uploads but not on rewrites, so the proxy answers this rewrite with the emulator's own 412
     for the same precondition on the same object."""
     storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=None)

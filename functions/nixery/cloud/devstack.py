@@ -164,7 +164,9 @@ def fake_gcs_server_binary() -> Path:
 
 def gcs_emulator_command(port: int) -> list[str]:
     # fake-gcs-server, not gcp-storage-emulator: it answers HEAD, honours if_generation_match on
-    # simple uploads, paginates and applies rewrite metadata as GCS does. -public-host makes it
+    # multipart uploads (not on media or resumable uploads, nor on rewrites), paginates, keeps
+    # connections alive and applies rewrite metadata as GCS does. Nothing needs
+    # gcp-storage-emulator any more. -public-host makes it
     # serve the path-style `/<bucket>/<object>` URLs that signed URLs use; -backend memory: nothing
     # survives a stop.
     return [

@@ -3,7 +3,9 @@
 - `registry`: the registry front, an HTTP function at the root of its host.
 - `build`: the builder's handler; the Cloud Run builder serves it with functions-framework too.
 
-Each is assembled on its first request from the environment (docs/cloud.md).
+Each is assembled from the environment (docs/cloud.md) when functions-framework loads this file
+for it, so that bad or missing settings stop the process at start-up with one clear message
+(as `nixery serve` does) instead of answering every request 500.
 """
 
 from __future__ import annotations
@@ -42,6 +44,27 @@ def _build_service() -> BuildService:
     return build_service(cloud_config())
 
 
+def _assemble_at_start_up() -> None:
+    """Assemble the target being loaded now, exiting with the settings error if there is one.
+
+    functions-framework executes this file inside the Flask app it makes for the target, named
+    after it; imported any other way (a test, a tool) nothing is assembled until first use.
+    """
+    if not flask.has_app_context():
+        return
+    from nixery.config import ConfigError
+
+    target = flask.current_app.name
+    assemble = {"registry": _registry_api, "build": _build_service}.get(target)
+    if assemble is None:
+        return
+    try:
+        assemble()
+    except ConfigError as error:
+        logging.getLogger("nixery").error("%s: bad settings: %s", target, error)
+        raise SystemExit(f"nixery {target}: bad settings: {error}") from None
+
+
 @functions_framework.http
 def registry(request: flask.Request) -> flask.Response:
     return handle(_registry_api(), request)
@@ -50,3 +73,6 @@ def registry(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def build(request: flask.Request) -> flask.Response:
     return _build_service().handle(request)
+
+
+_assemble_at_start_up()

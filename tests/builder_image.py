@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,22 @@ class Dockerfile:
             instructions.append(Instruction(keyword.upper(), arguments.strip()))
             pending = ""
         return cls(tuple(instructions))
+
+    def base_images(self) -> list[str]:
+        """Each FROM's image, with `${NAME}` taken from the default of an ARG declared before
+        the first FROM (Docker's rule for arguments a FROM may use)."""
+        defaults: dict[str, str] = {}
+        bases = []
+        for instruction in self.instructions:
+            if instruction.keyword == "ARG" and not bases:
+                name, _, default = instruction.arguments.partition("=")
+                defaults[name.strip()] = default.strip()
+            elif instruction.keyword == "FROM":
+                image = instruction.arguments.split()[0]
+                bases.append(
+                    re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m[1] or m[2]], image)
+                )
+        return bases
 
     def all(self, keyword: str) -> list[str]:
         return [i.arguments for i in self.instructions if i.keyword == keyword]

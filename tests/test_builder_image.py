@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from nixery.cloud import devstack
-from tests.builder_image import DOCKERFILE, Dockerfile
+from tests.builder_image import DOCKERFILE, Dockerfile, Instruction
 from tests.conftest import REPO
 
 BUILDER_IMAGE = REPO / "builder-image"
@@ -37,15 +37,49 @@ def test_parser_reads_continuations_and_exec_form() -> None:
 
 
 def test_base_image_is_pinned_by_digest(dockerfile: Dockerfile) -> None:
-    bases = dockerfile.all("FROM")
+    bases = dockerfile.base_images()
     assert bases, "no FROM"
-    for base in bases:
-        image = base.split()[0]
+    for image in bases:
         assert re.fullmatch(r"[\w./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}", image), (
             f"{image} is not pinned by digest"
         )
         assert ":latest" not in image
     assert "latest" not in DOCKERFILE.read_text().replace("latest-", "")
+
+
+def test_base_is_debian_trixie_and_substitutable(dockerfile: Dockerfile) -> None:
+    # trixie's nix-bin (2.26) evaluates current nixpkgs, which demands Nix >= 2.18; the tests
+    # build on a locally made trixie base passed as BASE_IMAGE (tests/e2e/test_builder_container).
+    (base,) = dockerfile.base_images()
+    assert base.startswith("debian:trixie-slim@sha256:")
+    assert dockerfile.all("FROM") == ["${BASE_IMAGE}"]
+    assert dockerfile.instructions[0] == Instruction("ARG", f"BASE_IMAGE={base}")
+
+
+def test_nix_user_owns_the_store_and_its_state(dockerfile: Dockerfile) -> None:
+    # With only /nix its own, Nix silently uses a chroot store under $HOME instead.
+    run = " ".join(dockerfile.all("RUN"))
+    owned = re.search(r"install -d -o nixery -g nixery ([^&]+)", run)
+    assert owned is not None
+    assert {"/nix/store", "/nix/var/nix"} <= set(owned[1].split())
+    assert _nix_conf(BUILDER_IMAGE / "nix.conf")["store"] == "local"
+
+
+def test_dockerignore_sends_only_what_the_dockerfile_copies(dockerfile: Dockerfile) -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "everything is left out unless let through"
+    kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = {
+        source.removeprefix("./")
+        for arguments in dockerfile.all("COPY")
+        for source in arguments.split()[:-1]
+    }
+    assert copied <= kept
+    assert not any(name in kept for name in (".venv", ".git", "var", "tests"))
 
 
 def test_runs_as_a_non_root_user(dockerfile: Dockerfile) -> None:

@@ -145,7 +145,7 @@ def robot_token(args: argparse.Namespace) -> int:
 
 
 def dev_stack(args: argparse.Namespace) -> int:
-    from nixery.cloud.devstack import DevStack, StackError, start_dev_stack
+    from nixery.cloud.devstack import BuilderContainer, DevStack, StackError, start_dev_stack
 
     state_dir = Path(args.state_dir).absolute()
     try:
@@ -158,7 +158,8 @@ def dev_stack(args: argparse.Namespace) -> int:
             for name, variable in ENVIRONMENT.items()
             if (value := getattr(args, name, None) or os.environ.get(variable))
         }
-        stack = start_dev_stack(state_dir, settings)
+        container = BuilderContainer(args.builder_image) if args.builder_image else None
+        stack = start_dev_stack(state_dir, settings, builder_container=container)
     except StackError as error:
         print(f"nixery: dev stack: {error}", file=sys.stderr)
         return 1
@@ -238,6 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack_parser.add_argument("action", choices=["start", "stop"])
     stack_parser.add_argument(
         "--state-dir", default="var/dev-stack", help="logs, key and state (default var/dev-stack)"
+    )
+    stack_parser.add_argument(
+        "--builder-image",
+        default=None,
+        metavar="IMAGE",
+        help="run the builder as this image of builder-image/Dockerfile under Docker (the docker "
+        "CLI on PATH, DOCKER_HOST from the environment) instead of a local process",
     )
     _add_settings(
         stack_parser, ["channel", "pkgs_repo", "pkgs_path", "nix_timeout", "lease_seconds"]

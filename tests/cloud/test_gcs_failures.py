@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
@@ -206,3 +208,93 @@ def test_upload_memory_stays_bounded_by_the_chunk_size(gcs_bucket: gcs.Bucket) -
     assert storage.size(digest) == count * CHUNK
     assert peak < 8 * chunk_size, f"peak {peak} bytes while uploading 40 MiB"
     assert all(name.startswith(BLOB_PREFIX) for name in object_names(gcs_bucket))
+
+
+def _refused_creation(emulator: Emulator, bucket: gcs.Bucket, name: str) -> bytes:
+    """The emulator's own answer to creating `name` again under `if_generation_match=0`, as
+    raw HTTP for the proxy to replay. fake-gcs-server honours the precondition on multipart
+    uploads (the client library's simple uploads) only: not on media or resumable uploads, and
+    not on rewrites."""
+    boundary = "nixery-test-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+        f"{json.dumps({'name': name})}\r\n"
+        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        f"second writer\r\n--{boundary}--\r\n"
+    ).encode()
+    refused = requests.post(
+        f"{emulator.url}/upload/storage/v1/b/{bucket.name}/o",
+        params={"uploadType": "multipart", "ifGenerationMatch": "0"},
+        data=body,
+        headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
+        timeout=30,
+    )
+    assert refused.status_code == 412, refused.text
+    answer = refused.content
+    return (
+        b"HTTP/1.1 412 Precondition Failed\r\n"
+        b"Content-Type: " + refused.headers["Content-Type"].encode() + b"\r\n"
+        b"Content-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer
+    )
+
+
+def test_publish_race_lost_between_check_and_copy_keeps_the_winners_object(
+    gcs_emulator: Emulator, gcs_bucket: gcs.Bucket, proxy: FaultyProxy
+) -> None:
+    """Two builders publish one digest; the other one's copy lands after this one found the
+    final name free. On GCS the copy's `if_generation_match=0` then fails with 412, which
+    publish() takes as "someone else won". fake-gcs-server honours that precondition on multipart
+    uploads but not on rewrites, so the proxy answers this rewrite with the emulator's own 412
+    for the same precondition on the same object."""
+    storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=None)
+    competitor = GcsStorage(gcs_bucket, upload_chunk_size=CHUNK, retry=None)
+    data = b"layer both built" * 1000
+    digest = sha256_digest(data)
+    raced: list[str] = []
+
+    def competitor_wins_first(request_line: str) -> bytes | None:
+        if "/rewriteTo/" not in request_line or raced:
+            return None
+        raced.append(request_line)
+        assert "ifGenerationMatch=0" in request_line, "the copy must carry the precondition"
+        put_bytes(competitor, digest, data, MEDIA_TYPE)  # straight to the emulator
+        return _refused_creation(gcs_emulator, gcs_bucket, blob_name(digest))
+
+    proxy.answer = competitor_wins_first
+    put_bytes(storage, digest, data, MEDIA_TYPE)  # no error: losing the race is success
+    assert raced, "the race happened: the final name was free when this writer checked"
+    final = gcs_bucket.get_blob(blob_name(digest))
+    assert final is not None
+    winner_generation = final.generation
+    assert final.download_as_bytes() == data and final.content_type == MEDIA_TYPE
+    assert object_names(gcs_bucket) == [blob_name(digest)], "both staging objects are gone"
+    # The winner's object was not replaced afterwards (no fallback copy, no metadata patch).
+    again = gcs_bucket.get_blob(blob_name(digest))
+    assert again is not None and again.generation == winner_generation
+    assert again.metageneration == 1
+
+
+def test_publish_race_on_an_emulator_that_ignores_the_copy_precondition(
+    gcs_bucket: gcs.Bucket, proxy: FaultyProxy
+) -> None:
+    """The same race without the replayed 412: fake-gcs-server lets the late copy overwrite the
+    winner's object. Blobs are content-addressed, so the object stays what it must be."""
+    storage = GcsStorage(through(proxy, gcs_bucket), upload_chunk_size=CHUNK, retry=None)
+    competitor = GcsStorage(gcs_bucket, upload_chunk_size=CHUNK, retry=None)
+    data = b"layer both built, again" * 1000
+    digest = sha256_digest(data)
+    raced: list[str] = []
+
+    def competitor_publishes(request_line: str) -> bool:
+        if "/rewriteTo/" in request_line and not raced:
+            raced.append(request_line)
+            put_bytes(competitor, digest, data, MEDIA_TYPE)
+        return False
+
+    proxy.cut = competitor_publishes
+    put_bytes(storage, digest, data, MEDIA_TYPE)
+    assert raced
+    final = gcs_bucket.get_blob(blob_name(digest))
+    assert final is not None
+    assert final.download_as_bytes() == data and final.content_type == MEDIA_TYPE
+    assert object_names(gcs_bucket) == [blob_name(digest)]

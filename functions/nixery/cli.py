@@ -36,6 +36,8 @@ _SETTING_HELP = {
     "tokeninfo_url": "Google's tokeninfo endpoint (default https://oauth2.googleapis.com/tokeninfo)",
     "max_packages": "path components (packages) allowed in one image name (default 64)",
     "client_build_limit": "cold builds one client may run at once (default 2)",
+    "allow_unfree": "true: build packages with unfree licences (nixpkgs' allowUnfree; default false)",
+    "permitted_insecure": "comma-separated insecure packages to build anyway, with versions, e.g. openssl-1.1.1w (nixpkgs' permittedInsecurePackages)",
 }
 SERVE_SETTINGS = [name for name in _SETTING_HELP if name != "gcs_bucket"]
 

@@ -70,6 +70,9 @@ class Config:
     tokeninfo_url: str = "https://oauth2.googleapis.com/tokeninfo"
     max_packages: int = 64
     client_build_limit: int = 2
+    # Passed to the package set as nixpkgs' config (allowUnfree, permittedInsecurePackages).
+    allow_unfree: bool = False
+    permitted_insecure: str | None = None
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:
@@ -85,6 +88,12 @@ class Config:
     @property
     def effective_channel(self) -> str:
         return self.channel or DEFAULT_CHANNEL
+
+    @property
+    def permitted_insecure_packages(self) -> tuple[str, ...]:
+        """NIXERY_PERMITTED_INSECURE: comma-separated names with versions ("openssl-1.1.1w")."""
+        names = (self.permitted_insecure or "").split(",")
+        return tuple(sorted({name.strip() for name in names if name.strip()}))
 
     @property
     def index_path(self) -> Path:
@@ -131,6 +140,8 @@ ENVIRONMENT = {
     "tokeninfo_url": "NIXERY_TOKENINFO_URL",
     "max_packages": "NIXERY_MAX_PACKAGES",
     "client_build_limit": "NIXERY_CLIENT_BUILD_LIMIT",
+    "allow_unfree": "NIXERY_ALLOW_UNFREE",
+    "permitted_insecure": "NIXERY_PERMITTED_INSECURE",
 }
 PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
 
@@ -162,8 +173,10 @@ FUNCTION_OPTIONAL_SETTINGS = (
     "tokeninfo_url",
     "max_packages",
     "client_build_limit",
+    "allow_unfree",
+    "permitted_insecure",
 )
-# The builder takes the package source from each build request, not from its settings.
+# The builder takes the package source and policy from each build request, not its settings.
 BUILDER_SETTINGS = (
     "gcs_bucket",
     "gcp_project",
@@ -194,6 +207,15 @@ def _positive_number(name: str, raw: str, kind: type[int] | type[float]) -> int 
     return value
 
 
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def load_config(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> Config:
     """Build the config from `env`, with non-None `overrides` (command-line flags) winning."""
     raw: dict[str, str] = {}
@@ -215,6 +237,8 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> 
             values[name] = number
         elif kind == "float":
             values[name] = _positive_number(label, value, float)
+        elif kind == "bool":
+            values[name] = _boolean(label, value)
         elif name in PATH_SETTINGS:
             values[name] = Path(value).expanduser().absolute()
         else:

@@ -351,9 +351,12 @@ let
     # Removed aliases, in the words of nixpkgs' aliases.nix.
     oldHello = throw "'oldHello' has been renamed to/replaced by 'hello'";
     dropped = throw "'dropped' has been removed because it was unmaintained upstream";
-    # Evaluation errors that tryEval cannot catch: an abort, and a missing attribute.
-    aborts = abort "aborts: this package aborts evaluation on purpose";
-    needsMissing = library "needs-missing" [ pkgs.doesNotExist ];
+    # Evaluation errors that tryEval cannot catch: an abort, and a missing attribute. In a set
+    # that popularity counting does not recurse into, which they would stop.
+    failing = {
+      aborts = abort "aborts: this package aborts evaluation on purpose";
+      needsMissing = library "needs-missing" [ pkgs.doesNotExist ];
+    };
 
     broken = mkPackage {
       pname = "broken";

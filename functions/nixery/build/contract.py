@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 from nixery.index import ImageRecord
 
@@ -37,10 +38,35 @@ ARM64 = Platform("aarch64-linux", "arm64")
 
 
 @dataclass(frozen=True)
+class PackagePolicy:
+    """What the package set may give beyond its defaults: nixpkgs' `config`.
+
+    `permitted_insecure` holds nixpkgs' `permittedInsecurePackages` entries, names with their
+    versions ("openssl-1.1.1w"), as nixpkgs compares them.
+    """
+
+    allow_unfree: bool = False
+    permitted_insecure: tuple[str, ...] = ()
+
+    def nix_config(self) -> dict[str, Any]:
+        """nixpkgs' config; `{}` (what it got before there was a policy) when nothing is allowed."""
+        config: dict[str, Any] = {}
+        if self.allow_unfree:
+            config["allowUnfree"] = True
+        if self.permitted_insecure:
+            config["permittedInsecurePackages"] = sorted(set(self.permitted_insecure))
+        return config
+
+
+DEFAULT_POLICY = PackagePolicy()
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     repository: str
     packages: tuple[str, ...]  # canonical: lowercase attribute paths, sorted, unique
     platform: Platform
+    policy: PackagePolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,12 @@ def image_key(revision: Revision, request: ImageRequest) -> str:
         "system": request.platform.system,
         "packages": list(request.packages),
     }
+    # The policy decides what evaluates (and nixpkgs' config may change derivations), and
+    # refusals are remembered per key, so it is part of the key; left out when it allows nothing,
+    # so that the keys (and cached images) of default-policy images stay what they were.
+    config = request.policy.nix_config()
+    if config:
+        material["config"] = config
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -85,8 +117,65 @@ class Builder(Protocol):
 
 # How a build can end, as the builder service reports it.
 Outcome = Literal[
-    "built", "not_found", "source_unavailable", "failed", "timeout", "busy", "unavailable"
+    "built",
+    "not_found",
+    "source_unavailable",
+    "nix_too_old",
+    "failed",
+    "timeout",
+    "busy",
+    "unavailable",
 ]
+
+# Why a name gives no buildable derivation. "not_found": no such attribute path (or not a
+# package); "unfree", "insecure", "broken", "unsupported_platform": nixpkgs' meta check refuses
+# it; "removed": an alias that throws naming what replaced it; "evaluation_error": evaluating it
+# throws or aborts.
+RefusalReason = Literal[
+    "not_found",
+    "unfree",
+    "insecure",
+    "broken",
+    "unsupported_platform",
+    "removed",
+    "evaluation_error",
+]
+REFUSAL_REASONS: tuple[str, ...] = get_args(RefusalReason)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One name the package set refused, and why. `message`: the removed alias's message or the
+    first lines of Nix's error; `licence`, `advisories`, `platform`, `package`: the meta
+    check's facts."""
+
+    name: str
+    reason: RefusalReason
+    message: str = ""
+    licence: str = ""
+    advisories: tuple[str, ...] = ()
+    platform: str = ""
+    package: str = ""  # the derivation's name ("openssl-1.1.1w"), as nixpkgs' config names it
+
+    def __post_init__(self) -> None:
+        if self.reason not in REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {self.reason!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire and `detail` form: empty facts left out."""
+        return {key: value for key, value in asdict(self).items() if value or key == "reason"}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refusal:
+        return cls(
+            name=str(data["name"]),
+            reason=data["reason"],
+            message=str(data.get("message", "")),
+            licence=str(data.get("licence", "")),
+            advisories=tuple(str(advisory) for advisory in data.get("advisories", ())),
+            platform=str(data.get("platform", "")),
+            package=str(data.get("package", "")),
+        )
 
 
 class BuildError(Exception):
@@ -104,14 +193,40 @@ class BuildError(Exception):
         self.repository = repository
 
 
-class PackagesNotFound(BuildError):
-    """Names that are not packages of the source at this revision: the client's mistake."""
+class PackagesRefused(BuildError):
+    """Names the source at this revision gives no buildable package for, each with its reason:
+    the client's request (or the registry's policy), not a failure of the registry. A plain name
+    stands for "not found"."""
 
     outcome = "not_found"
 
-    def __init__(self, names: tuple[str, ...] | list[str], repository: str = "") -> None:
-        super().__init__(", ".join(names), repository=repository)
-        self.names = list(names)
+    def __init__(self, refused: Iterable[Refusal | str], repository: str = "") -> None:
+        self.refusals = [
+            item if isinstance(item, Refusal) else Refusal(item, "not_found") for item in refused
+        ]
+        self.names = [refusal.name for refusal in self.refusals]
+        summary = ", ".join(f"{refusal.name} ({refusal.reason})" for refusal in self.refusals)
+        super().__init__(f"refused packages: {summary}", repository=repository)
+
+
+# The name of the error before it carried reasons; constructing it with names still works.
+PackagesNotFound = PackagesRefused
+
+
+class NixTooOld(BuildError):
+    """The package source demands a newer Nix (its lib/minver.nix) than the builder runs: the
+    registry is misconfigured, for every image of that revision, until Nix or the source changes."""
+
+    outcome = "nix_too_old"
+
+    def __init__(self, source: str, required: str, running: str, repository: str = "") -> None:
+        super().__init__(
+            f"the package source {source} needs Nix >= {required}; this builder runs Nix {running}",
+            repository=repository,
+        )
+        self.source = source
+        self.required = required
+        self.running = running
 
 
 class BuildFailed(BuildError):
@@ -155,7 +270,8 @@ class BuilderUnavailable(BuildError):
 _ERROR_OF_OUTCOME: dict[str, type[BuildError]] = {
     error.outcome: error
     for error in (
-        PackagesNotFound,
+        PackagesRefused,
+        NixTooOld,
         BuildFailed,
         BuildTimedOut,
         SourceUnavailable,
@@ -168,6 +284,7 @@ _OUTCOME_STATUS: dict[str, int] = {
     "built": 200,
     "not_found": 404,
     "source_unavailable": 502,
+    "nix_too_old": 503,
     "failed": 500,
     "timeout": 504,
     "busy": 503,
@@ -187,6 +304,8 @@ class BuildRequest:
     source_id: str
     commit: str
     nix_source: NixSource
+    allow_unfree: bool = False
+    permitted_insecure: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, key: str, request: ImageRequest, revision: Revision) -> BuildRequest:
@@ -199,11 +318,16 @@ class BuildRequest:
             revision.source_id,
             revision.commit,
             revision.nix_source,
+            request.policy.allow_unfree,
+            request.policy.permitted_insecure,
         )
 
     def image_request(self) -> ImageRequest:
         return ImageRequest(
-            self.repository, self.packages, Platform(self.system, self.architecture)
+            self.repository,
+            self.packages,
+            Platform(self.system, self.architecture),
+            PackagePolicy(self.allow_unfree, self.permitted_insecure),
         )
 
     def revision(self) -> Revision:
@@ -226,8 +350,10 @@ class BuildRequest:
                 source_id=str(data["source_id"]),
                 commit=str(data["commit"]),
                 nix_source=NixSource(**data["nix_source"]),
+                allow_unfree=_boolean(data.get("allow_unfree", False)),
+                permitted_insecure=tuple(str(name) for name in data.get("permitted_insecure", ())),
             )
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"malformed build request: {error}") from error
         if image_key(request.revision(), request.image_request()) != request.key:
             raise ValueError("the image key does not match the request")
@@ -240,10 +366,14 @@ class BuildOutcome:
 
     outcome: Outcome
     image: ImageRecord | None = None
+    # Every refused name (what a reader older than `refusals` shows), and each one's reason.
     not_found: tuple[str, ...] = ()
     message: str = ""
     log: str = ""
     retry_after: float | None = None
+    refusals: tuple[Refusal, ...] = ()
+    # nix_too_old: the source, the Nix it needs and the Nix that ran.
+    nix: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def built(cls, image: ImageRecord) -> BuildOutcome:
@@ -251,13 +381,20 @@ class BuildOutcome:
 
     @classmethod
     def of_error(cls, error: BuildError) -> BuildOutcome:
-        names = tuple(error.names) if isinstance(error, PackagesNotFound) else ()
+        refusals = tuple(error.refusals) if isinstance(error, PackagesRefused) else ()
+        nix = (
+            {"source": error.source, "required": error.required, "running": error.running}
+            if isinstance(error, NixTooOld)
+            else {}
+        )
         return cls(
             error.outcome,
-            not_found=names,
+            not_found=tuple(refusal.name for refusal in refusals),
             message=error.message,
             log=error.log_tail,
             retry_after=error.retry_after,
+            refusals=refusals,
+            nix=nix,
         )
 
     def result(self) -> ImageRecord:
@@ -265,8 +402,14 @@ class BuildOutcome:
         if self.outcome == "built" and self.image is not None:
             return self.image
         kind = _ERROR_OF_OUTCOME.get(self.outcome, BuilderUnavailable)
-        if kind is PackagesNotFound:
-            raise PackagesNotFound(self.not_found)
+        if kind is PackagesRefused:
+            raise PackagesRefused(self.refusals or self.not_found)
+        if kind is NixTooOld:
+            raise NixTooOld(
+                self.nix.get("source", "?"),
+                self.nix.get("required", "?"),
+                self.nix.get("running", "?"),
+            )
         if kind is BuilderUnavailable:
             raise BuilderUnavailable(
                 self.message or "the builder failed", self.retry_after or 10.0, self.log
@@ -278,7 +421,9 @@ class BuildOutcome:
         return _OUTCOME_STATUS[self.outcome]
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        data = asdict(self)
+        data["refusals"] = [refusal.to_dict() for refusal in self.refusals]
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> BuildOutcome:
@@ -297,6 +442,14 @@ class BuildOutcome:
                 message=str(data.get("message", "")),
                 log=str(data.get("log", "")),
                 retry_after=float(retry) if retry is not None else None,
+                refusals=tuple(Refusal.from_dict(item) for item in data.get("refusals", ())),
+                nix={str(key): str(value) for key, value in data.get("nix", {}).items()},
             )
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"malformed build outcome: {error}") from error
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {value!r}")
+    return value

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from nixery.auth.access import access_from_config
+from nixery.build.contract import PackagePolicy
 from nixery.cloud import clients
 from nixery.cloud.idtoken import key_file_token_source, metadata_token_source
 from nixery.cloud.remote import RemoteBuilder
@@ -39,6 +40,7 @@ def registry_service(config: Config) -> RegistryService:
         builder,
         max_packages=config.max_packages,
         client_build_limit=config.client_build_limit,
+        policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
     )
 
 

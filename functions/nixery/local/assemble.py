@@ -7,6 +7,7 @@ from flask import Flask
 
 from nixery.auth.access import access_from_config
 from nixery.build.assemble import build_coordinator
+from nixery.build.contract import PackagePolicy
 from nixery.config import Config, ConfigError
 from nixery.index.sqlite import SqliteIndex
 from nixery.registry.api import create_app
@@ -29,5 +30,6 @@ def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
         coordinator,
         max_packages=config.max_packages,
         client_build_limit=config.client_build_limit,
+        policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
     )
     return create_app(service, access)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 from nixery.build.contract import (
     COMMIT_RE,
+    DEFAULT_POLICY,
     Builder,
     BuildError,
     ImageRequest,
-    PackagesNotFound,
+    NixTooOld,
+    PackagePolicy,
+    PackagesRefused,
+    Refusal,
     Revision,
     SourceUnavailable,
     image_key,
@@ -31,6 +36,7 @@ from nixery.storage import Storage
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
+MISCONFIGURED_MEMORY = 256
 
 
 class ManifestUnknown(LookupError):
@@ -56,19 +62,24 @@ class RegistryService:
         max_packages: int = DEFAULT_MAX_PACKAGES,
         client_build_limit: int = 2,
         cache: ManifestCache | None = None,
+        policy: PackagePolicy = DEFAULT_POLICY,
     ) -> None:
         self.source = source
         self.index = index
         self.storage = storage
         self.builder = builder
         self.max_packages = max_packages
+        self.policy = policy
         self.cold_builds = ClientBuildLimit(client_build_limit)
         self.cache = cache if cache is not None else ManifestCache()
         self._known_tags: set[tuple[str, str]] = set()
         self._memo_lock = threading.Lock()
-        # A package set at one revision never grows the packages it lacked, so "not found" for
-        # an image key holds for good; remembered so retries of a typo do not re-run Nix.
-        self._not_found: Lru[str, list[str]] = Lru(NOT_FOUND_MEMORY)
+        # A package set at one revision, under one policy (both in the image key), refuses the
+        # same names for the same reasons for good ("not found", unfree, an abort...);
+        # remembered so retries of a typo do not re-run Nix.
+        self._refused: Lru[str, list[Refusal]] = Lru(NOT_FOUND_MEMORY)
+        # A revision that needs a newer Nix than the builder's needs it for every image.
+        self._nix_too_old: Lru[tuple[str, str], NixTooOld] = Lru(MISCONFIGURED_MEMORY)
 
     def manifest(
         self, repository: str, reference: str, accept: str | None, client: str = ""
@@ -77,7 +88,9 @@ class RegistryService:
         if ":" in reference:  # tags cannot hold a colon; digests always do
             validate_repository(repository)
             return self.manifest_by_digest(reference)
-        request = parse_image_name(repository, self.max_packages)
+        request = dataclasses.replace(
+            parse_image_name(repository, self.max_packages), policy=self.policy
+        )
         validate_tag(reference)
         revision = self.source.resolve(reference)
         if revision is None:
@@ -113,9 +126,13 @@ class RegistryService:
         self, key: str, request: ImageRequest, revision: Revision, pinned: bool
     ) -> ImageRecord:
         """`pinned`: the client named the commit, so a source that lacks it is the client's miss."""
-        missing_before = self._not_found.get(key)
-        if missing_before is not None:
-            raise PackagesNotFound(missing_before, request.repository)
+        refused_before = self._refused.get(key)
+        if refused_before is not None:
+            raise PackagesRefused(refused_before, request.repository)
+        revision_key = (revision.source_id, revision.commit)
+        too_old = self._nix_too_old.get(revision_key)
+        if too_old is not None:
+            raise NixTooOld(too_old.source, too_old.required, too_old.running, request.repository)
         try:
             return self.builder.build(key, request, revision)
         except SourceUnavailable as error:
@@ -131,8 +148,10 @@ class RegistryService:
             error.repository = request.repository
             raise
         except BuildError as error:
-            if isinstance(error, PackagesNotFound):
-                self._not_found.put(key, error.names)
+            if isinstance(error, PackagesRefused):
+                self._refused.put(key, error.refusals)
+            if isinstance(error, NixTooOld):
+                self._nix_too_old.put(revision_key, error)
             error.repository = request.repository
             raise
 

@@ -163,7 +163,10 @@ class Refusal:
 
     def to_dict(self) -> dict[str, Any]:
         """The wire and `detail` form: empty facts left out."""
-        return {key: value for key, value in asdict(self).items() if value or key == "reason"}
+        data = {key: value for key, value in asdict(self).items() if value or key == "reason"}
+        if self.advisories:
+            data["advisories"] = list(self.advisories)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Refusal:

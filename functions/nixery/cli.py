@@ -57,7 +57,7 @@ def _settings(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from nixery.local.assemble import embedded_app
+    from nixery.local.assemble import embedded_app, start_source_check
     from nixery.local.server import RegistryServer
 
     config = load_config(os.environ, _settings(args))
@@ -67,7 +67,13 @@ def serve(args: argparse.Namespace) -> int:
         f"(storage {config.storage_path})",
         file=sys.stderr,
     )
-    RegistryServer(app, config.host, config.port, config.threads).run()
+    RegistryServer(
+        app,
+        config.host,
+        config.port,
+        config.threads,
+        on_worker_start=lambda: start_source_check(app),
+    ).run()
     return 0
 
 

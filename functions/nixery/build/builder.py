@@ -116,7 +116,7 @@ class ImageBuilder:
             info = self._source_checks.run(
                 "\0".join(revision_key), lambda: self.nix.source_info(revision.nix_source)
             )
-            self._checked_sources[revision_key] = info
+            self._checked_sources.put(revision_key, info)
         if not info.satisfied:
             source = describe_source(revision.nix_source)
             raise NixTooOld(source, info.min_version or "?", info.nix_version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -72,8 +73,16 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
 
 
 class RegistryServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Flask, host: str, port: int, threads: int) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        host: str,
+        port: int,
+        threads: int,
+        on_worker_start: Callable[[], None] | None = None,
+    ) -> None:
         self._app = app
+        self._on_worker_start = on_worker_start
         self._options = {
             "bind": f"{host}:{port}",
             "workers": 1,
@@ -89,6 +98,8 @@ class RegistryServer(BaseApplication):  # type: ignore[misc]
             "accesslog": "-",
             "loglevel": "info",
         }
+        if on_worker_start is not None:
+            self._options["post_worker_init"] = lambda worker: on_worker_start()
         super().__init__()
 
     def load_config(self) -> None:

@@ -11,6 +11,7 @@ for it, so that bad or missing settings stop the process at start-up with one cl
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import TYPE_CHECKING
 

@@ -1,10 +1,12 @@
 # The package set a source names, called the way nixpkgs expects: shared by resolve.nix and
-# popcount.nix.
+# popcount.nix. `config` is nixpkgs' config as JSON ({"allowUnfree": true,
+# "permittedInsecurePackages": [...]}); "{}" is what nixpkgs gets when nothing is allowed.
 {
   srcType,
   src,
   rev ? "",
   system,
+  config ? "{}",
 }:
 
 let
@@ -16,7 +18,7 @@ let
   # `{ ... }: ...`), whose arguments functionArgs cannot reveal. nixpkgs declares all three.
   packageSetArgs = {
     inherit system;
-    config = { };
+    config = builtins.fromJSON config;
     overlays = [ ];
   };
   declaredArgs = builtins.functionArgs imported;

@@ -128,7 +128,11 @@ def test_index_builds_travel_to_the_builder() -> None:
         back.result()
     assert raised.value.by_platform == {"linux/arm64/v8": ["x"]}
     detail = as_registry_error(raised.value).detail
-    assert detail == {"packages": ["x"], "platforms": {"linux/arm64/v8": ["x"]}}
+    assert detail == {
+        "packages": ["x"],
+        "refusals": [{"name": "x", "reason": "not_found"}],
+        "platforms": {"linux/arm64/v8": ["x"]},
+    }
 
 
 class RecordingBuilder:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource
+from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource, PackagePolicy, Refusal
 from nixery.build.graph import name_version
 from nixery.build.nix import (
     Nix,
     Resolution,
     ResolvedPackage,
+    nix_error_message,
     parse_path_info,
 )
 from nixery.build.popcount import dump_popularity, load_popularity, popcount
@@ -125,30 +126,172 @@ def test_resolve_reports_every_missing_name_in_one_evaluation(
 ) -> None:
     missing = [
         "nope",
-        "oldalias",  # throws when forced
         "notADerivation",
         "notaderivation.foo",  # not a set of derivations
-        "mixed.bad",  # throws, beside a good sibling
         "deeply.nested",  # a set, not a derivation
         "hello.nope",  # a level below a derivation that is not an output
         "a..b",
         "",
         "1password",  # the caller must prefix a leading digit
     ]
-    resolution = resolve(nix, source, system, "hello", *missing, "mixed.good")
+    removed = ["oldalias", "mixed.bad"]  # throw "... was removed", beside a good sibling
+    resolution = resolve(nix, source, system, "hello", *missing, *removed, "mixed.good")
     assert resolution.not_found == tuple(missing)
+    assert [(r.name, r.reason) for r in resolution.refusals] == [
+        *((name, "not_found") for name in missing),
+        ("oldalias", "removed"),
+        ("mixed.bad", "removed"),
+    ]
+    assert resolution.refusals[-1].message == "mixed.bad was removed"
     assert [package.name for package in resolution.packages] == ["hello", "mixed.good"]
 
 
 def test_resolve_never_forces_attributes_off_the_requested_path(
     nix: Nix, source: NixSource, system: str
 ) -> None:
-    # mixed.bomb aborts, which tryEval cannot catch: forcing it fails the whole evaluation.
-    with pytest.raises(BuildFailed, match=r"mixed\.bomb must never be forced"):
-        resolve(nix, source, system, "mixed.bomb")
+    # mixed.bomb aborts, which tryEval cannot catch; resolving its siblings never forces it.
     resolution = resolve(nix, source, system, "mixed.good", "MIXED.GOOD", "mixed.nothing")
     assert [package.attr_path for package in resolution.packages] == [("mixed", "good")] * 2
     assert resolution.not_found == ("mixed.nothing",)
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+def test_resolve_tells_why_each_package_is_refused(
+    nix: Nix, source: NixSource, system: str
+) -> None:
+    names = [
+        "terraform",
+        "openssl_1_1",
+        "markedbroken",
+        "darwinonly",
+        "oldhello",
+        "dropped",
+        "failing.aborts",
+        "failing.needsmissing",
+        "nope",
+        "hello",
+    ]
+    resolution = resolve(nix, source, system, *names)
+    assert [package.name for package in resolution.packages] == ["hello"]
+    by_name = {refusal.name: refusal for refusal in resolution.refusals}
+    assert [refusal.name for refusal in resolution.refusals] == names[:-1], "in the order asked"
+    assert by_name["terraform"] == Refusal(
+        "terraform", "unfree", licence="bsl11", package="terraform-1.9.0"
+    )
+    assert by_name["openssl_1_1"] == Refusal(
+        "openssl_1_1",
+        "insecure",
+        advisories=("OpenSSL 1.1 is end of life since 2023-09-11", "CVE-2023-5678"),
+        package="openssl-1.1.1w",
+    )
+    assert by_name["markedbroken"] == Refusal("markedbroken", "broken", package="marked-broken-1.0")
+    assert by_name["darwinonly"] == Refusal(
+        "darwinonly", "unsupported_platform", platform=system, package="darwin-only-1.0"
+    )
+    assert by_name["oldhello"] == Refusal(
+        "oldhello", "removed", "'oldHello' has been renamed to/replaced by 'hello'"
+    )
+    assert by_name["dropped"].reason == "removed"
+    assert "has been removed" in by_name["dropped"].message
+    assert by_name["failing.aborts"] == Refusal(
+        "failing.aborts",
+        "evaluation_error",
+        "evaluation aborted with the following error message: "
+        "'aborts: this package aborts evaluation on purpose'",
+    )
+    assert by_name["failing.needsmissing"] == Refusal(
+        "failing.needsmissing", "evaluation_error", "attribute 'doesNotExist' missing"
+    )
+    assert by_name["nope"] == Refusal("nope", "not_found")
+
+
+def test_an_abort_is_isolated_by_evaluating_names_apart(
+    nix: Nix, source: NixSource, system: str
+) -> None:
+    good = ["hello", "app", "tool", "sdl2", "mixed.good", "multi", "coreutils"]
+    resolution = resolve(nix, source, system, *good, "mixed.bomb")
+    assert sorted(package.name for package in resolution.packages) == sorted(good)
+    (refusal,) = resolution.refusals
+    assert refusal.name == "mixed.bomb"
+    assert refusal.reason == "evaluation_error"
+    assert "mixed.bomb must never be forced" in refusal.message
+
+
+def test_a_package_set_that_fails_as_a_whole_is_no_refusal(
+    nix: Nix, system: str, tmp_path: Path
+) -> None:
+    (tmp_path / "default.nix").write_text('{ ... }: abort "the whole set is broken"')
+    with pytest.raises(BuildFailed, match="the whole set is broken"):
+        resolve(nix, NixSource("path", str(tmp_path)), system, "hello", "app")
+
+
+def test_the_policy_is_nixpkgs_config(nix: Nix, source: NixSource, system: str) -> None:
+    names = ("terraform", "openssl_1_1", "markedbroken")
+    allowed = nix.resolve(
+        source,
+        names,
+        system,
+        deadline(),
+        PackagePolicy(allow_unfree=True, permitted_insecure=("openssl-1.1.1w",)),
+    )
+    assert [package.name for package in allowed.packages] == ["terraform", "openssl_1_1"]
+    assert [refusal.reason for refusal in allowed.refusals] == ["broken"]
+    wrong_version = nix.resolve(
+        source,
+        names[1:2],
+        system,
+        deadline(),
+        PackagePolicy(permitted_insecure=("openssl-1.1.1v",)),
+    )
+    assert [refusal.reason for refusal in wrong_version.refusals] == ["insecure"]
+
+
+# --- the Nix a source demands ------------------------------------------------------------------
+
+
+def test_source_info_reads_lib_minver(nix: Nix) -> None:
+    plain = nix.source_info(NixSource("path", str(TEST_PACKAGES)))
+    assert plain.min_version is None and plain.satisfied
+    newer = nix.source_info(NixSource("path", str(REPO / "tests" / "pkgs-newer-nix")))
+    assert newer.min_version == "2.18"
+    assert newer.satisfied == (_version_tuple(newer.nix_version) >= (2, 18))
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+@pytest.mark.parametrize(
+    ("log", "message"),
+    [
+        (
+            "error: oldAlias was removed\n(use '--show-trace' to show detailed location information)",
+            "oldAlias was removed",
+        ),
+        (
+            "error: attribute 'zz' missing\n\n       at «string»:1:1:\n\n            1| ({}).zz",
+            "attribute 'zz' missing",
+        ),
+        (
+            # Nix >= 2.20: a trace first, the message on the last `error:` line.
+            "error:\n       … while evaluating the attribute 'drvPath'\n\n"
+            "       … while calling the 'throw' builtin\n         at /x.nix:3:5:\n\n"
+            "       error: Package \u2018x-1.0\u2019 in /x.nix:3 is marked as broken, refusing to evaluate.",
+            "Package \u2018x-1.0\u2019 in /x.nix:3 is marked as broken, refusing to evaluate.",
+        ),
+        (
+            "error: Package \u2018t-1\u2019 has an unfree license (\u2018bsl11\u2019), refusing to evaluate.\n\n"
+            "       a) To temporarily allow",
+            "Package \u2018t-1\u2019 has an unfree license (\u2018bsl11\u2019), refusing to evaluate.",
+        ),
+        ("error: one\n       two\n       three\n       four", "one\ntwo\nthree"),
+        ("warning: no error here", ""),
+    ],
+)
+def test_nix_error_message_takes_the_first_lines_of_the_last_error(log: str, message: str) -> None:
+    assert nix_error_message(log) == message
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nixery import errors
-from nixery.build.contract import BuilderUnavailable, PackagesNotFound
+from nixery.build.contract import (
+    AMD64,
+    BuilderUnavailable,
+    BuildOutcome,
+    BuildRequest,
+    ImageRequest,
+    NixSource,
+    NixTooOld,
+    PackagePolicy,
+    PackagesNotFound,
+    PackagesRefused,
+    Refusal,
+    Revision,
+    image_key,
+)
 from nixery.build.imageroot import CA_BUNDLE
 from nixery.build.manifest import (
     Descriptor,
@@ -25,11 +41,131 @@ def test_error_body_shape() -> None:
         "errors": [
             {
                 "code": "MANIFEST_UNKNOWN",
-                "message": "unknown packages: nope, nada",
-                "detail": {"packages": ["nope", "nada"]},
+                "message": "refused packages: nope (not found), nada (not found)",
+                "detail": {
+                    "packages": ["nope", "nada"],
+                    "refusals": [
+                        {"name": "nope", "reason": "not_found"},
+                        {"name": "nada", "reason": "not_found"},
+                    ],
+                },
             }
         ]
     }
+
+
+REFUSALS = [
+    Refusal("terraform", "unfree", licence="bsl11", package="terraform-1.9.0"),
+    Refusal(
+        "openssl_1_1",
+        "insecure",
+        advisories=("OpenSSL 1.1 is end of life", "CVE-2023-5678"),
+        package="openssl-1.1.1w",
+    ),
+    Refusal("markedbroken", "broken", package="marked-broken-1.0"),
+    Refusal("darwinonly", "unsupported_platform", platform="x86_64-linux"),
+    Refusal("oldhello", "removed", "'oldHello' has been renamed to/replaced by 'hello'"),
+    Refusal("failing.aborts", "evaluation_error", "evaluation aborted: 'x'\nsecond line"),
+    Refusal("foo", "not_found"),
+]
+
+
+def test_refusals_are_one_4xx_line_with_the_reasons_in_detail() -> None:
+    error = as_registry_error(PackagesRefused(REFUSALS))
+    assert (error.code, error.status) == ("MANIFEST_UNKNOWN", 404)
+    assert "\n" not in error.message
+    assert error.message == (
+        "refused packages: "
+        "terraform (unfree licence bsl11; set NIXERY_ALLOW_UNFREE=true), "
+        "openssl_1_1 (insecure: OpenSSL 1.1 is end of life; CVE-2023-5678; "
+        "permit with NIXERY_PERMITTED_INSECURE=openssl-1.1.1w), "
+        "markedbroken (marked broken), "
+        "darwinonly (not available on x86_64-linux), "
+        "oldhello (removed: 'oldHello' has been renamed to/replaced by 'hello'), "
+        "failing.aborts (evaluation error: evaluation aborted: 'x'), "
+        "foo (not found)"
+    )
+    assert error.detail["refusals"][1] == {
+        "name": "openssl_1_1",
+        "reason": "insecure",
+        "advisories": ["OpenSSL 1.1 is end of life", "CVE-2023-5678"],
+        "package": "openssl-1.1.1w",
+    }
+    assert [Refusal.from_dict(item) for item in error.detail["refusals"]] == REFUSALS
+
+
+def test_refusals_travel_between_builder_and_function() -> None:
+    sent = BuildOutcome.of_error(PackagesRefused(REFUSALS))
+    received = BuildOutcome.from_json(sent.to_json())
+    assert received == sent
+    assert received.not_found == tuple(refusal.name for refusal in REFUSALS), "for old readers"
+    with pytest.raises(PackagesRefused) as raised:
+        received.result()
+    assert raised.value.refusals == REFUSALS
+    # An answer from a builder that predates reasons: every name is "not found".
+    old = BuildOutcome.from_json(b'{"outcome":"not_found","not_found":["a"]}')
+    with pytest.raises(PackagesRefused) as raised:
+        old.result()
+    assert raised.value.refusals == [Refusal("a", "not_found")]
+    with pytest.raises(ValueError, match="unknown refusal reason"):
+        BuildOutcome.from_json(b'{"outcome":"not_found","refusals":[{"name":"a","reason":"x"}]}')
+
+
+def test_a_too_old_nix_is_the_registry_misconfigured_not_a_failed_build() -> None:
+    error = as_registry_error(NixTooOld("/src/nixpkgs", "2.18", "2.8.0"))
+    assert (error.code, error.status) == ("UNAVAILABLE", 503)
+    assert error.message.startswith("registry misconfigured: ")
+    for needed in ("Nix >= 2.18", "Nix 2.8.0", "newer Nix", "NIXERY_CHANNEL", "/src/nixpkgs"):
+        assert needed in error.message
+    assert error.detail == {"source": "/src/nixpkgs", "required": "2.18", "running": "2.8.0"}
+    assert "failed" not in error.message
+
+
+def test_the_policy_is_in_the_image_key_only_when_it_allows_something() -> None:
+    revision = Revision("path:/p", "0" * 40, NixSource("path", "/p"))
+    plain = ImageRequest("shell/hello", ("cacert", "hello"), AMD64)
+    # The key of a default-policy image, as it was before policies: pinned.
+    assert image_key(revision, plain) == image_key(
+        revision, ImageRequest("shell/hello", ("cacert", "hello"), AMD64, PackagePolicy())
+    )
+    assert image_key(revision, plain) == _key_before_policies(revision, plain)
+    unfree = ImageRequest("shell/hello", plain.packages, AMD64, PackagePolicy(allow_unfree=True))
+    insecure = ImageRequest("shell/hello", plain.packages, AMD64, PackagePolicy(False, ("a-1",)))
+    keys = {image_key(revision, request) for request in (plain, unfree, insecure)}
+    assert len(keys) == 3
+
+
+def _key_before_policies(revision: Revision, request: ImageRequest) -> str:
+    import hashlib
+
+    from nixery.build.contract import BUILDER_FORMAT
+
+    material = {
+        "format": BUILDER_FORMAT,
+        "source": revision.source_id,
+        "commit": revision.commit,
+        "system": request.platform.system,
+        "packages": list(request.packages),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def test_build_requests_carry_the_policy() -> None:
+    revision = Revision("path:/p", "0" * 40, NixSource("path", "/p"))
+    policy = PackagePolicy(allow_unfree=True, permitted_insecure=("openssl-1.1.1w",))
+    request = ImageRequest("shell/terraform", ("terraform",), AMD64, policy)
+    sent = BuildRequest.of(image_key(revision, request), request, revision)
+    received = BuildRequest.from_json(sent.to_json())
+    assert received == sent and received.image_request() == request
+    # A request from a function that predates policies still parses, with the default policy.
+    plain = ImageRequest("shell/hello", ("hello",), AMD64)
+    old = json.loads(BuildRequest.of(image_key(revision, plain), plain, revision).to_json())
+    del old["allow_unfree"], old["permitted_insecure"]
+    assert BuildRequest.from_json(json.dumps(old).encode()).image_request() == plain
+    tampered = json.loads(sent.to_json())
+    tampered["allow_unfree"] = False
+    with pytest.raises(ValueError, match="key does not match"):
+        BuildRequest.from_json(json.dumps(tampered).encode())
 
 
 def test_unavailable_carries_retry_after() -> None:
@@ -82,8 +218,6 @@ def test_config_contents() -> None:
 
 
 def test_build_outcomes_travel_between_builder_and_function() -> None:
-    from nixery.build.contract import BuildOutcome
-
     for outcome, status in [("not_found", 404), ("source_unavailable", 502), ("failed", 500)]:
         sent = BuildOutcome(outcome, not_found=("x",), message="m", log="l")  # type: ignore[arg-type]
         assert BuildOutcome.from_json(sent.to_json()) == sent
@@ -139,6 +273,8 @@ def test_every_build_error_round_trips_through_the_outcome() -> None:
 
     raised: list[BuildError] = [
         PackagesNotFound(["a", "b"]),
+        PackagesRefused(REFUSALS),
+        NixTooOld("/src", "2.18", "2.8.0"),
         BuildFailed("nix-build failed", "log line"),
         BuildTimedOut("timed out", "tail"),
         SourceUnavailable("no such commit", "git says"),

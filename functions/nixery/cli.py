@@ -56,6 +56,7 @@ def serve(args: argparse.Namespace) -> int:
         config.port,
         config.storage_path,
     )
+    registry.start_source_check()
     server.run()
     print("nixery: stopped", file=sys.stderr)
     return 0

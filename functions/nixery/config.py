@@ -355,6 +355,22 @@ class Config:
         serve=True,
         function="optional",
     )
+    # Passed to the package set as nixpkgs' config; the function sends them with each build.
+    allow_unfree: bool = setting(
+        "NIXERY_ALLOW_UNFREE",
+        False,
+        "`true`: build packages with unfree licences (nixpkgs' `allowUnfree`)",
+        serve=True,
+        function="optional",
+    )
+    permitted_insecure: str | None = setting(
+        "NIXERY_PERMITTED_INSECURE",
+        None,
+        "comma-separated insecure packages to build anyway, with their versions, e.g. "
+        "`openssl-1.1.1w` (nixpkgs' `permittedInsecurePackages`)",
+        serve=True,
+        function="optional",
+    )
     # Build records (the pages' history) and log lines.
     build_records: int = setting(
         "NIXERY_BUILD_RECORDS",
@@ -394,6 +410,12 @@ class Config:
     @property
     def effective_channel(self) -> str:
         return self.channel or DEFAULT_CHANNEL
+
+    @property
+    def permitted_insecure_packages(self) -> tuple[str, ...]:
+        """NIXERY_PERMITTED_INSECURE: comma-separated names with versions ("openssl-1.1.1w")."""
+        names = (self.permitted_insecure or "").split(",")
+        return tuple(sorted({name.strip() for name in names if name.strip()}))
 
     @property
     def index_path(self) -> Path:
@@ -518,7 +540,18 @@ def _parse(setting: Setting, raw: str) -> object:
         return number
     if setting.kind is Path:
         return Path(raw).expanduser().absolute()
+    if setting.kind is bool:
+        return _boolean(label, raw)
     return raw
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def load_config(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> Config:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 
 NIX_COMMANDS = ("nix", "nix-build", "nix-instantiate", "nix-store")
+# What `nixery serve` logs when its start-up check of the source's Nix is over, however it ended.
+SOURCE_CHECKED = "nixery.local.assemble:"
+SOURCE_CHECK_SECONDS = 120
 
 
 def counting_nix_shims(directory: Path, log: Path) -> Path:
@@ -58,10 +62,18 @@ class RegistryProcess:
             "nixery serve",
             [sys.executable, "-m", "nixery", "serve", "--host", "127.0.0.1"],
             self.port,
-            self.storage.parent / f"{self.storage.name}-server.log",
+            self.log_path,
             env,
         )
+        # Tests count Nix calls: let the start-up check's evaluation land before they start.
+        deadline = time.monotonic() + SOURCE_CHECK_SECONDS
+        while SOURCE_CHECKED not in self.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.storage.parent / f"{self.storage.name}-server.log"
 
     def stop(self) -> None:
         if self.process is not None:

@@ -4,9 +4,15 @@
 # shapes the registry must cope with: runtime dependency chains and diamonds, multi-output
 # packages, upper-case and nested attribute paths, throwing and non-derivation attributes, a
 # failing build, and a large seeded synthetic DAG for layering.
+#
+# Like nixpkgs it honours `config.allowUnfree` and `config.permittedInsecurePackages` (names with
+# versions, "openssl-1.1.1w"): packages it refuses (unfree, insecure, broken, unsupported
+# platform) say so in `meta.available` without throwing, and their store paths throw the message
+# nixpkgs' check-meta.nix would. Removed aliases throw as nixpkgs' aliases.nix does.
 {
   system ? builtins.currentSystem,
   busybox ? "/bin/busybox",
+  config ? { },
   ...
 }:
 
@@ -55,6 +61,67 @@ let
       }
     else
       throw "tests/pkgs: no aarch64 busybox in tests/pkgs/aarch64 (tests/aarch64.py unpacks it)";
+  allowUnfree = config.allowUnfree or false;
+  permittedInsecurePackages = config.permittedInsecurePackages or [ ];
+
+  # Why nixpkgs' check-meta.nix would refuse the package `name` (pname-version), in its words,
+  # or null. Checked in nixpkgs' order: licence, broken, platform, vulnerabilities.
+  refusalOf =
+    name: meta:
+    let
+      package = "Package ‘${name}’ in tests/pkgs/default.nix";
+      showList = items: "[ " + toString (map (item: ''"${item}"'') items) + " ]";
+    in
+    if !(meta.license.free or true) && !allowUnfree then
+      ''
+        ${package} has an unfree license (‘${meta.license.shortName}’), refusing to evaluate.
+
+        a) To temporarily allow unfree packages, you can use an environment variable
+           for a single invocation of the nix tools: NIXPKGS_ALLOW_UNFREE=1
+        b) For `nixos-rebuild` you can set { nixpkgs.config.allowUnfree = true; }''
+    else if meta.broken or false then
+      "${package} is marked as broken, refusing to evaluate."
+    else if meta ? platforms && !(builtins.elem system meta.platforms) then
+      ''
+        ${package} is not available on the requested hostPlatform:
+          hostPlatform.system = "${system}"
+          package.meta.platforms = ${showList meta.platforms}''
+    else if
+      (meta.knownVulnerabilities or [ ]) != [ ] && !(builtins.elem name permittedInsecurePackages)
+    then
+      ''
+        ${package} is marked as insecure, refusing to evaluate.
+
+        Known issues:
+        ${builtins.concatStringsSep "" (map (issue: " - ${issue}\n") meta.knownVulnerabilities)}
+        You can install it anyway by allowing this package, using the following methods:
+           { nixpkgs.config.permittedInsecurePackages = [ "${name}" ]; }''
+    else
+      null;
+
+  # meta.available tells a refused package without throwing; forcing its store paths throws.
+  # meta is not part of the derivation, so store paths are the same either way.
+  withMetaCheck =
+    name: outputs: meta: drv:
+    let
+      refusal = refusalOf name meta;
+      refused = throw refusal;
+    in
+    if refusal == null then
+      drv // { meta = meta // { available = true; }; }
+    else
+      drv
+      // builtins.listToAttrs (
+        map (output: {
+          name = output;
+          value = refused;
+        }) outputs
+      )
+      // {
+        meta = meta // { available = false; };
+        drvPath = refused;
+        outPath = refused;
+      };
 
   mkPackage =
     {
@@ -80,10 +147,7 @@ let
         PATH = "${bootstrap}";
       };
     in
-    drv
-    // {
-      inherit pname version meta;
-    };
+    withMetaCheck "${pname}-${version}" outputs meta (drv // { inherit pname version; });
 
   # A `bin/<name>` shell script that runs on busybox's sh.
   script = name: body: ''
@@ -281,6 +345,50 @@ let
       bad = throw "mixed.bad was removed";
       bomb = abort "mixed.bomb must never be forced";
       good = library "mixed-good" [ ];
+    };
+
+    # Refused as nixpkgs refuses them: each evaluates its meta fine, its store paths throw.
+    terraform = mkPackage {
+      pname = "terraform";
+      version = "1.9.0";
+      meta.license = {
+        free = false;
+        shortName = "bsl11";
+      };
+      script = script "terraform" "'echo terraform'";
+    };
+    openssl_1_1 = mkPackage {
+      pname = "openssl";
+      version = "1.1.1w";
+      meta.knownVulnerabilities = [
+        "OpenSSL 1.1 is end of life since 2023-09-11"
+        "CVE-2023-5678"
+      ];
+      script = script "openssl" "'echo openssl 1.1.1w'";
+    };
+    markedBroken = mkPackage {
+      pname = "marked-broken";
+      version = "1.0";
+      meta.broken = true;
+      script = script "marked-broken" "'echo never'";
+    };
+    darwinOnly = mkPackage {
+      pname = "darwin-only";
+      version = "1.0";
+      meta.platforms = [
+        "x86_64-darwin"
+        "aarch64-darwin"
+      ];
+      script = script "darwin-only" "'echo darwin'";
+    };
+    # Removed aliases, in the words of nixpkgs' aliases.nix.
+    oldHello = throw "'oldHello' has been renamed to/replaced by 'hello'";
+    dropped = throw "'dropped' has been removed because it was unmaintained upstream";
+    # Evaluation errors that tryEval cannot catch: an abort, and a missing attribute. In a set
+    # that popularity counting does not recurse into, which they would stop.
+    failing = {
+      aborts = abort "aborts: this package aborts evaluation on purpose";
+      needsMissing = library "needs-missing" [ pkgs.doesNotExist ];
     };
 
     broken = mkPackage {

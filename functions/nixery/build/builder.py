@@ -11,7 +11,13 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nixery.build.contract import BuildReport, ImageRequest, PackagesNotFound, Revision
+from nixery.build.contract import (
+    BuildReport,
+    ImageRequest,
+    NixTooOld,
+    PackagesRefused,
+    Revision,
+)
 from nixery.build.gzipstream import COMPRESSOR
 from nixery.build.imageroot import ImageRoot, image_root
 from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
@@ -22,16 +28,18 @@ from nixery.build.manifest import (
     ImageConfig,
     ImageManifest,
 )
-from nixery.build.nix import Nix
+from nixery.build.nix import Nix, SourceInfo, describe_source
 from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, LayerSummary
 from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.storage import Storage, put_bytes
+from nixery.util.lru import Lru
 from nixery.util.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 SYMLINK_LAYER_FORMAT = 1
+CHECKED_SOURCES_MEMORY = 256
 
 
 def _layer_key(kind: str, paths: Sequence[str]) -> str:
@@ -98,6 +106,10 @@ class ImageBuilder:
         # Builds of different images share the machine: past this many, they queue.
         self._build_slots = threading.BoundedSemaphore(max_parallel_builds)
         self._on_built = on_built
+        # Per source revision: the Nix it demands, checked once (a revision never changes, nor
+        # does the Nix of a running builder). One check at a time per revision.
+        self._source_checks: SingleFlight[SourceInfo] = SingleFlight()
+        self._checked_sources: Lru[tuple[str, str], SourceInfo] = Lru(CHECKED_SOURCES_MEMORY)
 
     def build(
         self,
@@ -109,15 +121,35 @@ class ImageBuilder:
         with self._build_slots:
             return self._build(key, request, revision, report or BuildReport())
 
+    def check_source(self, revision: Revision) -> SourceInfo:
+        """Fetches the revision and checks that this Nix can evaluate it (its lib/minver.nix),
+        once per revision; raises NixTooOld (every time, from memory) when it cannot."""
+        revision_key = (revision.source_id, revision.commit)
+        info = self._checked_sources.get(revision_key)
+        if info is None:
+            info = self._source_checks.run(
+                "\0".join(revision_key), lambda: self.nix.source_info(revision.nix_source)
+            )
+            self._checked_sources.put(revision_key, info)
+        if not info.satisfied:
+            source = describe_source(revision.nix_source)
+            raise NixTooOld(source, info.min_version or "?", info.nix_version)
+        return info
+
     def _build(
         self, key: str, request: ImageRequest, revision: Revision, report: BuildReport
     ) -> ImageRecord:
         started = time.perf_counter()
+        self.check_source(revision)
         inputs = self.nix.build_image_inputs(
-            revision.nix_source, request.packages, request.platform.system, report.phase
+            revision.nix_source,
+            request.packages,
+            request.platform.system,
+            request.policy,
+            report.phase,
         )
         if inputs.graph is None:
-            raise PackagesNotFound(inputs.resolution.not_found)
+            raise PackagesRefused(inputs.resolution.refusals)
         graph = inputs.graph
         roots = graph.roots
         nix_done = time.perf_counter()

@@ -14,8 +14,9 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 from nixery.index import ImageRecord, LayerSummary
 
@@ -76,10 +77,35 @@ def parse_platforms(specs: str) -> tuple[Platform, ...]:
 
 
 @dataclass(frozen=True)
+class PackagePolicy:
+    """What the package set may give beyond its defaults: nixpkgs' `config`.
+
+    `permitted_insecure` holds nixpkgs' `permittedInsecurePackages` entries, names with their
+    versions ("openssl-1.1.1w"), as nixpkgs compares them.
+    """
+
+    allow_unfree: bool = False
+    permitted_insecure: tuple[str, ...] = ()
+
+    def nix_config(self) -> dict[str, Any]:
+        """nixpkgs' config; `{}` (what it got before there was a policy) when nothing is allowed."""
+        config: dict[str, Any] = {}
+        if self.allow_unfree:
+            config["allowUnfree"] = True
+        if self.permitted_insecure:
+            config["permittedInsecurePackages"] = sorted(set(self.permitted_insecure))
+        return config
+
+
+DEFAULT_POLICY = PackagePolicy()
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     repository: str
     packages: tuple[str, ...]  # canonical: lowercase attribute paths, sorted, unique
     platform: Platform
+    policy: PackagePolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -89,10 +115,12 @@ class IndexRequest:
     repository: str
     packages: tuple[str, ...]
     platforms: tuple[Platform, ...]
+    policy: PackagePolicy = DEFAULT_POLICY
 
     def images(self) -> tuple[ImageRequest, ...]:
         return tuple(
-            ImageRequest(self.repository, self.packages, platform) for platform in self.platforms
+            ImageRequest(self.repository, self.packages, platform, self.policy)
+            for platform in self.platforms
         )
 
 
@@ -130,6 +158,12 @@ def image_key(revision: Revision, request: ImageRequest) -> str:
     # Only where it exists, so that amd64 keys stay what they were.
     if request.platform.variant:
         material["variant"] = request.platform.variant
+    # The policy decides what evaluates (and nixpkgs' config may change derivations), and
+    # refusals are remembered per key, so it is part of the key; left out when it allows nothing,
+    # so that the keys (and cached images) of default-policy images stay what they were.
+    config = request.policy.nix_config()
+    if config:
+        material["config"] = config
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -184,8 +218,68 @@ class Builder(Protocol):
 
 # How a build can end, as the builder service reports it.
 Outcome = Literal[
-    "built", "not_found", "source_unavailable", "failed", "timeout", "busy", "unavailable"
+    "built",
+    "not_found",
+    "source_unavailable",
+    "nix_too_old",
+    "failed",
+    "timeout",
+    "busy",
+    "unavailable",
 ]
+
+# Why a name gives no buildable derivation. "not_found": no such attribute path (or not a
+# package); "unfree", "insecure", "broken", "unsupported_platform": nixpkgs' meta check refuses
+# it; "removed": an alias that throws naming what replaced it; "evaluation_error": evaluating it
+# throws or aborts.
+RefusalReason = Literal[
+    "not_found",
+    "unfree",
+    "insecure",
+    "broken",
+    "unsupported_platform",
+    "removed",
+    "evaluation_error",
+]
+REFUSAL_REASONS: tuple[str, ...] = get_args(RefusalReason)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One name the package set refused, and why. `message`: the removed alias's message or the
+    first lines of Nix's error; `licence`, `advisories`, `platform`, `package`: the meta
+    check's facts."""
+
+    name: str
+    reason: RefusalReason
+    message: str = ""
+    licence: str = ""
+    advisories: tuple[str, ...] = ()
+    platform: str = ""
+    package: str = ""  # the derivation's name ("openssl-1.1.1w"), as nixpkgs' config names it
+
+    def __post_init__(self) -> None:
+        if self.reason not in REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {self.reason!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire and `detail` form: empty facts left out."""
+        data = {key: value for key, value in asdict(self).items() if value or key == "reason"}
+        if self.advisories:
+            data["advisories"] = list(self.advisories)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refusal:
+        return cls(
+            name=str(data["name"]),
+            reason=data["reason"],
+            message=str(data.get("message", "")),
+            licence=str(data.get("licence", "")),
+            advisories=tuple(str(advisory) for advisory in data.get("advisories", ())),
+            platform=str(data.get("platform", "")),
+            package=str(data.get("package", "")),
+        )
 
 
 class BuildError(Exception):
@@ -205,21 +299,47 @@ class BuildError(Exception):
         self.repository = repository
 
 
-class PackagesNotFound(BuildError):
-    """Names that are not packages of the source at this revision: the client's mistake."""
+class PackagesRefused(BuildError):
+    """Names the source at this revision gives no buildable package for, each with its reason:
+    the client's request (or the registry's policy), not a failure of the registry. A plain name
+    stands for "not found"."""
 
     outcome = "not_found"
 
     def __init__(
         self,
-        names: tuple[str, ...] | list[str],
+        refused: Iterable[Refusal | str],
         repository: str = "",
         by_platform: dict[str, list[str]] | None = None,
     ) -> None:
-        super().__init__(", ".join(names), repository=repository)
-        self.names = list(names)
+        self.refusals = [
+            item if isinstance(item, Refusal) else Refusal(item, "not_found") for item in refused
+        ]
+        self.names = [refusal.name for refusal in self.refusals]
         # For a multi-platform tag: which platform refused which names.
         self.by_platform = dict(by_platform or {})
+        summary = ", ".join(f"{refusal.name} ({refusal.reason})" for refusal in self.refusals)
+        super().__init__(f"refused packages: {summary}", repository=repository)
+
+
+# The name of the error before it carried reasons; constructing it with names still works.
+PackagesNotFound = PackagesRefused
+
+
+class NixTooOld(BuildError):
+    """The package source demands a newer Nix (its lib/minver.nix) than the builder runs: the
+    registry is misconfigured, for every image of that revision, until Nix or the source changes."""
+
+    outcome = "nix_too_old"
+
+    def __init__(self, source: str, required: str, running: str, repository: str = "") -> None:
+        super().__init__(
+            f"the package source {source} needs Nix >= {required}; this builder runs Nix {running}",
+            repository=repository,
+        )
+        self.source = source
+        self.required = required
+        self.running = running
 
 
 class BuildFailed(BuildError):
@@ -263,7 +383,8 @@ class BuilderUnavailable(BuildError):
 _ERROR_OF_OUTCOME: dict[str, type[BuildError]] = {
     error.outcome: error
     for error in (
-        PackagesNotFound,
+        PackagesRefused,
+        NixTooOld,
         BuildFailed,
         BuildTimedOut,
         SourceUnavailable,
@@ -276,6 +397,7 @@ _OUTCOME_STATUS: dict[str, int] = {
     "built": 200,
     "not_found": 404,
     "source_unavailable": 502,
+    "nix_too_old": 503,
     "failed": 500,
     "timeout": 504,
     "busy": 503,
@@ -298,6 +420,8 @@ class BuildRequest:
     build_id: str = ""  # the registry's build record, for the builder's log lines
     # Set for a multi-platform index build (platform specs, in order); empty for one image.
     platforms: tuple[str, ...] = ()
+    allow_unfree: bool = False
+    permitted_insecure: tuple[str, ...] = ()
 
     @classmethod
     def of_index(cls, key: str, request: IndexRequest, revision: Revision) -> BuildRequest:
@@ -312,11 +436,14 @@ class BuildRequest:
             revision.commit,
             revision.nix_source,
             platforms=tuple(platform.spec for platform in request.platforms),
+            allow_unfree=request.policy.allow_unfree,
+            permitted_insecure=request.policy.permitted_insecure,
         )
 
     def index_request(self) -> IndexRequest:
         platforms = tuple(PLATFORMS[spec] for spec in self.platforms)
-        return IndexRequest(self.repository, self.packages, platforms)
+        policy = PackagePolicy(self.allow_unfree, self.permitted_insecure)
+        return IndexRequest(self.repository, self.packages, platforms, policy)
 
     @classmethod
     def of(
@@ -331,12 +458,17 @@ class BuildRequest:
             revision.source_id,
             revision.commit,
             revision.nix_source,
-            build_id,
+            build_id=build_id,
+            allow_unfree=request.policy.allow_unfree,
+            permitted_insecure=request.policy.permitted_insecure,
         )
 
     def image_request(self) -> ImageRequest:
         return ImageRequest(
-            self.repository, self.packages, Platform(self.system, self.architecture)
+            self.repository,
+            self.packages,
+            Platform(self.system, self.architecture),
+            PackagePolicy(self.allow_unfree, self.permitted_insecure),
         )
 
     def revision(self) -> Revision:
@@ -361,8 +493,10 @@ class BuildRequest:
                 nix_source=NixSource(**data["nix_source"]),
                 build_id=str(data.get("build_id", "")),
                 platforms=tuple(str(spec) for spec in data.get("platforms", ())),
+                allow_unfree=_boolean(data.get("allow_unfree", False)),
+                permitted_insecure=tuple(str(name) for name in data.get("permitted_insecure", ())),
             )
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"malformed build request: {error}") from error
         unknown = [spec for spec in request.platforms if spec not in PLATFORMS]
         if unknown:
@@ -382,6 +516,7 @@ class BuildOutcome:
 
     outcome: Outcome
     image: ImageRecord | None = None
+    # Every refused name (what a reader older than `refusals` shows), and each one's reason.
     not_found: tuple[str, ...] = ()
     not_found_by_platform: dict[str, list[str]] = field(default_factory=dict)
     message: str = ""
@@ -391,6 +526,9 @@ class BuildOutcome:
     phases: tuple[tuple[str, float], ...] = ()
     layers: tuple[LayerSummary, ...] = ()
     cached: bool = False
+    refusals: tuple[Refusal, ...] = ()
+    # nix_too_old: the source, the Nix it needs and the Nix that ran.
+    nix: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def built(cls, image: ImageRecord, report: BuildReport | None = None) -> BuildOutcome:
@@ -398,15 +536,22 @@ class BuildOutcome:
 
     @classmethod
     def of_error(cls, error: BuildError, report: BuildReport | None = None) -> BuildOutcome:
-        names = tuple(error.names) if isinstance(error, PackagesNotFound) else ()
-        by_platform = error.by_platform if isinstance(error, PackagesNotFound) else {}
+        refusals = tuple(error.refusals) if isinstance(error, PackagesRefused) else ()
+        by_platform = error.by_platform if isinstance(error, PackagesRefused) else {}
+        nix = (
+            {"source": error.source, "required": error.required, "running": error.running}
+            if isinstance(error, NixTooOld)
+            else {}
+        )
         return cls(
             error.outcome,
-            not_found=names,
+            not_found=tuple(refusal.name for refusal in refusals),
             not_found_by_platform=by_platform,
             message=error.message,
             log=error.log_tail,
             retry_after=error.retry_after,
+            refusals=refusals,
+            nix=nix,
             **_report_fields(report),
         )
 
@@ -423,8 +568,16 @@ class BuildOutcome:
         if self.outcome == "built" and self.image is not None:
             return self.image
         kind = _ERROR_OF_OUTCOME.get(self.outcome, BuilderUnavailable)
-        if kind is PackagesNotFound:
-            raise PackagesNotFound(self.not_found, by_platform=self.not_found_by_platform)
+        if kind is PackagesRefused:
+            raise PackagesRefused(
+                self.refusals or self.not_found, by_platform=self.not_found_by_platform
+            )
+        if kind is NixTooOld:
+            raise NixTooOld(
+                self.nix.get("source", "?"),
+                self.nix.get("required", "?"),
+                self.nix.get("running", "?"),
+            )
         if kind is BuilderUnavailable:
             raise BuilderUnavailable(
                 self.message or "the builder failed", self.retry_after or 10.0, self.log
@@ -436,7 +589,9 @@ class BuildOutcome:
         return _OUTCOME_STATUS[self.outcome]
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        data = asdict(self)
+        data["refusals"] = [refusal.to_dict() for refusal in self.refusals]
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> BuildOutcome:
@@ -467,8 +622,10 @@ class BuildOutcome:
                     for layer in data.get("layers", ())
                 ),
                 cached=bool(data.get("cached", False)),
+                refusals=tuple(Refusal.from_dict(item) for item in data.get("refusals", ())),
+                nix={str(key): str(value) for key, value in data.get("nix", {}).items()},
             )
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"malformed build outcome: {error}") from error
 
 
@@ -476,3 +633,9 @@ def _report_fields(report: BuildReport | None) -> dict[str, Any]:
     if report is None:
         return {}
     return {"phases": tuple(report.phases), "layers": tuple(report.layers), "cached": report.cached}
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {value!r}")
+    return value

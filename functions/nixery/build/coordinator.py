@@ -16,7 +16,7 @@ from nixery.build.contract import (
     BuildReport,
     ImageRequest,
     IndexRequest,
-    PackagesNotFound,
+    PackagesRefused,
     Platform,
     Revision,
     image_key,
@@ -103,10 +103,10 @@ class BuildCoordinator:
     def _build_platforms(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
         images = request.images()
 
-        def build_one(image: ImageRequest) -> ImageRecord | PackagesNotFound:
+        def build_one(image: ImageRequest) -> ImageRecord | PackagesRefused:
             try:
                 return self.build(image_key(revision, image), image, revision)
-            except PackagesNotFound as refusal:
+            except PackagesRefused as refusal:
                 return refusal
 
         # The platforms' Nix builds overlap; the builder's own slots still bound the machine.
@@ -115,13 +115,22 @@ class BuildCoordinator:
         built: list[tuple[Platform, ImageRecord]] = []
         refused: dict[str, list[str]] = {}
         for image, result in zip(images, results, strict=True):
-            if isinstance(result, PackagesNotFound):
+            if isinstance(result, PackagesRefused):
                 refused[image.platform.spec] = result.names
             else:
                 built.append((image.platform, result))
         if not built:
-            names = sorted({name for names in refused.values() for name in names})
-            raise PackagesNotFound(names, request.repository, by_platform=refused)
+            reasons = {
+                refusal.name: refusal
+                for result in results
+                if isinstance(result, PackagesRefused)
+                for refusal in result.refusals
+            }
+            raise PackagesRefused(
+                [reasons[name] for name in sorted(reasons)],
+                request.repository,
+                by_platform=refused,
+            )
         return publish_index(self.index, key, built, refused)
 
     def _build_or_wait(

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -22,13 +23,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from nixery.build.contract import (
+    DEFAULT_POLICY,
     BuilderUnavailable,
     BuildFailed,
     BuildTimedOut,
     NixSource,
+    PackagePolicy,
+    Refusal,
     SourceUnavailable,
 )
 from nixery.build.graph import ClosureGraph, StorePathInfo
@@ -42,6 +46,10 @@ NIX_COMMAND = ("--extra-experimental-features", "nix-command")
 SHUTDOWN_RETRY_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# How much of Nix's error message a refusal carries: its first lines say what went wrong.
+MESSAGE_LINES = 3
+# What nixpkgs' aliases.nix throws for a name it dropped or renamed.
+REMOVED_ALIAS_RE = re.compile(r"has been (renamed|removed)|was removed|renamed to|replaced by")
 
 
 @dataclass(frozen=True)
@@ -55,13 +63,44 @@ class ResolvedPackage:
 @dataclass(frozen=True)
 class Resolution:
     packages: tuple[ResolvedPackage, ...]
-    not_found: tuple[str, ...]
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def not_found(self) -> tuple[str, ...]:
+        return tuple(refusal.name for refusal in self.refusals if refusal.reason == "not_found")
 
 
 @dataclass(frozen=True)
 class ImageInputs:
     resolution: Resolution
-    graph: ClosureGraph | None  # None when some name was not found: nothing was built
+    graph: ClosureGraph | None  # None when some name was refused: nothing was built
+
+
+@dataclass(frozen=True)
+class Throwing:
+    """A name whose attribute (or its store paths) throws: resolve.nix's tryEval dropped the
+    message, so the attribute is forced alone to read it."""
+
+    name: str
+    attr_path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One resolve.nix answer, before the throwing names are explained."""
+
+    packages: tuple[ResolvedPackage, ...]
+    refusals: tuple[Refusal, ...]
+    throwing: tuple[Throwing, ...]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The Nix that runs, and the one the source demands (its lib/minver.nix), if it says."""
+
+    nix_version: str
+    min_version: str | None
+    satisfied: bool
 
 
 class Nix:
@@ -100,6 +139,7 @@ class Nix:
         source: NixSource,
         names: Sequence[str],
         system: str,
+        policy: PackagePolicy = DEFAULT_POLICY,
         on_phase: Callable[[str, float], None] | None = None,
     ) -> ImageInputs:
         """Resolves, builds and reads the closure of `names`, all within one `timeout`.
@@ -107,13 +147,11 @@ class Nix:
         the closure) took."""
         deadline = time.monotonic() + self.timeout
         started = time.monotonic()
-        if source.kind != "path":
-            self.fetch_source(source, deadline)
-        resolution = self.resolve(source, names, system, deadline)
+        resolution = self.resolve(source, names, system, deadline, policy)
         evaluated = time.monotonic()
         if on_phase is not None:
             on_phase("evaluate", evaluated - started)
-        if resolution.not_found:
+        if resolution.refusals:
             return ImageInputs(resolution, None)
         try:
             self.realise(resolution.packages, deadline)
@@ -125,11 +163,13 @@ class Nix:
                 on_phase("realise", time.monotonic() - evaluated)
         return ImageInputs(resolution, graph)
 
-    def fetch_source(self, source: NixSource, deadline: float) -> None:
-        """Fetches the source at its revision, so that failing to is SourceUnavailable."""
+    def source_info(self, source: NixSource) -> SourceInfo:
+        """Fetches the source at its revision (failing to is SourceUnavailable) and reads the Nix
+        it demands."""
+        deadline = time.monotonic() + self.timeout
         try:
-            self.evaluate_json(
-                self.nix_dir / "fetch-source.nix",
+            data = self.evaluate_json(
+                self.nix_dir / "source-info.nix",
                 source_arguments(source),
                 deadline,
                 write_derivations=True,
@@ -137,22 +177,109 @@ class Nix:
         except BuildTimedOut:
             raise
         except BuildFailed as error:
-            revision = f" at {source.rev}" if source.rev else ""
             raise SourceUnavailable(
-                f"cannot fetch the package source {source.location}{revision}", error.log_tail
+                f"cannot fetch the package source {describe_source(source)}", error.log_tail
             ) from None
+        if not isinstance(data, dict):
+            raise BuildFailed(f"source-info.nix returned {type(data).__name__}, not an object")
+        minimum = data.get("minVersion")
+        return SourceInfo(
+            str(data["nixVersion"]),
+            None if minimum is None else str(minimum),
+            bool(data["satisfied"]),
+        )
 
     def resolve(
-        self, source: NixSource, names: Sequence[str], system: str, deadline: float
+        self,
+        source: NixSource,
+        names: Sequence[str],
+        system: str,
+        deadline: float,
+        policy: PackagePolicy = DEFAULT_POLICY,
     ) -> Resolution:
+        """Every name's package or refusal, in the order asked. An abort (or any error tryEval
+        cannot catch) in one name is told apart by evaluating the names apart: halves, recursively,
+        so k bad names among n cost about 2k·log2(n) extra evaluations, not n."""
+        arguments = {
+            **source_arguments(source),
+            "system": system,
+            "config": json.dumps(policy.nix_config(), sort_keys=True),
+        }
+        try:
+            raw = self._resolve_batch(arguments, names, deadline)
+        except BuildTimedOut:
+            raise
+        except BuildFailed as error:
+            # When the package set itself does not evaluate, no name is at fault.
+            self._resolve_batch(arguments, [], deadline)
+            raw = self._resolve_apart(arguments, names, deadline, error)
+        refusals = {refusal.name: refusal for refusal in raw.refusals}
+        for throwing in raw.throwing:
+            refusals[throwing.name] = self._explain(arguments, throwing, deadline)
+        return Resolution(
+            packages=raw.packages,
+            refusals=tuple(refusals[name] for name in names if name in refusals),
+        )
+
+    def _resolve_batch(
+        self, arguments: Mapping[str, str], names: Sequence[str], deadline: float
+    ) -> Evaluated:
         result = self.evaluate_json(
             self.nix_dir / "resolve.nix",
-            {**source_arguments(source), "system": system, "names": json.dumps(list(names))},
+            {**arguments, "names": json.dumps(list(names))},
             deadline,
             # Evaluation writes the .drv files that realising needs only in read-write mode.
             write_derivations=True,
         )
         return parse_resolution(result)
+
+    def _resolve_apart(
+        self,
+        arguments: Mapping[str, str],
+        names: Sequence[str],
+        deadline: float,
+        failure: BuildFailed,
+    ) -> Evaluated:
+        """`names` failed to evaluate together with `failure`: find the ones at fault."""
+        if len(names) == 1:
+            message = nix_error_message(failure.log_tail) or failure.message
+            return Evaluated((), (Refusal(names[0], "evaluation_error", message),), ())
+        halves = (names[: len(names) // 2], names[len(names) // 2 :])
+        packages: list[ResolvedPackage] = []
+        refusals: list[Refusal] = []
+        throwing: list[Throwing] = []
+        for half in halves:
+            try:
+                part = self._resolve_batch(arguments, half, deadline)
+            except BuildTimedOut:
+                raise
+            except BuildFailed as error:
+                part = self._resolve_apart(arguments, half, deadline, error)
+            packages += part.packages
+            refusals += part.refusals
+            throwing += part.throwing
+        return Evaluated(tuple(packages), tuple(refusals), tuple(throwing))
+
+    def _explain(
+        self, arguments: Mapping[str, str], throwing: Throwing, deadline: float
+    ) -> Refusal:
+        """Forces a throwing name alone to read Nix's message, which tells a removed alias from
+        another evaluation error."""
+        try:
+            self.evaluate_json(
+                self.nix_dir / "explain.nix",
+                {**arguments, "attrPath": json.dumps(list(throwing.attr_path))},
+                deadline,
+                write_derivations=False,
+            )
+        except BuildTimedOut:
+            raise
+        except BuildFailed as error:
+            message = nix_error_message(error.log_tail) or error.message
+        else:
+            message = "evaluating it failed, but forcing it alone did not"
+        reason = "removed" if REMOVED_ALIAS_RE.search(message) else "evaluation_error"
+        return Refusal(throwing.name, reason, message)
 
     def realise(self, packages: Sequence[ResolvedPackage], deadline: float) -> None:
         """Builds the listed outputs and keeps each alive with a GC root named after it."""
@@ -281,7 +408,13 @@ def source_arguments(source: NixSource) -> dict[str, str]:
     return {"srcType": source.kind, "src": location, "rev": source.rev or ""}
 
 
-def parse_resolution(data: object) -> Resolution:
+def describe_source(source: NixSource) -> str:
+    revision = f" at {source.rev}" if source.rev else ""
+    return f"{source.location}{revision}"
+
+
+def parse_resolution(data: object) -> Evaluated:
+    """resolve.nix's answer; a refusal that "throws" is kept apart until it is explained."""
     if not isinstance(data, dict):
         raise BuildFailed(f"resolve.nix returned {type(data).__name__}, not an object")
     packages = tuple(
@@ -293,7 +426,46 @@ def parse_resolution(data: object) -> Resolution:
         )
         for entry in data["found"]
     )
-    return Resolution(packages=packages, not_found=tuple(data["notFound"]))
+    refused = data["refused"]
+    return Evaluated(
+        packages,
+        tuple(_refusal(entry) for entry in refused if entry["reason"] != "throws"),
+        tuple(
+            Throwing(str(entry["name"]), tuple(str(part) for part in entry["attrPath"]))
+            for entry in refused
+            if entry["reason"] == "throws"
+        ),
+    )
+
+
+def _refusal(entry: Mapping[str, Any]) -> Refusal:
+    return Refusal(
+        str(entry["name"]),
+        entry["reason"],
+        licence=str(entry.get("licence") or ""),
+        advisories=tuple(str(advisory) for advisory in entry.get("advisories") or ()),
+        platform=str(entry.get("platform") or ""),
+        package=str(entry.get("package") or ""),
+    )
+
+
+def nix_error_message(log: str, max_lines: int = MESSAGE_LINES) -> str:
+    """The first lines of Nix's own error message in its stderr, without location or trace.
+
+    Nix 2.8 prints `error: <message>`; newer Nix may print `error:` and a trace first, with the
+    message on the last `error: ...` line. Either way it is the last line starting `error:` that
+    has text.
+    """
+    lines = [line.strip() for line in log.splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("error:") and line != "error:"]
+    if not starts:
+        return ""
+    message = [lines[starts[-1]].removeprefix("error:").strip()]
+    for line in lines[starts[-1] + 1 :]:
+        if not line or line.startswith(("at ", "(use '--show-trace'", "… ")):
+            break
+        message.append(line)
+    return "\n".join(message[:max_lines])
 
 
 def parse_path_info(data: object, roots: Sequence[str]) -> ClosureGraph:

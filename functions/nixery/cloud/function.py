@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from nixery.auth.access import access_from_config
-from nixery.build.contract import parse_platforms
+from nixery.build.contract import PackagePolicy, parse_platforms
 from nixery.cloud import clients
 from nixery.cloud.idtoken import key_file_token_source, metadata_token_source
 from nixery.cloud.remote import RemoteBuilder
@@ -44,6 +44,7 @@ def registry_service(config: Config) -> RegistryService:
         client_build_limit=config.client_build_limit,
         records=BuildRecorder(index, config.build_records, config.build_record_days),
         platforms=parse_platforms(config.platforms),
+        policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
     )
 
 

@@ -4,6 +4,7 @@ process, on the filesystem and SQLite."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,15 +12,17 @@ from flask import Flask
 
 from nixery.auth.access import access_from_config
 from nixery.build.assemble import build_coordinator
-from nixery.build.contract import parse_platforms
+from nixery.build.builder import ImageBuilder
+from nixery.build.contract import BuildError, NixTooOld, PackagePolicy, parse_platforms
 from nixery.build.nix import Nix
 from nixery.config import Config, ConfigError, find_nix_dir
 from nixery.index.sqlite import SqliteIndex
 from nixery.local.ownership import StorageLock
 from nixery.registry.api import create_app
+from nixery.registry.errormap import nix_too_old_message
 from nixery.registry.records import BuildRecorder
 from nixery.registry.service import RegistryService
-from nixery.registry.sources import PackageSource, package_source
+from nixery.registry.sources import PackageSource, SourceError, package_source
 from nixery.storage.filesystem import FilesystemStorage
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,8 @@ class EmbeddedRegistry:
     # Ends the running builds (shutdown); their requests answer 503 + Retry-After.
     stop_builds: Callable[[], None]
     lock: StorageLock | None
+    # Checks the configured source's Nix in the background (`nixery serve` starts it).
+    start_source_check: Callable[[], None]
 
 
 def embedded_registry(
@@ -56,8 +61,9 @@ def embedded_registry(
             )
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
     coordinator = build_coordinator(config, storage, index, nix)
+    source = source or package_source(config)
     service = RegistryService(
-        source or package_source(config),
+        source,
         index,
         storage,
         coordinator,
@@ -66,8 +72,21 @@ def embedded_registry(
         records=BuildRecorder(index, config.build_records, config.build_record_days),
         cold_wait_limit=cold_wait_limit(config.threads),
         platforms=parse_platforms(config.platforms),
+        policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
     )
-    return EmbeddedRegistry(create_app(service, access), nix.stop_all, lock)
+    builder = coordinator.builder
+
+    def start_source_check() -> None:
+        if isinstance(builder, ImageBuilder):
+            # In the background: a channel must be resolved and fetched first, which can be slow.
+            threading.Thread(
+                target=check_source_at_start,
+                args=(source, builder),
+                name="source-check",
+                daemon=True,
+            ).start()
+
+    return EmbeddedRegistry(create_app(service, access), nix.stop_all, lock, start_source_check)
 
 
 def cold_wait_limit(threads: int) -> int:
@@ -78,3 +97,23 @@ def cold_wait_limit(threads: int) -> int:
 
 def embedded_app(config: Config, source: PackageSource | None = None) -> Flask:
     return embedded_registry(config, source).app
+
+
+def check_source_at_start(source: PackageSource, builder: ImageBuilder) -> None:
+    """Checks the configured source's `latest` against this Nix once, at start-up, so that a Nix
+    too old for it is in the log before the first pull (which then answers from memory)."""
+    try:
+        revision = source.resolve("latest")
+        if revision is None:
+            return
+        info = builder.check_source(revision)
+    except NixTooOld as error:
+        log.error("%s", nix_too_old_message(error))
+    except (SourceError, BuildError) as error:
+        log.warning(
+            "cannot check the package source at start-up: %s",
+            error.message if isinstance(error, BuildError) else error,
+        )
+    else:
+        needs = f"needs Nix >= {info.min_version}" if info.min_version else "names no minimum Nix"
+        log.info("package source %s %s; this is Nix %s", source.source_id, needs, info.nix_version)

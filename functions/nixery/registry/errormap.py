@@ -11,7 +11,9 @@ from nixery.build.contract import (
     BuildError,
     BuildFailed,
     BuildTimedOut,
-    PackagesNotFound,
+    NixTooOld,
+    PackagesRefused,
+    Refusal,
     SourceUnavailable,
 )
 from nixery.errors import RegistryError, retry_after
@@ -135,12 +137,26 @@ def _with_build_page(known: RegistryError, build_id: str, base_url: str) -> Regi
 
 def _build_error(error: BuildError) -> RegistryError:
     image = error.repository or "the image"
-    if isinstance(error, PackagesNotFound):
-        detail: dict[str, object] = {"packages": error.names}
-        if error.by_platform:
-            detail["platforms"] = error.by_platform
+    if isinstance(error, PackagesRefused):
+        # 4xx, so that docker prints the message: one line naming each package and why.
         return RegistryError(
-            errors.MANIFEST_UNKNOWN, "unknown packages: " + ", ".join(error.names), detail
+            errors.MANIFEST_UNKNOWN,
+            "refused packages: "
+            + ", ".join(
+                f"{refusal.name} ({refusal_phrase(refusal)})" for refusal in error.refusals
+            ),
+            {
+                "packages": error.names,
+                "refusals": [refusal.to_dict() for refusal in error.refusals],
+                **({"platforms": error.by_platform} if error.by_platform else {}),
+            },
+        )
+    if isinstance(error, NixTooOld):
+        # The registry's own failure, for every image of the revision: not a failed build.
+        return RegistryError(
+            errors.UNAVAILABLE,
+            nix_too_old_message(error),
+            {"source": error.source, "required": error.required, "running": error.running},
         )
     if isinstance(error, SourceUnavailable):
         return RegistryError(
@@ -162,3 +178,33 @@ def _build_error(error: BuildError) -> RegistryError:
 
 def _client_log(error: BuildError) -> str:
     return "\n".join(error.log_tail.splitlines()[-CLIENT_LOG_LINES:])
+
+
+def refusal_phrase(refusal: Refusal) -> str:
+    """Why one package was refused, in a few words on one line, with the way out if there is one."""
+    if refusal.reason == "not_found":
+        return "not found"
+    if refusal.reason == "unfree":
+        licence = f" {refusal.licence}" if refusal.licence else ""
+        return f"unfree licence{licence}; set NIXERY_ALLOW_UNFREE=true"
+    if refusal.reason == "insecure":
+        permit = refusal.package or refusal.name
+        advisories = "; ".join(refusal.advisories) or "known vulnerabilities"
+        return f"insecure: {advisories}; permit with NIXERY_PERMITTED_INSECURE={permit}"
+    if refusal.reason == "broken":
+        return "marked broken"
+    if refusal.reason == "unsupported_platform":
+        return f"not available on {refusal.platform or 'this platform'}"
+    first_line = refusal.message.splitlines()[0] if refusal.message else ""
+    if refusal.reason == "removed":
+        return f"removed: {first_line}" if first_line else "removed"
+    return f"evaluation error: {first_line}" if first_line else "evaluation error"
+
+
+def nix_too_old_message(error: NixTooOld) -> str:
+    return (
+        f"registry misconfigured: the package source {error.source} needs Nix >= "
+        f"{error.required}, but the registry runs Nix {error.running}; run the registry with a "
+        "newer Nix (Debian 13, Ubuntu 24.04 or later), or pin an older nixpkgs channel or "
+        "commit with NIXERY_CHANNEL"
+    )

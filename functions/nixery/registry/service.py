@@ -10,10 +10,13 @@ from typing import Any
 from nixery.build.contract import (
     AMD64,
     COMMIT_RE,
+    DEFAULT_POLICY,
     Builder,
     BuildError,
     IndexRequest,
-    PackagesNotFound,
+    NixTooOld,
+    PackagePolicy,
+    PackagesRefused,
     Platform,
     SourceUnavailable,
     image_key,
@@ -50,6 +53,10 @@ def build_path(build_id: str) -> str:
     return f"/builds/{build_id}"
 
 
+# Revisions found to need a newer Nix than the builder's.
+MISCONFIGURED_MEMORY = 256
+
+
 class ManifestUnknown(LookupError):
     def __init__(self, reference: str, detail: Any = None) -> None:
         super().__init__(f"manifest unknown: {reference}")
@@ -76,6 +83,7 @@ class RegistryService:
         records: BuildRecorder | None = None,
         cold_wait_limit: int | None = None,
         platforms: tuple[Platform, ...] = (AMD64,),
+        policy: PackagePolicy = DEFAULT_POLICY,
     ) -> None:
         """`cold_wait_limit`: requests that may wait for cold builds at once, all clients."""
         self.source = source
@@ -83,17 +91,19 @@ class RegistryService:
         self.storage = storage
         self.builder = builder
         self.max_packages = max_packages
+        self.policy = policy
         self.cold_builds = ClientBuildLimit(client_build_limit, cold_wait_limit)
         self.cache = cache if cache is not None else ManifestCache()
         self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
         # What a tag is built for; with more than one, a tag answers an image index.
         self.platforms = platforms
-        # A package set at one revision never grows the packages it lacked, so "not found" for
-        # an image key holds for good; remembered so retries of a typo do not re-run Nix.
-        # Remembered with the build record that found them missing, which retries point to.
-        self._not_found: Lru[str, tuple[list[str], dict[str, list[str]], str]] = Lru(
-            NOT_FOUND_MEMORY
-        )
+        # A package set at one revision, under one policy (both in the image key), refuses the
+        # same names for the same reasons for good ("not found", unfree, an abort...);
+        # remembered so retries of a typo do not re-run Nix, with the build record that found
+        # them, which retries point to.
+        self._refused: Lru[str, tuple[PackagesRefused, str]] = Lru(NOT_FOUND_MEMORY)
+        # A revision that needs a newer Nix than the builder's needs it for every image.
+        self._nix_too_old: Lru[tuple[str, str], NixTooOld] = Lru(MISCONFIGURED_MEMORY)
         self.records = records if records is not None else BuildRecorder(index)
 
     def manifest(
@@ -103,7 +113,7 @@ class RegistryService:
         if ":" in reference:  # tags cannot hold a colon; digests always do
             validate_repository(repository)
             return self.manifest_by_digest(reference)
-        request = parse_image_name(repository, self.max_packages)
+        request = replace(parse_image_name(repository, self.max_packages), policy=self.policy)
         validate_tag(reference)
         started_at = time.time()
         resolve_started = time.monotonic()
@@ -125,7 +135,7 @@ class RegistryService:
             )
 
         if len(self.platforms) > 1 and form != "manifest":
-            multi = IndexRequest(request.repository, request.packages, self.platforms)
+            multi = IndexRequest(request.repository, request.packages, self.platforms, self.policy)
             key = index_key(revision, multi)
             record = self._record(
                 key,
@@ -184,12 +194,16 @@ class RegistryService:
         """`pinned`: the client named the commit, so a source that lacks it is the client's miss.
         Every build that runs leaves a record; a failure names it for the client."""
         key, repository, revision = pending.key, pending.request.repository, pending.revision
-        missing_before = self._not_found.get(key)
-        if missing_before is not None:
-            names, by_platform, build_id = missing_before
-            refused = PackagesNotFound(names, repository, by_platform=by_platform)
+        refused_before = self._refused.get(key)
+        if refused_before is not None:
+            before, build_id = refused_before
+            refused = PackagesRefused(before.refusals, repository, by_platform=before.by_platform)
             refused.build_id = build_id
             raise refused
+        revision_key = (revision.source_id, revision.commit)
+        too_old = self._nix_too_old.get(revision_key)
+        if too_old is not None:
+            raise NixTooOld(too_old.source, too_old.required, too_old.running, repository)
         try:
             with log_context(build_id=pending.id):
                 record = build(pending)
@@ -210,8 +224,10 @@ class RegistryService:
             raise
         except BuildError as error:
             self.records.finish(pending, error=error)
-            if isinstance(error, PackagesNotFound):
-                self._not_found.put(key, (error.names, error.by_platform, pending.id))
+            if isinstance(error, PackagesRefused):
+                self._refused.put(key, (error, pending.id))
+            if isinstance(error, NixTooOld):
+                self._nix_too_old.put(revision_key, error)
             error.repository = repository
             error.build_id = pending.id
             raise

@@ -59,6 +59,9 @@ locals {
     NIXERY_MAX_PACKAGES       = tostring(var.max_packages)
     NIXERY_CLIENT_BUILD_LIMIT = tostring(var.client_build_limit)
     NIXERY_PLATFORMS          = join(",", var.platforms)
+    # The package policy travels with each build request, so only the function reads it.
+    NIXERY_ALLOW_UNFREE       = tostring(var.allow_unfree)
+    NIXERY_PERMITTED_INSECURE = join(",", var.permitted_insecure_packages)
     # functions-framework's gunicorn threads: one per request the instance accepts, since a
     # request waiting for a build holds its thread.
     THREADS = tostring(var.function_request_concurrency)

@@ -105,6 +105,18 @@ variable "custom_domain" {
 
 # --- Package source ---------------------------------------------------------------------------
 
+variable "allow_unfree" {
+  description = "Build packages with unfree licences (NIXERY_ALLOW_UNFREE, nixpkgs' config.allowUnfree). Part of the image key when true."
+  type        = bool
+  default     = false
+}
+
+variable "permitted_insecure_packages" {
+  description = "Insecure packages to build anyway, as nixpkgs names them with their versions, e.g. [\"openssl-1.1.1w\"] (NIXERY_PERMITTED_INSECURE, nixpkgs' config.permittedInsecurePackages)."
+  type        = list(string)
+  default     = []
+}
+
 variable "nixpkgs_channel" {
   description = "nixpkgs channel (or commit) images are built from (NIXERY_CHANNEL). Ignored when pkgs_repo is set."
   type        = string

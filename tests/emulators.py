@@ -26,8 +26,13 @@ from nixery.cloud.devstack import (
     start_firestore_emulator,
     start_gcs_emulator,
 )
+from tests.conftest import SETUP, unavailable
 
 Emulator = ManagedProcess
+FIRESTORE_EMULATOR_INSTALL = (
+    f"{SETUP}: Java 17 from apt; gcloud and its cloud-firestore-emulator from Google's apt"
+    " repository (google-cloud-cli-firestore-emulator)"
+)
 
 
 def _log_path(name: str) -> Path:
@@ -78,7 +83,7 @@ def firestore_emulator() -> Iterator[Emulator]:
     try:
         emulator = start_firestore_emulator(_log_path("firestore"))
     except StackError as reason:
-        pytest.skip(f"Firestore emulator unavailable: {reason}")
+        unavailable(f"Firestore emulator unavailable: {reason}", FIRESTORE_EMULATOR_INSTALL)
     try:
         with _environment("FIRESTORE_EMULATOR_HOST", emulator.host_port):
             yield emulator

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import requests
 from benchmarks import bench_incremental, bench_warm
 
 from nixery.build.layering import DEFAULT_LAYERING, LAYERINGS
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import RegistryProcess
+
+pytestmark = pytest.mark.bench
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 

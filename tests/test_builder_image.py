@@ -14,7 +14,7 @@ import functions_framework._cli
 import pytest
 import yaml
 
-from nixery.cloud.wiring import devstack
+from nixery.cloud import devstack
 from tests.builder_image import DOCKERFILE, Dockerfile
 from tests.conftest import REPO
 
@@ -94,6 +94,7 @@ def _nix_conf(path: Path) -> dict[str, str]:
     return settings
 
 
+@pytest.mark.e2e
 def test_this_machines_nix_accepts_nix_conf(tmp_path: Path) -> None:
     # The image's Nix is Debian 12's nix-bin, the one the test suite runs: it must know every
     # setting (an unknown one is only a warning, which would leave the builder misconfigured).

@@ -657,6 +657,7 @@ def test_every_checkov_skip_says_why() -> None:
     assert "--skip-download" in script and "-d terraform" in script
 
 
+@pytest.mark.cloud
 @pytest.mark.checkov
 @pytest.mark.parametrize("access", ["public", "team"])
 def test_checkov_passes(access: str, tmp_path: Path) -> None:

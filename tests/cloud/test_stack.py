@@ -35,9 +35,10 @@ from nixery.cloud.devstack import start_function as start_function_process
 from nixery.cloud.idtoken import key_file_token_source
 from tests.cloud.faultproxy import FaultyProxy
 from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.e2e.registry_process import counting_nix_shims
+from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 
 pytestmark = pytest.mark.cloud
 
@@ -101,7 +102,7 @@ def stack_and_calls(
             state, settings, builder_env={"PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}
         )
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
     try:
         yield stack, NixCalls(nix_log)
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.registry_process import RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -18,7 +18,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 def _tools() -> None:
     require_tools("nix-build", "skopeo", "umoci", "chroot", "git")
     if os.geteuid() != 0:
-        pytest.skip("chroot and the single-user Nix store need root")
+        unavailable("chroot and the single-user Nix store need root", "run the tests as root")
 
 
 @pytest.fixture(scope="module")

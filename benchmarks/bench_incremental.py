@@ -186,6 +186,7 @@ class Outcome:
 
 def measure(quick: bool) -> dict[int, list[Outcome]]:
     """Layer budget -> the outcome of every pair."""
+    budgets: tuple[int, ...]
     if quick:
         pairs, budgets = choose_pairs(QUICK_PAIR_COUNT, QUICK_SIZES), (DEFAULT_BUDGET,)
     else:

@@ -1,16 +1,5 @@
-"""Shared test set-up: the offline Nix environment, the bundled test package set, and the test
-tiers.
-
-Every test belongs to exactly one tier, a marker (declared in pyproject.toml):
-- unit: no Nix, no network, no servers in other processes; the whole tier runs in under 30 s;
-- e2e: real Nix, real clients (skopeo, umoci, git, chroot) and processes the test starts;
-- cloud: the Firestore and GCS emulators, the dev stack, checkov on terraform/;
-- bench: the benchmarks in quick mode;
-- fuzz: the property and fuzz suite.
-A test's own marker, its module's `pytestmark` or a parameter's marks name its tier; otherwise
-its directory does (TIER_OF_DIRECTORY), then the process fixtures it uses (TIER_OF_FIXTURE),
-and a test with none of these is a unit test. tests/test_tiers.py checks the result.
-"""
+"""Shared test set-up: the offline Nix environment, the bundled test package set, the test tiers
+(tests/tiers.py), and what a test does when something it needs is missing."""
 
 from __future__ import annotations
 
@@ -22,24 +11,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
+from tests.tiers import assign_tiers
+
 if TYPE_CHECKING:
     from tests.tokeninfo_standin import TokenInfoStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PKGS = REPO / "tests" / "pkgs"
 OFFLINE_NIX_CONFIG = "substituters =\nexperimental-features = nix-command"
-
-
-TIERS = ("unit", "e2e", "cloud", "bench", "fuzz")
-TIER_OF_DIRECTORY = {"e2e": "e2e", "cloud": "cloud", "fuzz": "fuzz"}
-# Fixtures that start a server in another process: a test using one is not a unit test.
-TIER_OF_FIXTURE = {
-    "standin": "e2e",
-    "registry": "e2e",
-    "git_registry": "e2e",
-    "gcs_emulator": "cloud",
-    "firestore_emulator": "cloud",
-}
 SETUP = "scripts/setup-system --test"
 
 
@@ -48,26 +27,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("NIX_CONFIG", OFFLINE_NIX_CONFIG)
 
 
-def tiers_of(item: pytest.Item) -> list[str]:
-    return [marker.name for marker in item.iter_markers() if marker.name in TIERS]
-
-
-def default_tier(item: pytest.Item) -> str:
-    path = Path(str(item.path)).relative_to(REPO / "tests")
-    if len(path.parts) > 1 and path.parts[0] in TIER_OF_DIRECTORY:
-        return TIER_OF_DIRECTORY[path.parts[0]]
-    for fixture in getattr(item, "fixturenames", ()):
-        if fixture in TIER_OF_FIXTURE:
-            return TIER_OF_FIXTURE[fixture]
-    return "unit"
-
-
 # First, so that `-m unit` selects on the tiers given here.
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if not tiers_of(item):
-            item.add_marker(default_tier(item))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    assign_tiers(config, items)
 
 
 def in_ci() -> bool:

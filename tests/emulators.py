@@ -93,7 +93,7 @@ def firestore_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def gcs_client(gcs_emulator: Emulator) -> gcs.Client:
-    return gcs.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return gcs.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())
 
 
 @pytest.fixture
@@ -104,4 +104,4 @@ def gcs_bucket(gcs_client: gcs.Client) -> gcs.Bucket:
 
 @pytest.fixture
 def firestore_client(firestore_emulator: Emulator) -> firestore.Client:
-    return firestore.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return firestore.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())

@@ -499,5 +499,6 @@ def test_the_config_names_every_layering() -> None:
     (literal,) = [
         field.type for field in Config.__dataclass_fields__.values() if field.name == "layering"
     ]
+    assert isinstance(literal, str)  # annotations are strings (from __future__ import annotations)
     assert set(typing.get_args(eval(literal, vars(typing)))) == set(PLANNERS) == set(LAYERINGS)
     assert Config().layering == "per-path"

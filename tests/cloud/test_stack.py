@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -132,7 +133,7 @@ def manifest(registry_url: str, image: str) -> requests.Response:
 def bucket_of(stack: DevStack) -> gcs.Bucket:
     client = gcs.Client(
         project=stack.project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": stack.processes["gcs-emulator"].url},
     )
     return client.bucket(stack.bucket)
@@ -212,7 +213,7 @@ def test_head_manifest_by_digest_and_errors(stack: DevStack) -> None:
     assert head.status_code == 200 and "Location" not in head.headers
     assert int(head.headers["Content-Length"]) == layer["size"]
 
-    def error(response: requests.Response, status: int, code: str) -> dict:
+    def error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
         assert response.status_code == status, response.text
         assert response.headers["Content-Type"] == "application/json"
         return response.json()["errors"][0]

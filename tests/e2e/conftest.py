@@ -5,6 +5,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProce
         yield process
 
 
-def skopeo_inspect(host: str, image: str) -> dict:
+def skopeo_inspect(host: str, image: str) -> dict[str, Any]:
     out = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/{image}"],
         capture_output=True,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
 
@@ -54,7 +55,7 @@ class SqliteIndex:
             raise
         db.execute("COMMIT")
 
-    def _one(self, sql: str, *params: object) -> tuple | None:
+    def _one(self, sql: str, *params: object) -> tuple[Any, ...] | None:
         return self._connection().execute(sql, params).fetchone()
 
     def _insert(self, sql: str, *params: object) -> None:

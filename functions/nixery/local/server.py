@@ -43,7 +43,7 @@ def parse_error(exc: BaseException) -> RegistryError | None:
     return None
 
 
-class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
+class JsonErrorWorker(ThreadWorker):
     """gunicorn's threaded worker, answering requests it rejects in the registry's JSON form
     instead of gunicorn's HTML page, so clients see the same errors everywhere."""
 
@@ -67,7 +67,7 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("failed to send the error response")
 
 
-class RegistryServer(BaseApplication):  # type: ignore[misc]
+class RegistryServer(BaseApplication):
     def __init__(self, app: Flask, host: str, port: int, threads: int) -> None:
         self._app = app
         self._options = {

@@ -134,9 +134,9 @@ class RegistryApi:
             direct_passthrough=True,
         )
         response.headers["ETag"] = f'"{digest}"'
-        return response.make_conditional(
-            http_request, accept_ranges=True, complete_length=record.size
-        )
+        # In place: it returns the response as werkzeug's base type.
+        response.make_conditional(http_request, accept_ranges=True, complete_length=record.size)
+        return response
 
     def tags(self, http_request: Request, name: str) -> Response:
         return _json_response({"name": name, "tags": self.service.tags(name)})

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nixery.cloud.devstack import ManagedProcess, free_port, spawn
+from nixery.oci import OCI_MANIFEST
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PKGS = REPO / "tests" / "pkgs"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OFFLINE_NIX_CONFIG = "substituters =\nexperimental-features = nix-command"
 
 

@@ -40,8 +40,7 @@ from benchmarks._pipeline import (
     warm_page_cache,
 )
 from nixery.build.builder import BuildTimings
-from nixery.registry.imagekey import image_key
-from nixery.registry.names import AMD64, ImageRequest
+from nixery.build.contract import AMD64, ImageRequest, image_key
 from nixery.registry.sources import PathSource
 
 TITLE = "Cold image"
@@ -121,6 +120,7 @@ def _build(root: Path, package_set: Path, count: int, members: list[str], store:
         platform=AMD64,
     )
     revision = PathSource(package_set).resolve("latest")
+    assert revision is not None  # a path source always has its current revision
     registry = in_process_registry(root)
 
     def build_and_read_manifest() -> int:

@@ -9,8 +9,9 @@ removed and one to three added.
 
 Every layer is written by the registry's own layer writer (`nixery.build.layers`) from the real store
 paths, so sizes are compressed bytes as served; the plan is `plan_layers` or
-`plan_per_path_layers` with no popularity data (the default) and the default budget of 94 store
-path layers, plus the image's symlink layer, exactly as `ImageBuilder` does.
+`plan_per_path_layers` with no popularity data (the default) and the default budget
+(`DEFAULT_BUDGET`, NIXERY_LAYER_BUDGET's default) of store path layers, plus the image's symlink
+layer, exactly as `ImageBuilder` does.
 
 - downloaded: the compressed sizes of B's layers whose digests A's manifest does not list;
 - ideal: each store path B has and A lacks, tarred and compressed alone by the same writer,
@@ -38,11 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._serving import OFFLINE_NIX_CONFIG, TEST_PKGS
+from nixery.build.contract import NixSource
 from nixery.build.graph import ClosureGraph
-from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS, Layering
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS
 from nixery.build.layers import LayerBlob, write_store_layer, write_symlink_layer
-from nixery.build.nix import Nix, NixSource
-from nixery.config import find_nix_dir
+from nixery.build.nix import Nix
+from nixery.config import Layering, find_nix_dir
 from nixery.registry.names import parse_image_name
 from nixery.storage.filesystem import FilesystemStorage
 

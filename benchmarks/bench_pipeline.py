@@ -39,11 +39,12 @@ from benchmarks._pipeline import (
     verdict,
     warm_page_cache,
 )
-from nixery.build import layers
+from nixery.build import gzipstream
+from nixery.build.contract import image_key
 from nixery.build.graph import name_version
+from nixery.build.gzipstream import COMPRESSOR
 from nixery.build.layering import POPULARITY_THRESHOLD
-from nixery.build.layers import COMPRESSOR, write_store_layer
-from nixery.registry.imagekey import image_key
+from nixery.build.layers import write_store_layer
 from nixery.registry.names import parse_image_name
 from nixery.registry.sources import PathSource
 from nixery.storage.filesystem import FilesystemStorage
@@ -131,12 +132,12 @@ def _keep_fastest(best: dict[str, Pass], name: str, candidate: Pass) -> None:
 @contextmanager
 def _compressor_setting(level: int, threads: int) -> Iterator[None]:
     """Another level or thread count for this process's layers, for comparison only."""
-    saved = layers._COMPRESSION_LEVEL, layers._COMPRESSION_THREADS
-    layers._COMPRESSION_LEVEL, layers._COMPRESSION_THREADS = level, threads
+    saved = gzipstream.COMPRESSION_LEVEL, gzipstream.COMPRESSION_THREADS
+    gzipstream.COMPRESSION_LEVEL, gzipstream.COMPRESSION_THREADS = level, threads
     try:
         yield
     finally:
-        layers._COMPRESSION_LEVEL, layers._COMPRESSION_THREADS = saved
+        gzipstream.COMPRESSION_LEVEL, gzipstream.COMPRESSION_THREADS = saved
 
 
 def _one_layer(parts: list[str]) -> Pass:
@@ -152,6 +153,7 @@ def _whole_image(scale: Scale) -> tuple[Pass, int]:
     many packages use makes each part a layer of its own, written `LAYER_WORKERS` at a time."""
     request = parse_image_name(f"{scale.attribute}.all")
     revision = PathSource(BENCH_PKGS).resolve("latest")
+    assert revision is not None  # a path source always has its current revision
     [package] = nix_build([f"{scale.attribute}.all"])
     popular = {name_version(part): POPULARITY_THRESHOLD for part in runtime_dependencies(package)}
     with tempfile.TemporaryDirectory(prefix="nixery-bench-image-") as scratch:

@@ -94,7 +94,7 @@ def _machine() -> str:
 
 
 def _software() -> str:
-    from nixery.build.layers import COMPRESSOR
+    from nixery.build.gzipstream import COMPRESSOR
 
     nix = _run("nix-build", "--version")
     return f"Python {platform.python_version()}, {nix}, layer compressor `{COMPRESSOR}`"

@@ -9,26 +9,35 @@ Each is assembled on its first request from the environment (docs/cloud.md).
 from __future__ import annotations
 
 import functools
-import logging
+import os
+from typing import TYPE_CHECKING
 
 import flask
 import functions_framework
 
 from nixery.registry.api import RegistryApi, handle
+from nixery.util.logs import LOG_FORMATS, configure_logging
 
-logging.basicConfig(level=logging.INFO)
+if TYPE_CHECKING:
+    from nixery.cloud.buildservice import BuildService
+
+# Cloud Logging reads one JSON object per line on stderr; text is there for a terminal.
+_requested = os.environ.get("NIXERY_LOG_FORMAT")
+configure_logging(_requested if _requested in LOG_FORMATS else "json")
 
 
 @functools.cache
 def _registry_api() -> RegistryApi:
-    from nixery.cloud.wiring import cloud_config, registry_api
+    from nixery.cloud.clients import cloud_config
+    from nixery.cloud.function import registry_api
 
     return registry_api(cloud_config())
 
 
 @functools.cache
-def _build_service():  # type: ignore[no-untyped-def]
-    from nixery.cloud.wiring import build_service, cloud_config
+def _build_service() -> BuildService:
+    from nixery.cloud.builder import build_service
+    from nixery.cloud.clients import cloud_config
 
     return build_service(cloud_config())
 

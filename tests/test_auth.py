@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from nixery.auth.access import (
+    AccessError,
     GoogleTokens,
     RobotTokens,
     access_from_config,
@@ -21,8 +22,8 @@ from nixery.auth.access import (
     parse_robot_hashes,
 )
 from nixery.config import ConfigError, load_config
-from nixery.errors import RegistryError
 from nixery.local.assemble import embedded_app
+from nixery.registry.errormap import as_registry_error
 from tests.team import ROBOT, ROBOT_LINE, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn, token_answer
 
@@ -118,6 +119,8 @@ def test_authenticated_outsiders_are_403(team: FlaskClient, token: str, identity
         "/v2/hello/manifests/latest",
         f"/v2/hello/blobs/{ABSENT}",
         "/v2/hello/tags/list",
+        "/v2/_catalog",
+        "/v2/_catalog?n=1&last=a",
         "/v2/hello/blobs/uploads/",
         "/nothing/here",
         "/static/anything",
@@ -173,7 +176,7 @@ def test_refusals_never_push_admissions_out(standin: TokenInfoStandIn) -> None:
     standin.answers["tok-kept"] = token_answer("alice@example.com")
     tokens.verify("tok-kept")
     for index in range(10):  # garbage anyone can send: each is a refusal, remembered for 30 s
-        with pytest.raises(RegistryError):
+        with pytest.raises(AccessError):
             tokens.verify(f"tok-junk-{index}")
     assert tokens.verify("tok-kept").name == "alice@example.com"
     assert standin.calls["tok-kept"] == 1
@@ -195,18 +198,20 @@ def test_verdict_expires_with_the_token(standin: TokenInfoStandIn) -> None:
     assert tokens.verify("tok-short").name == "alice@example.com"
     assert standin.calls["tok-short"] == 1
     now[0] += 101
-    with pytest.raises(RegistryError) as expired:
+    with pytest.raises(AccessError) as expired:
         tokens.verify("tok-short")
-    assert expired.value.status == 401
+    assert as_registry_error(expired.value).status == 401
     assert standin.calls["tok-short"] == 2
 
 
 def test_registry_without_robots_refuses_robot_credentials_without_scrypt() -> None:
     robots = RobotTokens({})
-    with pytest.raises(RegistryError) as refused:
+    with pytest.raises(AccessError) as refused:
         robots.verify(ROBOT, ROBOT_TOKEN)
-    assert refused.value.status == 401
-    assert refused.value.detail == {"reason": "this registry admits no robot tokens"}
+    assert as_registry_error(refused.value).status == 401
+    assert as_registry_error(refused.value).detail == {
+        "reason": "this registry admits no robot tokens"
+    }
 
 
 @pytest.mark.parametrize("expiry", ["nan", "inf", "-inf", ""])
@@ -217,9 +222,9 @@ def test_an_answer_without_a_finite_expiry_is_refused(
     answer["exp"] = expiry
     standin.answers[f"tok-exp-{expiry}"] = answer
     tokens = GoogleTokens(standin.url, frozenset({"alice@example.com"}), frozenset())
-    with pytest.raises(RegistryError) as refused:
+    with pytest.raises(AccessError) as refused:
         tokens.verify(f"tok-exp-{expiry}")
-    assert refused.value.status == 401
+    assert as_registry_error(refused.value).status == 401
 
 
 def test_a_verifier_answering_garbage_is_503() -> None:
@@ -235,17 +240,17 @@ def test_a_verifier_answering_garbage_is_503() -> None:
         threading.Thread(target=answer_garbage, daemon=True).start()
         url = f"http://127.0.0.1:{server.getsockname()[1]}/tokeninfo"
         tokens = GoogleTokens(url, frozenset({"a@b.c"}), frozenset())
-        with pytest.raises(RegistryError) as error:
+        with pytest.raises(AccessError) as error:
             tokens.verify("tok-any")
-    assert error.value.status == 503
+    assert as_registry_error(error.value).status == 503
 
 
 def test_unreachable_verifier_is_503_not_401(tmp_path: Path) -> None:
     tokens = GoogleTokens("http://127.0.0.1:9/tokeninfo", frozenset({"a@b.c"}), frozenset())
-    with pytest.raises(RegistryError) as error:
+    with pytest.raises(AccessError) as error:
         tokens.verify("tok-any")
-    assert error.value.status == 503
-    assert error.value.code == "UNAVAILABLE"
+    assert as_registry_error(error.value).status == 503
+    assert as_registry_error(error.value).code == "UNAVAILABLE"
 
 
 def test_audience_unchecked_unless_configured(standin: TokenInfoStandIn) -> None:
@@ -258,7 +263,7 @@ def test_robot_hash_lines_round_trip() -> None:
     assert robots.verify(ROBOT, ROBOT_TOKEN).name == ROBOT
     assert robots.verify("b", "t").name == "b"
     assert ROBOT_TOKEN not in ROBOT_LINE
-    with pytest.raises(RegistryError):
+    with pytest.raises(AccessError):
         robots.verify("b", ROBOT_TOKEN)
 
 
@@ -314,9 +319,9 @@ def test_tokens_that_are_not_url_safe_never_reach_google(standin: TokenInfoStand
     tokens = GoogleTokens(standin.url, frozenset({"alice@example.com"}), frozenset())
     before = sum(standin.calls.values())
     for token in ("tok alice", "tok-alice&access_token=tok-carol", "tok\nalice", "x" * 5000):
-        with pytest.raises(RegistryError) as error:
+        with pytest.raises(AccessError) as error:
             tokens.verify(token)
-        assert error.value.status == 401
+        assert as_registry_error(error.value).status == 401
     assert sum(standin.calls.values()) == before
 
 

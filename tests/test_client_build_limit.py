@@ -6,8 +6,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from nixery.errors import RegistryError
-from nixery.registry.limits import ClientBuildLimit
+from nixery.registry.errormap import as_registry_error
+from nixery.registry.limits import BuildLimitReached, ClientBuildLimit
 
 
 def test_distinct_images_per_client() -> None:
@@ -16,11 +16,12 @@ def test_distinct_images_per_client() -> None:
         held.enter_context(limit.slot("alice", "image-1"))
         held.enter_context(limit.slot("alice", "image-1"))  # the same image again shares it
         held.enter_context(limit.slot("alice", "image-2"))
-        with pytest.raises(RegistryError) as refused:
+        with pytest.raises(BuildLimitReached) as refused:
             held.enter_context(limit.slot("alice", "image-3"))
-        assert refused.value.status == 429 and refused.value.code == "TOOMANYREQUESTS"
-        assert refused.value.headers["Retry-After"] == "10"
-        assert refused.value.detail == {"limit": 2}
+        error = as_registry_error(refused.value)
+        assert error.status == 429 and error.code == "TOOMANYREQUESTS"
+        assert error.headers["Retry-After"] == "10"
+        assert error.detail == {"limit": 2}
         held.enter_context(limit.slot("bob", "image-3"))  # another client is not affected
         assert limit.images_building("alice") == 2
     assert limit.images_building("alice") == limit.images_building("bob") == 0

@@ -66,6 +66,7 @@ def test_channel_resolution_is_cached_for_its_ttl() -> None:
     assert calls == ["nixos-unstable", "nixos-unstable"]
     assert source.resolve(COMMIT_A).commit == COMMIT_A  # type: ignore[union-attr]
     assert source.resolve("some-random-tag") is None
+    assert source.tags() == ["latest", "nixos-unstable"]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -99,23 +100,36 @@ def test_git_tags_resolve_to_commits(tmp_path: Path) -> None:
     assert source.resolve("no-such-branch") is None
     revision = source.resolve("stable")
     assert revision is not None and revision.nix_source.rev == first
+    assert source.tags() == ["latest", "main", "stable", "v1"], "what resolves, commits aside"
 
 
 def test_path_fingerprint_follows_edits_within_the_recheck_time(tmp_path: Path) -> None:
     (tmp_path / "default.nix").write_text("{ }\n")
     now = [0.0]
     source = PathSource(tmp_path, recheck_seconds=2, clock=lambda: now[0])
-    before = source.resolve("anything")
-    assert source.resolve("latest").commit == before.commit, "the tag is ignored"
+    before = source.resolve("latest")
+    assert before is not None
     (tmp_path / "default.nix").write_text("{ x = 1; }\n")
     now[0] = 1.5
-    assert source.resolve("latest").commit == before.commit, "not re-walked yet"
+    again = source.resolve("latest")
+    assert again is not None and again.commit == before.commit, "not re-walked yet"
     now[0] = 2.5
-    assert source.resolve("latest").commit != before.commit
+    after = source.resolve("latest")
+    assert after is not None and after.commit != before.commit
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "more.nix").write_text("{ }\n")
     now[0] = 5.0
     assert source.fingerprint() != before.commit
+
+
+def test_a_path_source_knows_latest_only(tmp_path: Path) -> None:
+    (tmp_path / "default.nix").write_text("{ }\n")
+    source = PathSource(tmp_path)
+    assert source.resolve("latest") is not None
+    referrers_tag = "sha256-" + "ab" * 32  # what regctl asks for before listing referrers
+    for tag in ["v1", "main", referrers_tag, "0" * 40]:
+        assert source.resolve(tag) is None, tag
+    assert source.tags() == ["latest"]
 
 
 def test_an_expired_entry_is_refreshed_once_for_concurrent_requests() -> None:

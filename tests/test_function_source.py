@@ -25,7 +25,7 @@ def test_requirements_match_pyproject() -> None:
 def test_function_imports_no_builder_dependency() -> None:
     # Import main.py from functions/ alone, as Cloud Functions does, and list what got loaded.
     probe = (
-        "import sys, main, nixery.cloud.wiring, nixery.registry.api\n"
+        "import sys, main, nixery.cloud.function, nixery.registry.api\n"
         f"print(','.join(m for m in {BUILDER_ONLY!r} if m in sys.modules))\n"
     )
     result = subprocess.run(

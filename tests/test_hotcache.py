@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from nixery.build.contract import ImageRequest, Revision
 from nixery.index import ImageRecord, StoredManifest
 from nixery.index.sqlite import SqliteIndex
 from nixery.registry.hotcache import ManifestCache
-from nixery.registry.names import ImageRequest
 from nixery.registry.service import RegistryService
-from nixery.registry.sources import PathSource, Revision
+from nixery.registry.sources import PathSource
 from nixery.storage.filesystem import FilesystemStorage
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -74,7 +74,9 @@ class ManifestPerKey:
         self.tree = tree
         self.builds: list[str] = []
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self, key: str, request: ImageRequest, revision: Revision, report: object = None
+    ) -> ImageRecord:
         self.builds.append(key)
         text = (self.tree / "default.nix").read_text()
         manifest = _manifest(f'{{"key":"{key}","pkgs":"{text}"}}')

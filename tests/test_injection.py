@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from nixery.build.contract import NixSource
 from nixery.build.layers import write_store_layer, write_symlink_layer
-from nixery.build.nix import Nix, NixSource
+from nixery.build.nix import Nix
 from nixery.registry.sources import GitSource
 from nixery.storage.filesystem import FilesystemStorage
 from tests.conftest import OFFLINE_NIX_CONFIG, REPO, TEST_PKGS, require_tools

@@ -21,10 +21,10 @@ from nixery.build.layering import (
     PLANNERS,
     POPULARITY_THRESHOLD,
     Layer,
-    Layering,
     plan_layers,
     plan_per_path_layers,
 )
+from nixery.config import Layering
 
 MB = 1000 * 1000
 
@@ -492,13 +492,7 @@ def test_per_path_rejects_what_plan_layers_rejects(graph: ClosureGraph, message:
 
 
 def test_the_config_names_every_layering() -> None:
-    import typing
+    from nixery.config import SETTING, Config
 
-    from nixery.config import Config
-
-    (literal,) = [
-        field.type for field in Config.__dataclass_fields__.values() if field.name == "layering"
-    ]
-    assert isinstance(literal, str)  # annotations are strings (from __future__ import annotations)
-    assert set(typing.get_args(eval(literal, vars(typing)))) == set(PLANNERS) == set(LAYERINGS)
+    assert set(SETTING["layering"].choices) == set(PLANNERS) == set(LAYERINGS)
     assert Config().layering == "per-path"

@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 from isal import igzip_threaded
 
-from nixery.build import layers
+from nixery.build import gzipstream
 from nixery.build.layers import (
-    COMPRESSOR,
-    LAYER_MEDIA_TYPE,
     LayerBlob,
-    tar_header,
     write_store_layer,
     write_symlink_layer,
 )
+from nixery.oci import OCI_LAYER
 from nixery.storage import AbortUnlessCommitted, BlobWriter
 from nixery.storage.filesystem import FilesystemStorage
 from tests.conftest import require_tools
@@ -131,11 +129,6 @@ def hello(tmp_path: Path) -> Path:
     return package
 
 
-def test_compressor_id_names_library_version_level_and_block_size() -> None:
-    assert COMPRESSOR.startswith("isal-1.9.1/")
-    assert COMPRESSOR.endswith("/gzip-2/blocks-1048576")
-
-
 @pytest.mark.parametrize("threads", [1, 3])
 def test_store_layer_bytes_do_not_depend_on_the_compression_threads(
     tmp_path: Path, storage: FilesystemStorage, monkeypatch: pytest.MonkeyPatch, threads: int
@@ -146,7 +139,7 @@ def test_store_layer_bytes_do_not_depend_on_the_compression_threads(
     write_file(package / "random", os.urandom(3 * 1024 * 1024 + 12345), 0o444)
     first = write_store_layer([str(package)], storage)
 
-    monkeypatch.setattr(layers, "_COMPRESSION_THREADS", threads)
+    monkeypatch.setattr(gzipstream, "COMPRESSION_THREADS", threads)
     other_storage = FilesystemStorage(tmp_path / f"threads-{threads}")
     assert write_store_layer([str(package)], other_storage) == first
     assert stored_bytes(other_storage, first) == stored_bytes(storage, first)
@@ -225,58 +218,6 @@ def test_store_layer_is_igzip_threaded_output_of_its_tar(
         for start in range(0, len(tar_bytes), 1 << 20):
             reference.write(tar_bytes[start : start + (1 << 20)])
     assert compressed == expected.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("name", "kind", "mode", "size", "target"),
-    [
-        ("nix/store/abc-hello-1.0/bin/hello", tarfile.REGTYPE, 0o555, 12345, ""),
-        ("nix/store/abc-hello-1.0/share", tarfile.DIRTYPE, 0o755, 0, ""),
-        ("nix/store/abc-hello-1.0/share/", tarfile.DIRTYPE, 0o1777, 0, ""),
-        (
-            "nix/store/abc-hello-1.0/bin/sh",
-            tarfile.SYMTYPE,
-            0o777,
-            0,
-            "/nix/store/xyz-bash/bin/bash",
-        ),
-        ("n" * 100, tarfile.REGTYPE, 0o6755, 8**11 - 1, ""),
-        ("d" * 100, tarfile.DIRTYPE, 0o755, 0, ""),  # 101 with its slash: PAX
-        ("n" * 101, tarfile.REGTYPE, 0o444, 1, ""),
-        ("l", tarfile.SYMTYPE, 0o777, 0, "t" * 101),
-        ("big", tarfile.REGTYPE, 0o444, 8**11, ""),
-        ("naïve", tarfile.REGTYPE, 0o444, 5, ""),
-        ("link", tarfile.SYMTYPE, 0o777, 0, "naïve"),
-        (os.fsdecode(b"latin-1-\xe9"), tarfile.REGTYPE, 0o444, 5, ""),
-        ("", tarfile.REGTYPE, 0o444, 0, ""),
-        ("p" * 93, tarfile.REGTYPE, 0o444, 1, ""),  # a record length that gains a digit
-        ("q" * 989, tarfile.REGTYPE, 0o444, 1, "r" * 600),
-    ],
-)
-def test_tar_header_is_what_tarfile_writes(
-    name: str, kind: bytes, mode: int, size: int, target: str
-) -> None:
-    info = layers._tar_info(name, kind, mode, size=size, target=target)
-    assert tar_header(info) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-@pytest.mark.parametrize("name_length", [40, 100, 101, 250])
-def test_tar_header_of_an_ascii_member_does_not_go_through_tarfile(
-    monkeypatch: pytest.MonkeyPatch, name_length: int
-) -> None:
-    name = "nix/store/abc-hello-1.0/" + "x" * (name_length - 24)
-    members = [
-        layers._tar_info(name, tarfile.REGTYPE, 0o555, size=9),
-        layers._tar_info(name, tarfile.DIRTYPE, 0o755),
-        layers._tar_info(name, tarfile.SYMTYPE, 0o777, target="/" + name),
-    ]
-    expected = [info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") for info in members]
-
-    def slow_path(*args: object) -> bytes:
-        raise AssertionError("tarfile's general path was taken")
-
-    monkeypatch.setattr(tarfile.TarInfo, "tobuf", slow_path)
-    assert [tar_header(info) for info in members] == expected
 
 
 def test_store_layer_gzip_header_is_fixed(hello: Path, storage: FilesystemStorage) -> None:
@@ -647,6 +588,6 @@ def test_layers_are_committed_with_the_layer_media_type(tmp_path: Path, hello: P
     store_blob = write_store_layer([str(hello)], storage)
     symlink_blob = write_symlink_layer([str(hello)], storage)
     assert committed == [
-        (store_blob.digest, LAYER_MEDIA_TYPE),
-        (symlink_blob.digest, LAYER_MEDIA_TYPE),
+        (store_blob.digest, OCI_LAYER),
+        (symlink_blob.digest, OCI_LAYER),
     ]

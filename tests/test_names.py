@@ -2,8 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from nixery.errors import RegistryError
-from nixery.registry.names import AMD64, ARM64, canonical_attribute, parse_image_name, validate_tag
+from nixery.build.contract import AMD64, ARM64
+from nixery.registry.errormap import as_registry_error
+from nixery.registry.names import (
+    InvalidName,
+    InvalidTag,
+    canonical_attribute,
+    parse_image_name,
+    validate_tag,
+)
 
 
 def test_shell_meta_package_and_always_added() -> None:
@@ -55,9 +62,10 @@ def test_nested_attributes_keep_their_dots() -> None:
     ["", "UPPER/case", "a//b", "/lead", "trail/", "a..b", "-dash", "a/_x", "x" * 256, "a b"],
 )
 def test_invalid_names(bad: str) -> None:
-    with pytest.raises(RegistryError) as info:
+    with pytest.raises(InvalidName) as info:
         parse_image_name(bad)
-    assert info.value.status == 400 and info.value.code == "NAME_INVALID"
+    error = as_registry_error(info.value)
+    assert error.status == 400 and error.code == "NAME_INVALID"
 
 
 @pytest.mark.parametrize("tag", ["latest", "v1.0", "_x", "A" * 128, "f" * 40])
@@ -67,6 +75,7 @@ def test_valid_tags(tag: str) -> None:
 
 @pytest.mark.parametrize("tag", ["", ".x", "-x", "a" * 129, "a/b", "a:b"])
 def test_invalid_tags(tag: str) -> None:
-    with pytest.raises(RegistryError) as info:
+    with pytest.raises(InvalidTag) as info:
         validate_tag(tag)
-    assert info.value.status == 400
+    error = as_registry_error(info.value)
+    assert error.status == 400 and error.code == "TAG_INVALID"

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource
 from nixery.build.graph import name_version
 from nixery.build.nix import (
     Nix,
-    NixError,
-    NixSource,
-    NixTimeout,
     Resolution,
     ResolvedPackage,
     parse_path_info,
@@ -150,7 +148,7 @@ def test_resolve_never_forces_attributes_off_the_requested_path(
     nix: Nix, source: NixSource, system: str
 ) -> None:
     # mixed.bomb aborts, which tryEval cannot catch: forcing it fails the whole evaluation.
-    with pytest.raises(NixError, match=r"mixed\.bomb must never be forced"):
+    with pytest.raises(BuildFailed, match=r"mixed\.bomb must never be forced"):
         resolve(nix, source, system, "mixed.bomb")
     resolution = resolve(nix, source, system, "mixed.good", "MIXED.GOOD", "mixed.nothing")
     assert [package.attr_path for package in resolution.packages] == [("mixed", "good")] * 2
@@ -355,9 +353,9 @@ def test_a_failed_build_reports_the_builders_output(
     nix: Nix, source: NixSource, system: str
 ) -> None:
     broken = resolve_one(nix, source, system, "broken")
-    with pytest.raises(NixError) as raised:
+    with pytest.raises(BuildFailed) as raised:
         nix.realise([broken], deadline())
-    assert not isinstance(raised.value, NixTimeout)
+    assert not isinstance(raised.value, BuildTimedOut)
     assert "broken: error: frobnicator.c:42: expected ';'" in raised.value.log_tail
     assert "broken: compiling frobnicator.c" in str(raised.value)
 
@@ -382,7 +380,7 @@ def test_a_timeout_stops_nix_and_its_builders(
     slow = resolve_one(nix, source, system, "testing.slow")
     impatient = Nix(nix.nix_dir, gcroots, timeout=3, extra_env=NIX_ENV)
     started = time.monotonic()
-    with pytest.raises(NixTimeout) as raised:
+    with pytest.raises(BuildTimedOut) as raised:
         impatient.realise([slow], time.monotonic() + 3)
     assert time.monotonic() - started < 3 + 10
     assert "slow: started" in raised.value.log_tail
@@ -393,7 +391,7 @@ def test_a_timeout_stops_nix_and_its_builders(
 
 
 def test_an_expired_deadline_starts_nothing(nix: Nix, source: NixSource, system: str) -> None:
-    with pytest.raises(NixTimeout, match="before starting"):
+    with pytest.raises(BuildTimedOut, match="before starting"):
         nix.resolve(source, ["hello"], system, time.monotonic() - 1)
 
 

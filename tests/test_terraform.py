@@ -680,3 +680,30 @@ def test_checkov_passes(access: str, tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+
+
+# Module variables whose default is tuned for the cloud on purpose, unlike nixery's own default.
+TUNED_DEFAULTS = {
+    # The deployment's function may wait up to its own (longer) timeout for a cold build.
+    "NIXERY_BUILD_WAIT": "1500 s, under the module's function timeout",
+}
+
+
+def test_module_defaults_are_the_declared_defaults(module: TerraformDir) -> None:
+    """A Terraform variable that only passes a setting through defaults to nixery's default, so
+    the value is written twice but cannot drift (nixery.config owns it)."""
+    environment = {**_function_env(module), **_builder_env(module)}
+    compared = set()
+    for variable, expression in environment.items():
+        match = re.fullmatch(r"\$\{(?:tostring\()?var\.(\w+)\)?\}", str(expression))
+        name = SETTING_OF_VARIABLE.get(variable)
+        if match is None or name is None:
+            continue
+        default = module.variables[match.group(1)].get("default")
+        declared = getattr(Config(), name)
+        if default is None or declared is None or variable in TUNED_DEFAULTS:
+            continue
+        compared.add(variable)
+        same = default == declared or str(default).strip('"') == str(declared)
+        assert same, f"var.{match.group(1)} defaults to {default!r}, {variable} to {declared!r}"
+    assert {"NIXERY_LAYER_BUDGET", "NIXERY_MAX_PACKAGES", "NIXERY_CLIENT_BUILD_LIMIT"} <= compared

@@ -1,7 +1,8 @@
 """The test tiers: every test belongs to exactly one, a marker declared in pyproject.toml.
 
 - unit: no Nix, no network, no servers in other processes; the whole tier runs in under 30 s;
-- e2e: real Nix, real clients (skopeo, umoci, git, chroot) and processes the test starts;
+- e2e: real Nix, real clients (skopeo, umoci, docker, podman, chromium, git, chroot) and
+  processes the test starts;
 - cloud: the Firestore and GCS emulators, the dev stack, checkov on terraform/;
 - bench: the benchmarks in quick mode;
 - fuzz: the property and fuzz suite.

@@ -3,51 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from nixery.config import ENVIRONMENT, ConfigError, load_config
-
-_SETTING_HELP = {
-    "host": "address to listen on (default 127.0.0.1)",
-    "port": "TCP port (default 8080)",
-    "channel": "nixpkgs channel or 40-hex commit (default nixos-unstable)",
-    "pkgs_repo": "git repository holding the package set",
-    "pkgs_path": "local path of the package set",
-    "storage_backend": "filesystem (gcs is the cloud deployment's)",
-    "storage_path": "where blobs, the index and GC roots live",
-    "gcs_bucket": "bucket for the gcs backend",
-    "nix_timeout": "seconds for the whole Nix step of one build (default 600)",
-    "popularity_url": "path or URL of popularity data (Nixery's JSON format)",
-    "layer_budget": "maximum store-path layers per image (default 94)",
-    "layering": "per-path (default: a layer per store path, shared across images) or nixery (Nixery's popularity and dominator-tree grouping); changes image digests",
-    "threads": "request threads (default 16)",
-    "layer_workers": "layers compressed in parallel (default 2)",
-    "lease_seconds": "build lease lifetime, renewed while building (default 60)",
-    "build_concurrency": "builds of different images run at once (default 4)",
-    "access": "public (default) or team: team admits only the identities below",
-    "team_members": "comma-separated e-mails admitted with a Google access token",
-    "team_domains": "comma-separated domains (Workspace hosted domain, else verified e-mail's)",
-    "team_audiences": "comma-separated OAuth client ids a Google token must be issued to",
-    "robot_tokens": "robot token hash lines from `nixery robot-token` (comma-separated)",
-    "tokeninfo_url": "Google's tokeninfo endpoint (default https://oauth2.googleapis.com/tokeninfo)",
-    "max_packages": "path components (packages) allowed in one image name (default 64)",
-    "client_build_limit": "cold builds one client may run at once (default 2)",
-}
-SERVE_SETTINGS = [name for name in _SETTING_HELP if name != "gcs_bucket"]
+from nixery.config import (
+    ENVIRONMENT,
+    SERVE_SETTINGS,
+    SETTING,
+    ConfigError,
+    help_text,
+    load_config,
+    markdown_table,
+)
+from nixery.util.logs import LOG_FORMATS, configure_logging
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=None,
-            help=f"{_SETTING_HELP[name]} [env {ENVIRONMENT[name]}]",
-        )
+        setting = SETTING[name]
+        parser.add_argument(setting.flag, dest=name, default=None, help=help_text(setting))
 
 
 def _settings(args: argparse.Namespace) -> dict[str, str | None]:
@@ -59,14 +38,37 @@ def serve(args: argparse.Namespace) -> int:
     from nixery.local.server import RegistryServer
 
     config = load_config(os.environ, _settings(args))
+    configure_logging(config.log_format or "text")
     app = embedded_app(config)
-    print(
-        f"nixery: serving {config.source_kind} packages on http://{config.host}:{config.port}/ "
-        f"(storage {config.storage_path})",
-        file=sys.stderr,
+    logging.getLogger("nixery").info(
+        "serving %s packages on http://%s:%d/ (storage %s)",
+        config.source_kind,
+        config.host,
+        config.port,
+        config.storage_path,
     )
     RegistryServer(app, config.host, config.port, config.threads).run()
     return 0
+
+
+@contextlib.contextmanager
+def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar on stderr when it is a terminal; nothing at all otherwise (CI, pipes)."""
+    from tqdm import tqdm
+
+    bar: tqdm[NoReturn] | None = None  # a manual bar: no iterable
+
+    def advance(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def popcount(args: argparse.Namespace) -> int:
@@ -74,14 +76,22 @@ def popcount(args: argparse.Namespace) -> int:
     from nixery.build.popcount import dump_popularity
     from nixery.build.popcount import popcount as count
     from nixery.config import find_nix_dir
-    from nixery.local.assemble import package_source
+    from nixery.registry.sources import package_source
 
     config = load_config(os.environ, _settings(args))
     revision = package_source(config).resolve(args.tag)
     if revision is None:
         raise ConfigError(f"tag {args.tag!r} names no revision of the package source")
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
-    counts = count(nix, revision.nix_source, args.system, realise=args.realise, store=args.store)
+    with progress_bar("realising", "pkg") as advance:
+        counts = count(
+            nix,
+            revision.nix_source,
+            args.system,
+            realise=args.realise,
+            store=args.store,
+            on_realised=advance,
+        )
     text = dump_popularity(counts)
     if args.output == "-":
         sys.stdout.write(text)
@@ -131,6 +141,11 @@ def dev_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings(args: argparse.Namespace) -> int:
+    sys.stdout.write(markdown_table(args.markdown))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nixery", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,10 +185,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     stack_parser.set_defaults(run=dev_stack)
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    settings_parser = commands.add_parser(
+        "settings", help="print a settings table of README.md, made from nixery.config"
     )
+    settings_parser.add_argument(
+        "--markdown",
+        choices=["serve", "cloud"],
+        required=True,
+        help="serve: `nixery serve`'s variables and flags; cloud: what each component reads",
+    )
+    settings_parser.set_defaults(run=settings)
+
+    args = parser.parse_args(argv)
+    # Until the settings are read (serve re-configures from them); a bad value is theirs to report.
+    requested = os.environ.get("NIXERY_LOG_FORMAT")
+    configure_logging(requested if requested in LOG_FORMATS else "text")
     try:
         return int(args.run(args))
     except ConfigError as error:

@@ -1,14 +1,34 @@
-"""Settings, named as Nixery names them, from the environment with command-line overrides."""
+"""Settings, named as Nixery names them, from the environment with command-line overrides.
+
+Each setting is declared once, as a field of `Config`: the annotation is its type (a `Literal`
+lists its allowed values), and `setting(...)` gives its environment variable, default, help
+text, bounds and the components that read it. Everything else reads that declaration:
+`load_config` (parsing and start-up validation), the command-line flags and `--help`
+(nixery.cli), the component lists the deployment is checked against (`FUNCTION_SETTINGS` and
+the like; tests/test_terraform.py), the defaults other modules use (`Config.layer_budget`, ...)
+and the settings tables of README.md (`markdown_table`; tests/test_settings.py compares them).
+
+This module is imported by the Cloud Function: standard library only.
+"""
 
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_CHANNEL = "nixos-unstable"
+
+# How a component reads a setting. "required": the deployment must set it; "optional": read,
+# with a default a deployment may keep; "local": read only in local development (the dev
+# stack), never set in the cloud. Absent: the component never reads it.
+Need = Literal["required", "optional", "local"]
+Component = Literal["serve", "function", "builder"]
+# nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
+Layering = Literal["nixery", "per-path"]
 
 
 class ConfigError(ValueError):
@@ -32,44 +52,314 @@ def find_nix_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """Inclusive limits of a number setting; `why` is told to whoever sets it outside them."""
+
+    low: float
+    high: float
+    why: str
+
+
+@dataclass(frozen=True)
+class _Declared:
+    variable: str
+    help: str
+    shown_default: str | None
+    bounds: Bounds | None
+    readers: Mapping[Component, Need]
+
+
+_DECLARED = "nixery.setting"
+
+
+def setting(
+    variable: str,
+    default: Any,
+    help: str,
+    *,
+    shown_default: str | None = None,
+    bounds: Bounds | None = None,
+    serve: bool = False,
+    function: Need | None = None,
+    builder: Need | None = None,
+) -> Any:
+    """A `Config` field read from `variable`. A callable `default` is called for each Config.
+
+    `shown_default`: how help and docs show the default, when not the value itself (a default
+    computed at run time, or a None that means something); Markdown, like `help`."""
+    readers: dict[Component, Need] = {}
+    if serve:
+        readers["serve"] = "required"
+    if function:
+        readers["function"] = function
+    if builder:
+        readers["builder"] = builder
+    declared = _Declared(variable, help, shown_default, bounds, readers)
+    if callable(default):
+        return field(default_factory=default, metadata={_DECLARED: declared})
+    return field(default=default, metadata={_DECLARED: declared})
+
+
+@dataclass(frozen=True)
 class Config:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    channel: str | None = None
-    pkgs_repo: str | None = None
-    pkgs_path: Path | None = None
-    storage_backend: Literal["filesystem", "gcs"] = "filesystem"
-    storage_path: Path = field(default_factory=_default_storage_path)
-    gcs_bucket: str | None = None
-    nix_timeout: float = 600.0
-    popularity_url: str | None = None
-    layer_budget: int = 94
-    # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
-    layering: Literal["per-path", "nixery"] = "per-path"
-    threads: int = 16
-    layer_workers: int = 2
-    lease_seconds: float = 60.0
-    build_concurrency: int = 4
-    # The cloud deployment's settings (see docs/cloud.md).
-    gcp_project: str | None = None
-    firestore_database: str = "(default)"
-    firestore_prefix: str = ""
-    builder_url: str | None = None
-    build_wait: float = 540.0
-    signed_url_expiry: float = 900.0
-    id_token_key_file: Path | None = None
-    builder_audience: str | None = None
-    id_token_public_keys: Path | None = None
-    gcs_retry_seconds: float = 120.0
+    # Ordered as README.md's tables list them.
+    port: int = setting("PORT", 8080, "TCP port", bounds=Bounds(1, 65535, "a TCP port"), serve=True)
+    host: str = setting("NIXERY_HOST", "127.0.0.1", "address to listen on", serve=True)
+    channel: str | None = setting(
+        "NIXERY_CHANNEL",
+        None,
+        "nixpkgs channel or 40-hex commit",
+        shown_default=f"`{DEFAULT_CHANNEL}`",
+        serve=True,
+        function="required",
+    )
+    pkgs_repo: str | None = setting(
+        "NIXERY_PKGS_REPO",
+        None,
+        "git repository of a package set (the function needs `git` for `ls-remote`)",
+        serve=True,
+        function="required",
+    )
+    pkgs_path: Path | None = setting(
+        "NIXERY_PKGS_PATH",
+        None,
+        "local package set (in the cloud only where function and builder share a disk: "
+        "the dev stack)",
+        serve=True,
+        function="local",
+    )
+    storage_backend: Literal["filesystem", "gcs"] = setting(
+        "NIXERY_STORAGE_BACKEND",
+        "filesystem",
+        "`serve` uses the filesystem; `gcs` is the cloud's (the function and builder always "
+        "use GCS)",
+        serve=True,
+    )
+    storage_path: Path = setting(
+        "STORAGE_PATH",
+        _default_storage_path,
+        "`serve`: blobs, the SQLite index and GC roots; the builder: its GC roots",
+        shown_default="`$XDG_DATA_HOME/nixery`",
+        serve=True,
+        builder="required",
+    )
+    gcs_bucket: str | None = setting(
+        "GCS_BUCKET",
+        None,
+        "the blob bucket (the cloud deployment needs one)",
+        function="required",
+        builder="required",
+    )
+    gcp_project: str | None = setting(
+        "GOOGLE_CLOUD_PROJECT",
+        None,
+        "project of the bucket and the Firestore database",
+        shown_default="from the credentials",
+        function="required",
+        builder="required",
+    )
+    firestore_database: str = setting(
+        "NIXERY_FIRESTORE_DATABASE",
+        "(default)",
+        "Firestore database id",
+        function="required",
+        builder="required",
+    )
+    firestore_prefix: str = setting(
+        "NIXERY_FIRESTORE_PREFIX",
+        "",
+        "prefix of every collection name (several registries in one database)",
+        shown_default="empty",
+        function="required",
+        builder="required",
+    )
+    builder_url: str | None = setting(
+        "NIXERY_BUILDER_URL",
+        None,
+        "the builder's URL (the function needs it); also the ID token audience",
+        function="required",
+    )
+    build_wait: float = setting(
+        "NIXERY_BUILD_WAIT",
+        540.0,
+        "seconds the function waits for a build (keep under the function timeout)",
+        function="required",
+    )
+    signed_url_expiry: float = setting(
+        "NIXERY_SIGNED_URL_EXPIRY",
+        900.0,
+        "lifetime of a signed blob URL in seconds",
+        # V4 signed URLs live at most 7 days; below a minute a slow client could not start.
+        bounds=Bounds(60, 604800, "seconds: a V4 signed URL lives at most 7 days"),
+        function="optional",
+    )
+    id_token_key_file: Path | None = setting(
+        "NIXERY_ID_TOKEN_KEY_FILE",
+        None,
+        "local development only: mint (function) and verify (builder) ID tokens with this "
+        "service-account key instead of the metadata server",
+        function="local",
+        builder="local",
+    )
+    builder_audience: str | None = setting(
+        "NIXERY_BUILDER_AUDIENCE",
+        None,
+        "when set, the builder verifies ID tokens for this audience (Cloud Run IAM checks "
+        "them too)",
+        builder="optional",
+    )
+    id_token_public_keys: Path | None = setting(
+        "NIXERY_ID_TOKEN_PUBLIC_KEYS",
+        None,
+        "JSON file of key id to public key PEM, to verify tokens offline",
+        shown_default="Google's certificates",
+        builder="local",
+    )
+    nix_timeout: float = setting(
+        "NIX_TIMEOUT",
+        600.0,
+        "seconds for the whole Nix step of one build",
+        serve=True,
+        builder="optional",
+    )
+    popularity_url: str | None = setting(
+        "NIX_POPULARITY_URL",
+        None,
+        "popularity data (Nixery's JSON), a path or URL",
+        serve=True,
+        builder="optional",
+    )
+    layer_budget: int = setting(
+        "NIXERY_LAYER_BUDGET",
+        # Docker refuses images with more than 125 layers; Nixery keeps the same margin for
+        # the layers it adds itself (customisation layer, symlinks) and for base images.
+        94,
+        "store-path layers per image (plus the symlink layer)",
+        bounds=Bounds(2, 120, "Docker allows 125 layers"),
+        serve=True,
+        builder="optional",
+    )
+    layering: Layering = setting(
+        "NIXERY_LAYERING",
+        # Per-path shares more between overlapping images (benchmarks/bench_incremental.py).
+        "per-path",
+        "`per-path`: a layer per store path, the least valuable merged beyond the budget; "
+        "`nixery`: Nixery's popularity and dominator-tree grouping. Changes image digests",
+        serve=True,
+        builder="optional",
+    )
+    threads: int = setting("NIXERY_THREADS", 16, "request threads", serve=True)
+    layer_workers: int = setting(
+        "NIXERY_LAYER_WORKERS",
+        2,
+        "layers compressed (and uploaded) in parallel",
+        serve=True,
+        builder="optional",
+    )
+    build_concurrency: int = setting(
+        "NIXERY_BUILD_CONCURRENCY",
+        4,
+        "builds of different images at once (per builder instance)",
+        serve=True,
+        builder="optional",
+    )
+    lease_seconds: float = setting(
+        "NIXERY_LEASE_SECONDS",
+        60.0,
+        "build lease, renewed while a build runs; a dead builder's lease expires after this",
+        serve=True,
+        builder="optional",
+    )
+    gcs_retry_seconds: float = setting(
+        "NIXERY_GCS_RETRY_SECONDS",
+        120.0,
+        "how long one GCS call retries transient errors",
+        function="optional",
+        builder="optional",
+    )
     # Access control (docs/security.md): who may pull, and the limits hostile clients meet.
-    access: Literal["public", "team"] = "public"
-    team_members: str | None = None
-    team_domains: str | None = None
-    team_audiences: str | None = None
-    robot_tokens: str | None = None
-    tokeninfo_url: str = "https://oauth2.googleapis.com/tokeninfo"
-    max_packages: int = 64
-    client_build_limit: int = 2
+    access: Literal["public", "team"] = setting(
+        "NIXERY_ACCESS",
+        "public",
+        '`public`, or `team`: only the identities below (see "Access control")',
+        serve=True,
+        function="required",
+    )
+    team_members: str | None = setting(
+        "NIXERY_TEAM_MEMBERS",
+        None,
+        "comma-separated e-mails admitted with a Google access token",
+        serve=True,
+        function="required",
+    )
+    team_domains: str | None = setting(
+        "NIXERY_TEAM_DOMAINS",
+        None,
+        "comma-separated domains admitted with a Google access token (Workspace hosted "
+        "domain, else the verified e-mail's)",
+        serve=True,
+        function="required",
+    )
+    team_audiences: str | None = setting(
+        "NIXERY_TEAM_AUDIENCES",
+        None,
+        "comma-separated OAuth client ids a Google token must be issued to",
+        shown_default="any",
+        serve=True,
+        function="required",
+    )
+    robot_tokens: str | None = setting(
+        "NIXERY_ROBOT_TOKENS",
+        None,
+        "robot token hash lines from `nixery robot-token` (comma-separated)",
+        serve=True,
+        function="optional",
+    )
+    tokeninfo_url: str = setting(
+        "NIXERY_TOKENINFO_URL",
+        "https://oauth2.googleapis.com/tokeninfo",
+        "where Google access tokens are verified",
+        serve=True,
+        function="optional",
+    )
+    max_packages: int = setting(
+        "NIXERY_MAX_PACKAGES",
+        64,
+        "path components (packages) in one image name",
+        serve=True,
+        function="optional",
+    )
+    client_build_limit: int = setting(
+        "NIXERY_CLIENT_BUILD_LIMIT",
+        2,
+        "cold builds one client may run at once (429 beyond; per function instance)",
+        serve=True,
+        function="optional",
+    )
+    # Build records (the pages' history) and log lines.
+    build_records: int = setting(
+        "NIXERY_BUILD_RECORDS",
+        1000,
+        "build records kept for the landing page and `/builds/<id>`",
+        serve=True,
+        function="optional",
+    )
+    build_record_days: float = setting(
+        "NIXERY_BUILD_RECORD_DAYS",
+        30.0,
+        "days a build record is kept",
+        serve=True,
+        function="optional",
+    )
+    log_format: Literal["text", "json"] | None = setting(
+        "NIXERY_LOG_FORMAT",
+        None,
+        "`text` (lines for a terminal) or `json` (Cloud Logging's fields)",
+        shown_default="`text` for `serve`, `json` in the cloud",
+        serve=True,
+        function="optional",
+        builder="optional",
+    )
 
     @property
     def source_kind(self) -> Literal["channel", "git", "path"]:
@@ -95,157 +385,203 @@ class Config:
         return self.storage_path / "gcroots"
 
 
-# Each setting: its field, its environment variable, and its command-line flag.
-ENVIRONMENT = {
-    "host": "NIXERY_HOST",
-    "port": "PORT",
-    "channel": "NIXERY_CHANNEL",
-    "pkgs_repo": "NIXERY_PKGS_REPO",
-    "pkgs_path": "NIXERY_PKGS_PATH",
-    "storage_backend": "NIXERY_STORAGE_BACKEND",
-    "storage_path": "STORAGE_PATH",
-    "gcs_bucket": "GCS_BUCKET",
-    "nix_timeout": "NIX_TIMEOUT",
-    "popularity_url": "NIX_POPULARITY_URL",
-    "layer_budget": "NIXERY_LAYER_BUDGET",
-    "layering": "NIXERY_LAYERING",
-    "threads": "NIXERY_THREADS",
-    "layer_workers": "NIXERY_LAYER_WORKERS",
-    "lease_seconds": "NIXERY_LEASE_SECONDS",
-    "build_concurrency": "NIXERY_BUILD_CONCURRENCY",
-    "gcp_project": "GOOGLE_CLOUD_PROJECT",
-    "firestore_database": "NIXERY_FIRESTORE_DATABASE",
-    "firestore_prefix": "NIXERY_FIRESTORE_PREFIX",
-    "builder_url": "NIXERY_BUILDER_URL",
-    "build_wait": "NIXERY_BUILD_WAIT",
-    "signed_url_expiry": "NIXERY_SIGNED_URL_EXPIRY",
-    "id_token_key_file": "NIXERY_ID_TOKEN_KEY_FILE",
-    "builder_audience": "NIXERY_BUILDER_AUDIENCE",
-    "id_token_public_keys": "NIXERY_ID_TOKEN_PUBLIC_KEYS",
-    "gcs_retry_seconds": "NIXERY_GCS_RETRY_SECONDS",
-    "access": "NIXERY_ACCESS",
-    "team_members": "NIXERY_TEAM_MEMBERS",
-    "team_domains": "NIXERY_TEAM_DOMAINS",
-    "team_audiences": "NIXERY_TEAM_AUDIENCES",
-    "robot_tokens": "NIXERY_ROBOT_TOKENS",
-    "tokeninfo_url": "NIXERY_TOKENINFO_URL",
-    "max_packages": "NIXERY_MAX_PACKAGES",
-    "client_build_limit": "NIXERY_CLIENT_BUILD_LIMIT",
-}
-PATH_SETTINGS = ("pkgs_path", "storage_path", "id_token_key_file", "id_token_public_keys")
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting, as the rest of the code reads it."""
 
-# Which settings each cloud component reads (nixery.cloud.wiring, nixery.local.assemble), so that the
-# deployment (terraform/, builder-image/Dockerfile) can be checked to set exactly these.
+    name: str  # the Config field
+    variable: str  # the environment variable
+    kind: type  # what the text is parsed into: int, float, str or Path
+    choices: tuple[str, ...]  # allowed values (from a Literal annotation), else empty
+    default: object  # None when unset means "not configured"
+    shown_default: str  # as help and docs show it (Markdown); empty when there is none
+    help: str
+    bounds: Bounds | None
+    readers: Mapping[Component, Need]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def reads(self, component: Component, *needs: Need) -> bool:
+        need = self.readers.get(component)
+        return need is not None and (not needs or need in needs)
+
+
+def _shown(value: object) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def _declared_settings() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Config)
+    settings = []
+    for declared_field in fields(Config):
+        declared: _Declared = declared_field.metadata[_DECLARED]
+        kind: Any = hints[declared_field.name]
+        # `X | None` is an optional X: unset means "not configured".
+        options = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        if type(None) in typing.get_args(kind) and len(options) == 1:
+            kind = options[0]
+        choices: tuple[str, ...] = ()
+        if typing.get_origin(kind) is Literal:
+            choices, kind = typing.get_args(kind), str
+        if declared_field.default is not MISSING:
+            default: object = declared_field.default
+        else:
+            default = None  # computed per Config; `shown_default` says what it is
+        settings.append(
+            Setting(
+                name=declared_field.name,
+                variable=declared.variable,
+                kind=kind,
+                choices=choices,
+                default=default,
+                shown_default=declared.shown_default
+                if declared.shown_default is not None
+                else _shown(default),
+                help=declared.help,
+                bounds=declared.bounds,
+                readers=declared.readers,
+            )
+        )
+    return tuple(settings)
+
+
+SETTINGS: tuple[Setting, ...] = _declared_settings()
+SETTING = {setting.name: setting for setting in SETTINGS}
+ENVIRONMENT = {setting.name: setting.variable for setting in SETTINGS}
+
+
+def _readers(component: Component, *needs: Need) -> tuple[str, ...]:
+    return tuple(s.name for s in SETTINGS if s.reads(component, *needs))
+
+
+# What `nixery serve` reads: its flags, and the rows of README's table.
+SERVE_SETTINGS = _readers("serve")
+# Which settings each cloud component reads (nixery.cloud.function, nixery.cloud.builder, nixery.build.assemble), so
+# that the deployment (terraform/, builder-image/Dockerfile) can be checked to set exactly these.
 # Required: the deployment must set them. Optional: read, with defaults a deployment may keep.
-# Not listed for a component: it never reads them there. Local development only, never set in
-# the cloud: NIXERY_PKGS_PATH (needs a disk shared by function and builder),
-# NIXERY_ID_TOKEN_KEY_FILE and NIXERY_ID_TOKEN_PUBLIC_KEYS (the metadata server and Google's
-# certificates replace them), and PORT (Cloud Run sets it).
-FUNCTION_SETTINGS = (
-    "gcs_bucket",
-    "gcp_project",
-    "firestore_database",
-    "firestore_prefix",
-    "channel",
-    "pkgs_repo",
-    "builder_url",
-    "build_wait",
-    "access",
-    "team_members",
-    "team_domains",
-    "team_audiences",
-)
-FUNCTION_OPTIONAL_SETTINGS = (
-    "signed_url_expiry",
-    "gcs_retry_seconds",
-    "robot_tokens",
-    "tokeninfo_url",
-    "max_packages",
-    "client_build_limit",
-)
+# "local" settings (local development only) are in neither list: the cloud never sets them.
+FUNCTION_SETTINGS = _readers("function", "required")
+FUNCTION_OPTIONAL_SETTINGS = _readers("function", "optional")
 # The builder takes the package source from each build request, not from its settings.
-BUILDER_SETTINGS = (
-    "gcs_bucket",
-    "gcp_project",
-    "firestore_database",
-    "firestore_prefix",
-    "storage_path",
-)
-BUILDER_OPTIONAL_SETTINGS = (
-    "nix_timeout",
-    "popularity_url",
-    "layer_budget",
-    "layering",
-    "layer_workers",
-    "build_concurrency",
-    "lease_seconds",
-    "gcs_retry_seconds",
-    "builder_audience",
-)
+BUILDER_SETTINGS = _readers("builder", "required")
+BUILDER_OPTIONAL_SETTINGS = _readers("builder", "optional")
 
 
-def _positive_number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}")
-    return value
+def _parse(setting: Setting, raw: str) -> object:
+    label = setting.variable
+    if setting.choices:
+        if raw not in setting.choices:
+            # The default first: "must be 'per-path' or 'nixery'".
+            ordered = sorted(setting.choices, key=lambda choice: choice != setting.default)
+            quoted = [repr(choice) for choice in ordered]
+            allowed = ", ".join(quoted[:-1]) + " or " + quoted[-1]
+            raise ConfigError(f"{label} must be {allowed}, got {raw!r}")
+        return raw
+    if setting.kind in (int, float):
+        try:
+            number = setting.kind(raw)
+        except ValueError:
+            raise ConfigError(f"{label} must be a {setting.kind.__name__}, got {raw!r}") from None
+        if number <= 0:
+            raise ConfigError(f"{label} must be positive, got {raw!r}")
+        bounds = setting.bounds
+        if bounds is not None and not bounds.low <= number <= bounds.high:
+            raise ConfigError(
+                f"{label} must be between {bounds.low:g} and {bounds.high:g} ({bounds.why}), "
+                f"got {raw!r}"
+            )
+        return number
+    if setting.kind is Path:
+        return Path(raw).expanduser().absolute()
+    return raw
 
 
 def load_config(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> Config:
     """Build the config from `env`, with non-None `overrides` (command-line flags) winning."""
-    raw: dict[str, str] = {}
-    for name, variable in ENVIRONMENT.items():
-        value = overrides.get(name)
-        if value is None:
-            value = env.get(variable) or None
-        if value is not None:
-            raw[name] = value
     values: dict[str, object] = {}
-    types = {f.name: f.type for f in fields(Config)}
-    for name, value in raw.items():
-        label = ENVIRONMENT[name]
-        kind = types[name]
-        if kind == "int":
-            number = _positive_number(label, value, int)
-            if name == "port" and number > 65535:
-                raise ConfigError(f"{label} must be a TCP port (1-65535), got {value!r}")
-            values[name] = number
-        elif kind == "float":
-            values[name] = _positive_number(label, value, float)
-        elif name in PATH_SETTINGS:
-            values[name] = Path(value).expanduser().absolute()
-        else:
-            values[name] = value
+    for setting in SETTINGS:
+        raw = overrides.get(setting.name)
+        if raw is None:
+            raw = env.get(setting.variable) or None
+        if raw is not None:
+            values[setting.name] = _parse(setting, raw)
     config = Config(**values)  # type: ignore[arg-type]
-    _validate(config)
+    _validate_together(config)
     return config
 
 
-def _validate(config: Config) -> None:
-    if config.storage_backend not in ("filesystem", "gcs"):
-        raise ConfigError(
-            f"NIXERY_STORAGE_BACKEND must be 'filesystem' or 'gcs', got {config.storage_backend!r}"
-        )
-    if config.access not in ("public", "team"):
-        raise ConfigError(f"NIXERY_ACCESS must be 'public' or 'team', got {config.access!r}")
+def _validate_together(config: Config) -> None:
+    """The rules that involve more than one setting."""
     if config.storage_backend == "gcs" and not config.gcs_bucket:
         raise ConfigError("NIXERY_STORAGE_BACKEND=gcs needs GCS_BUCKET")
-    if not 60 <= config.signed_url_expiry <= 604800:
-        # V4 signed URLs live at most 7 days; below a minute a slow client could not start.
-        raise ConfigError(
-            "NIXERY_SIGNED_URL_EXPIRY must be between 60 and 604800 seconds (7 days), "
-            f"got {config.signed_url_expiry:g}"
-        )
     if config.source_kind == "path" and config.pkgs_path and not config.pkgs_path.exists():
         raise ConfigError(f"NIXERY_PKGS_PATH {config.pkgs_path} does not exist")
-    if config.layering not in ("per-path", "nixery"):
-        raise ConfigError(
-            f"NIXERY_LAYERING must be 'per-path' or 'nixery', got {config.layering!r}"
-        )
-    if config.layer_budget < 2 or config.layer_budget > 120:
-        raise ConfigError(
-            "NIXERY_LAYER_BUDGET must be between 2 and 120 (Docker allows 125 layers)"
-        )
+
+
+def help_text(setting: Setting) -> str:
+    """A flag's `--help` line: meaning, default and environment variable."""
+    shown = setting.shown_default.replace("`", "")
+    default = f" (default {shown})" if shown else ""
+    return f"{setting.help}{default} [env {setting.variable}]"
+
+
+# Read by the platform (Cloud Run, functions-framework, Google's auth library) rather than by
+# Config, listed in the cloud table beside the settings, in Markdown: (variables, default,
+# readers, meaning).
+PLATFORM_VARIABLES = (
+    (
+        "`GOOGLE_APPLICATION_CREDENTIALS`",
+        "",
+        "F",
+        "a service-account key file: sign URLs locally; without it the runtime identity signs "
+        "through IAM signBlob (needs `roles/iam.serviceAccountTokenCreator` on itself)",
+    ),
+    (
+        "`PORT`",
+        "`8080`",
+        "F B",
+        "set by Cloud Run / Cloud Functions; functions-framework listens on it",
+    ),
+    (
+        "`WORKERS`, `THREADS`",
+        "`1`, `4 x CPUs`",
+        "F B",
+        "functions-framework's gunicorn; keep one worker per builder",
+    ),
+)
+_READER_LETTERS: tuple[tuple[Component, str], ...] = (
+    ("function", "F"),
+    ("builder", "B"),
+    ("serve", "S"),
+)
+
+
+def markdown_table(table: Literal["serve", "cloud"]) -> str:
+    """README.md's settings table: `serve` (with flags) or `cloud` (with who reads each)."""
+    if table == "serve":
+        lines = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+        for setting in SETTINGS:
+            if setting.reads("serve"):
+                lines.append(
+                    f"| `{setting.variable}` | `{setting.flag}` | {setting.shown_default} "
+                    f"| {setting.help} |"
+                )
+        return "\n".join(lines) + "\n"
+    lines = ["| variable | default | reads | meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        if setting.reads("function") or setting.reads("builder"):
+            letters = " ".join(
+                letter for component, letter in _READER_LETTERS if setting.reads(component)
+            )
+            lines.append(
+                f"| `{setting.variable}` | {setting.shown_default} | {letters} | {setting.help} |"
+            )
+    for variable, default, letters, meaning in PLATFORM_VARIABLES:
+        lines.append(f"| {variable} | {default} | {letters} | {meaning} |")
+    return "\n".join(lines) + "\n"

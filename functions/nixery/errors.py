@@ -1,4 +1,11 @@
-"""Registry errors and their one wire form: `{"errors":[{"code","message","detail"}]}`."""
+"""The error table: every code a client can see, declared once with its HTTP status and message,
+and the one wire form `{"errors":[{"code","message","detail"}]}`.
+
+The codes are the OCI distribution spec's, plus four from the distribution project's errcode
+registry that docker clients also know (TAG_INVALID, PAGINATION_NUMBER_INVALID, UNKNOWN and
+UNAVAILABLE). Domain code never builds these: it raises its own errors, and
+nixery.registry.errormap turns them into a `RegistryError` at the API edge.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,46 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ERROR_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    message: str  # what the client reads when nothing more specific is said
+
+
+BLOB_UNKNOWN = ErrorCode("BLOB_UNKNOWN", 404, "blob unknown to registry")
+DIGEST_INVALID = ErrorCode("DIGEST_INVALID", 400, "invalid digest")
+MANIFEST_UNKNOWN = ErrorCode("MANIFEST_UNKNOWN", 404, "manifest unknown")
+NAME_INVALID = ErrorCode("NAME_INVALID", 400, "invalid repository name")
+NAME_UNKNOWN = ErrorCode("NAME_UNKNOWN", 404, "repository name not known to registry")
+PAGINATION_NUMBER_INVALID = ErrorCode(
+    "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+)
+TAG_INVALID = ErrorCode("TAG_INVALID", 400, "invalid tag")
+UNAUTHORIZED = ErrorCode("UNAUTHORIZED", 401, "authentication required")
+DENIED = ErrorCode("DENIED", 403, "requested access to the resource is denied")
+UNSUPPORTED = ErrorCode("UNSUPPORTED", 405, "the operation is unsupported")
+TOOMANYREQUESTS = ErrorCode("TOOMANYREQUESTS", 429, "too many requests")
+UNKNOWN = ErrorCode("UNKNOWN", 500, "unknown error")
+UNAVAILABLE = ErrorCode("UNAVAILABLE", 503, "service unavailable")
+
+CODES: tuple[ErrorCode, ...] = (
+    BLOB_UNKNOWN,
+    DIGEST_INVALID,
+    MANIFEST_UNKNOWN,
+    NAME_INVALID,
+    NAME_UNKNOWN,
+    PAGINATION_NUMBER_INVALID,
+    TAG_INVALID,
+    UNAUTHORIZED,
+    DENIED,
+    UNSUPPORTED,
+    TOOMANYREQUESTS,
+    UNKNOWN,
+    UNAVAILABLE,
+)
 
 
 @dataclass(frozen=True)
@@ -25,133 +72,32 @@ class ErrorBody:
 
 
 class RegistryError(Exception):
-    """An error a client sees, with the HTTP status it travels with."""
+    """An error as a client sees it: a code of the table, a message, detail and headers.
+
+    The status is the code's, except for refusals at the HTTP layer (a request line or headers
+    too large, a malformed request) where HTTP itself names the status (414, 431, 400): those
+    pass `status` and carry the spec's nearest code.
+    """
 
     def __init__(
         self,
-        status: int,
-        code: str,
-        message: str,
+        code: ErrorCode,
+        message: str | None = None,
         detail: Any = None,
         headers: dict[str, str] | None = None,
+        status: int | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        self.error_code = code
+        self.code = code.code
+        self.message = message or code.message
+        super().__init__(self.message)
         self.detail = detail
         self.headers = headers or {}
+        self.status = status or code.status
 
     def body(self) -> bytes:
         return ErrorBody([ErrorEntry(self.code, self.message, self.detail)]).to_json()
 
 
-def name_invalid(name: str, why: str) -> RegistryError:
-    return RegistryError(
-        400, "NAME_INVALID", "invalid repository name", {"name": name, "reason": why}
-    )
-
-
-def tag_invalid(tag: str) -> RegistryError:
-    return RegistryError(400, "TAG_INVALID", "invalid tag", {"tag": tag})
-
-
-def digest_invalid(digest: str) -> RegistryError:
-    return RegistryError(400, "DIGEST_INVALID", "invalid digest", {"digest": digest})
-
-
-def manifest_unknown(reference: str, detail: Any = None) -> RegistryError:
-    return RegistryError(404, "MANIFEST_UNKNOWN", f"manifest unknown: {reference}", detail)
-
-
-def packages_unknown(names: list[str]) -> RegistryError:
-    return RegistryError(
-        404,
-        "MANIFEST_UNKNOWN",
-        "unknown packages: " + ", ".join(names),
-        {"packages": names},
-    )
-
-
-def blob_unknown(digest: str) -> RegistryError:
-    return RegistryError(404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": digest})
-
-
-def unsupported(method: str, path: str) -> RegistryError:
-    return RegistryError(
-        405,
-        "UNSUPPORTED",
-        "this registry is read-only: images are built from Nix packages named in the path",
-        {"method": method, "path": path},
-    )
-
-
-def not_found(path: str) -> RegistryError:
-    return RegistryError(404, "NOT_FOUND", "no such endpoint", {"path": path})
-
-
-def build_failed(message: str, log_tail: str) -> RegistryError:
-    return RegistryError(500, "UNKNOWN", message, {"log": log_tail})
-
-
-def unavailable(message: str, retry_after: int) -> RegistryError:
-    return RegistryError(
-        503, "UNAVAILABLE", message, None, headers={"Retry-After": str(retry_after)}
-    )
-
-
-def unauthorized(reason: str, realm: str) -> RegistryError:
-    """401 with the Basic challenge that makes docker, podman and skopeo send credentials."""
-    return RegistryError(
-        401,
-        "UNAUTHORIZED",
-        "authentication required",
-        {"reason": reason},
-        headers={"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'},
-    )
-
-
-def denied(identity: str, reason: str) -> RegistryError:
-    return RegistryError(
-        403,
-        "DENIED",
-        "requested access to the resource is denied",
-        {"identity": identity, "reason": reason},
-    )
-
-
-def too_many_requests(message: str, limit: int, retry_after: int) -> RegistryError:
-    return RegistryError(
-        429,
-        "TOOMANYREQUESTS",
-        message,
-        {"limit": limit},
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-def too_many_packages(name: str, count: int, limit: int) -> RegistryError:
-    return RegistryError(
-        400,
-        "NAME_INVALID",
-        f"too many packages in one image ({count}, the limit is {limit})",
-        {"name": name, "packages": count, "limit": limit},
-    )
-
-
-def headers_too_large(size: int, limit: int) -> RegistryError:
-    return RegistryError(
-        431,
-        "HEADERS_TOO_LARGE",
-        f"request headers of {size} bytes exceed the limit of {limit}",
-        {"size": size, "limit": limit},
-    )
-
-
-def uri_too_long(size: int, limit: int) -> RegistryError:
-    return RegistryError(
-        414,
-        "URI_TOO_LONG",
-        f"a request path of {size} bytes exceeds the limit of {limit}",
-        {"size": size, "limit": limit},
-    )
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(seconds)))}

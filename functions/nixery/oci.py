@@ -1,9 +1,19 @@
-"""Content digests in the OCI form `sha256:<64 hex>`."""
+"""The OCI wire vocabulary shared by every part: media types, and content digests in the form
+`sha256:<64 hex>`."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 

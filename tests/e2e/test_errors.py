@@ -59,8 +59,8 @@ def test_nix_build_failure_reports_the_log_tail(registry: RegistryProcess) -> No
         ("/v2/Hello/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/a..b/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/hello/manifests/-bad-tag", 400, "TAG_INVALID"),
-        ("/v2/../../etc/passwd", 404, "NOT_FOUND"),
-        ("/nothing/here", 404, "NOT_FOUND"),
+        ("/v2/../../etc/passwd", 404, "NAME_UNKNOWN"),
+        ("/nothing/here", 404, "NAME_UNKNOWN"),
     ],
 )
 def test_bad_requests(registry: RegistryProcess, path: str, status: int, code: str) -> None:
@@ -87,7 +87,7 @@ def test_path_traversal_is_refused(registry: RegistryProcess, path: str) -> None
         "DIGEST_INVALID",
         "NAME_INVALID",
         "TAG_INVALID",
-        "NOT_FOUND",
+        "NAME_UNKNOWN",
     }
 
 

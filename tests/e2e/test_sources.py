@@ -38,7 +38,7 @@ def test_branch_tag_commit_and_latest(git_registry: RegistryProcess, pkgs_git_re
     ]
     assert len(evaluations) == 2, evaluations
     tags = requests.get(f"{git_registry.url}/v2/hello/tags/list").json()["tags"]
-    assert tags == sorted({"latest", "main", "stable", "v1", first})
+    assert tags == ["latest", "main", "stable", "v1"], "what resolves, not the commits typed"
 
 
 def test_a_commit_the_repository_lacks_is_manifest_unknown(git_registry: RegistryProcess) -> None:

@@ -80,3 +80,15 @@ def test_google_identity_pull_costs_one_verification(
     assert (rootfs / "bin" / "hello").exists()
     # skopeo fetched the manifest, the config and every layer: one tokeninfo call for all.
     assert standin.calls["tok-e2e-pull"] == 1
+
+
+def test_pages_need_credentials_too(team_registry: RegistryProcess) -> None:
+    for path in ("/", "/?format=json", "/builds/" + "0" * 24):
+        refused = requests.get(team_registry.url + path, timeout=30)
+        assert refused.status_code == 401, path
+        assert refused.headers["WWW-Authenticate"].startswith('Basic realm="nixery"')
+        assert "text/html" not in refused.headers["Content-Type"]
+    page = requests.get(
+        f"{team_registry.url}/", headers={"Authorization": basic(ROBOT, ROBOT_TOKEN)}, timeout=30
+    )
+    assert page.status_code == 200 and "docker login" in page.text

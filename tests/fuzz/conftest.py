@@ -10,15 +10,14 @@ import pytest
 from flask import Flask
 
 from nixery.auth.access import access_from_config
-from nixery.build.coordinator import Builder
+from nixery.build.assemble import build_coordinator
+from nixery.build.contract import Builder, ImageRequest, Revision
 from nixery.config import Config, load_config
 from nixery.index import ImageRecord
 from nixery.index.sqlite import SqliteIndex
-from nixery.local.assemble import build_coordinator
 from nixery.registry.api import create_app
-from nixery.registry.names import ImageRequest
 from nixery.registry.service import RegistryService
-from nixery.registry.sources import PathSource, Revision
+from nixery.registry.sources import PathSource
 from nixery.storage.filesystem import FilesystemStorage
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import counting_nix_shims
@@ -35,7 +34,9 @@ class RecordingBuilder:
     inner: Builder
     requests: list[ImageRequest] = field(default_factory=list)
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self, key: str, request: ImageRequest, revision: Revision, report: object = None
+    ) -> ImageRecord:
         self.requests.append(request)
         return self.inner.build(key, request, revision)
 

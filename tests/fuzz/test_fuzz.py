@@ -17,11 +17,18 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from nixery.auth.access import parse_basic
-from nixery.build.manifest import prefers_docker
-from nixery.errors import RegistryError
+from nixery.auth.access import AccessError, parse_basic
 from nixery.oci import DIGEST_RE, InvalidDigest
-from nixery.registry.names import REPOSITORY_RE, TAG_RE, parse_image_name, validate_tag
+from nixery.registry.errormap import as_registry_error
+from nixery.registry.names import (
+    REPOSITORY_RE,
+    TAG_RE,
+    InvalidName,
+    InvalidTag,
+    parse_image_name,
+    validate_tag,
+)
+from nixery.registry.negotiation import prefers_docker
 from nixery.storage.filesystem import FilesystemStorage
 from tests.fuzz.conftest import MAX_PACKAGES, FuzzRegistry
 from tests.team import ROBOT, basic
@@ -141,7 +148,8 @@ def test_router(public_registry: FuzzRegistry, method: str, path: str) -> None:
 def test_name_parsing(name: str) -> None:
     try:
         image = parse_image_name(name, MAX_PACKAGES)
-    except RegistryError as error:
+    except InvalidName as invalid:
+        error = as_registry_error(invalid)
         assert error.status == 400 and error.code == "NAME_INVALID"
         return
     assert REPOSITORY_RE.fullmatch(name) and len(name) <= 255
@@ -153,7 +161,7 @@ def test_name_parsing(name: str) -> None:
 @given(name=st.from_regex(REPOSITORY_RE, fullmatch=True))
 def test_names_of_the_grammar_parse(name: str) -> None:
     if len(name) > 255 or len(name.split("/")) > MAX_PACKAGES:
-        with pytest.raises(RegistryError):
+        with pytest.raises(InvalidName):
             parse_image_name(name, MAX_PACKAGES)
     else:
         assert parse_image_name(name, MAX_PACKAGES).repository == name
@@ -164,7 +172,8 @@ def test_names_of_the_grammar_parse(name: str) -> None:
 def test_tag_parsing(tag: str) -> None:
     try:
         validate_tag(tag)
-    except RegistryError as error:
+    except InvalidTag as invalid:
+        error = as_registry_error(invalid)
         assert error.status == 400 and error.code == "TAG_INVALID"
         return
     # An accepted tag is never an option (git, Nix) and never a path.
@@ -296,7 +305,7 @@ def test_auth_header(team_registry: FuzzRegistry, authorization: str, path: str)
 def test_basic_parsing_only_raises_401(authorization: str) -> None:
     try:
         username, password = parse_basic(authorization)
-    except RegistryError as error:
-        assert error.status == 401
+    except AccessError as refused:
+        assert as_registry_error(refused).status == 401
         return
     assert username and password

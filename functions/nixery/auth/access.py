@@ -26,9 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from nixery import errors
 from nixery.config import Config, ConfigError
-from nixery.errors import RegistryError
 from nixery.util.lru import Lru
 from nixery.util.singleflight import SingleFlight
 
@@ -72,7 +70,7 @@ ANONYMOUS = Identity("anonymous", "")
 
 class Access(Protocol):
     def authenticate(self, authorization: str | None) -> Identity:
-        """The caller's identity, or a RegistryError: 401 UNAUTHORIZED or 403 DENIED."""
+        """The caller's identity, or an AccessError."""
         ...
 
 
@@ -81,8 +79,38 @@ class PublicAccess:
         return ANONYMOUS
 
 
-def unauthorized(reason: str) -> RegistryError:
-    return errors.unauthorized(reason, REALM)
+class AccessError(Exception):
+    """Why a request is not admitted; nixery.registry.errormap gives each its HTTP answer."""
+
+
+class Unauthenticated(AccessError):
+    """No credentials, or credentials that prove nothing: a 401 with the Basic challenge."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Forbidden(AccessError):
+    """A known identity that is not on the team."""
+
+    def __init__(self, identity: str, reason: str) -> None:
+        super().__init__(f"{identity}: {reason}")
+        self.identity = identity
+        self.reason = reason
+
+
+class VerifierUnavailable(AccessError):
+    """The verifier could not be asked; not the client's fault, so not a 401."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def unauthorized(reason: str) -> Unauthenticated:
+    return Unauthenticated(reason)
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:
@@ -112,7 +140,7 @@ def _token_key(*parts: str) -> str:
 @dataclass(frozen=True)
 class _Verdict:
     identity: Identity | None
-    error: RegistryError | None
+    error: AccessError | None
     until: float  # clock time after which the verdict must be re-established
 
 
@@ -124,28 +152,20 @@ class _VerdictCache:
     scrypt again)."""
 
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self.admitted: Lru[str, _Verdict] = Lru(size)
-        self.refused: Lru[str, _Verdict] = Lru(size)
+        self.admitted: Lru[str, _Verdict] = Lru(size, clock=clock)
+        self.refused: Lru[str, _Verdict] = Lru(size, clock=clock)
 
     def get(self, key: str) -> _Verdict | None:
-        for entries in (self.admitted, self.refused):
-            verdict = entries.get(key)
-            if verdict is None:
-                continue
-            if verdict.until <= self._clock():
-                entries.pop(key)
-                return None
-            return verdict
-        return None
+        # A key is in at most one of the two (put removes it from the other).
+        return self.admitted.get(key) or self.refused.get(key)
 
     def put(self, key: str, verdict: _Verdict) -> None:
         if verdict.error is None:
             self.refused.pop(key)
-            self.admitted.put(key, verdict)
+            self.admitted.put(key, verdict, expires_at=verdict.until)
         else:
             self.admitted.pop(key)
-            self.refused.put(key, verdict)
+            self.refused.put(key, verdict, expires_at=verdict.until)
 
     def __len__(self) -> int:
         return len(self.admitted) + len(self.refused)
@@ -220,7 +240,7 @@ class GoogleTokens:
             answer = self._fetch(self.tokeninfo_url, token)
         except TokenInfoUnavailable as error:
             log.warning("cannot verify a Google token: %s", error)
-            raise errors.unavailable(
+            raise VerifierUnavailable(
                 f"cannot verify the Google token: {error}", retry_after=5
             ) from None
         now = self._clock()
@@ -248,14 +268,12 @@ class GoogleTokens:
             )
         email = str(answer.get("email", "")).lower()
         if not email or str(answer.get("email_verified", "")).lower() != "true":
-            return _Verdict(
-                None, errors.denied(email, "the token carries no verified e-mail"), until
-            )
+            return _Verdict(None, Forbidden(email, "the token carries no verified e-mail"), until)
         # A Workspace account's hosted domain is Google's word; otherwise the verified e-mail's.
         domain = str(answer.get("hd") or email.rpartition("@")[2]).lower()
         if email in self.members or domain in self.domains:
             return _Verdict(Identity("google", email), None, until)
-        return _Verdict(None, errors.denied(email, "not a member of this registry's team"), until)
+        return _Verdict(None, Forbidden(email, "not a member of this registry's team"), until)
 
 
 def _b64(data: bytes) -> str:

@@ -10,29 +10,21 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
-from nixery.build.layers import (
-    COMPRESSOR,
-    LayerBlob,
-    image_root,
-    write_image_root_layer,
-    write_store_layer,
-)
+from nixery.build.contract import BuildReport, ImageRequest, PackagesNotFound, Revision
+from nixery.build.gzipstream import COMPRESSOR
+from nixery.build.imageroot import ImageRoot, image_root
+from nixery.build.layering import DEFAULT_LAYERING, PLANNERS
+from nixery.build.layers import LayerBlob, write_image_root_layer, write_store_layer
 from nixery.build.manifest import (
-    CA_BUNDLE,
-    OCI_CONFIG,
-    OCI_LAYER,
     Descriptor,
     HistoryEntry,
     ImageConfig,
     ImageManifest,
 )
 from nixery.build.nix import Nix
-from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
-from nixery.oci import sha256_digest
-from nixery.registry.imagekey import PackagesNotFound
-from nixery.registry.names import ImageRequest
-from nixery.registry.sources import Revision
+from nixery.config import Config, Layering
+from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, LayerSummary
+from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.storage import Storage, put_bytes
 from nixery.util.singleflight import SingleFlight
 
@@ -89,8 +81,8 @@ class ImageBuilder:
         index: Index,
         popularity: Mapping[str, int],
         layer_budget: int,
-        layer_workers: int = 2,
-        max_parallel_builds: int = 4,
+        layer_workers: int = Config.layer_workers,
+        max_parallel_builds: int = Config.build_concurrency,
         layering: Layering = DEFAULT_LAYERING,
         on_built: Callable[[BuildTimings], None] = log_timings,
     ) -> None:
@@ -106,14 +98,22 @@ class ImageBuilder:
         self._build_slots = threading.BoundedSemaphore(max_parallel_builds)
         self._on_built = on_built
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def build(
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        report: BuildReport | None = None,
+    ) -> ImageRecord:
         with self._build_slots:
-            return self._build(key, request, revision)
+            return self._build(key, request, revision, report or BuildReport())
 
-    def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+    def _build(
+        self, key: str, request: ImageRequest, revision: Revision, report: BuildReport
+    ) -> ImageRecord:
         started = time.perf_counter()
         inputs = self.nix.build_image_inputs(
-            revision.nix_source, request.packages, request.platform.system
+            revision.nix_source, request.packages, request.platform.system, report.phase
         )
         if inputs.graph is None:
             raise PackagesNotFound(inputs.resolution.not_found)
@@ -132,16 +132,22 @@ class ImageBuilder:
         layered = time.perf_counter()
 
         record = self._publish(key, request, root, built)
-        self._on_built(
-            BuildTimings(
-                repository=request.repository,
-                layer_count=len(built),
-                nix=nix_done - started,
-                layering=planned - nix_done,
-                layers=layered - planned,
-                publish=time.perf_counter() - layered,
-            )
+        timings = BuildTimings(
+            repository=request.repository,
+            layer_count=len(built),
+            nix=nix_done - started,
+            layering=planned - nix_done,
+            layers=layered - planned,
+            publish=time.perf_counter() - layered,
         )
+        report.phase("layering", timings.layering)
+        report.phase("layers", timings.layers)
+        report.phase("publish", timings.publish)
+        report.layers.extend(
+            LayerSummary(layer.blob.digest, layer.blob.size, paths)
+            for layer, paths in zip(built, [*(layer.paths for layer in plan), roots], strict=True)
+        )
+        self._on_built(timings)
         return record
 
     def _cached_layer(
@@ -167,7 +173,7 @@ class ImageBuilder:
             _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
         )
 
-    def _symlink_layer(self, roots: Sequence[str], root: dict[str, str | None]) -> BuiltLayer:
+    def _symlink_layer(self, roots: Sequence[str], root: ImageRoot) -> BuiltLayer:
         history = HistoryEntry(
             created_by="symlink layer: " + " ".join(roots),
             comment="/bin, /lib, /share, /etc ... of the requested packages",
@@ -181,7 +187,7 @@ class ImageBuilder:
         self,
         key: str,
         request: ImageRequest,
-        root: Mapping[str, str | None],
+        root: ImageRoot,
         layers: Sequence[BuiltLayer],
     ) -> ImageRecord:
         """Config, then both manifests, then the image record: nothing refers to a missing blob."""
@@ -189,8 +195,8 @@ class ImageBuilder:
             architecture=request.platform.architecture,
             diff_ids=tuple(layer.blob.diff_id for layer in layers),
             history=tuple(layer.history for layer in layers),
-            has_ca_bundle=CA_BUNDLE.lstrip("/") in root,
-            has_bash="bin/bash" in root,
+            ca_bundle=root.ca_bundle,
+            has_bash=root.has_bash,
         ).to_json()
         config_digest = sha256_digest(config)
         put_bytes(self.storage, config_digest, config, OCI_CONFIG)

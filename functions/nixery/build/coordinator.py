@@ -8,17 +8,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Protocol
 
-from nixery.errors import unavailable
+from nixery.build.contract import Builder, BuilderBusy, BuildReport, ImageRequest, Revision
 from nixery.index import ImageRecord, Index
-from nixery.registry.names import ImageRequest
-from nixery.registry.sources import Revision
 from nixery.util.singleflight import SingleFlight
-
-
-class Builder(Protocol):
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord: ...
 
 
 class BuildCoordinator:
@@ -43,26 +36,52 @@ class BuildCoordinator:
         self._flights: SingleFlight[ImageRecord] = SingleFlight()
         self._owner_prefix = f"{socket.gethostname()}-{os.getpid()}"
 
-    def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
-        return self._flights.run(key, lambda: self._build_or_wait(key, request, revision))
+    def build(
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        report: BuildReport | None = None,
+    ) -> ImageRecord:
+        report = report or BuildReport()
+        leader = False
 
-    def _build_or_wait(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
+        def lead() -> ImageRecord:
+            nonlocal leader
+            leader = True
+            return self._build_or_wait(key, request, revision, report)
+
+        record = self._flights.run(key, lead)
+        # A request that joined another's build in this process found the image built for it.
+        report.cached = report.cached or not leader
+        return record
+
+    def _build_or_wait(
+        self, key: str, request: ImageRequest, revision: Revision, report: BuildReport
+    ) -> ImageRecord:
         owner = f"{self._owner_prefix}-{uuid.uuid4().hex[:12]}"
         give_up = time.monotonic() + self.wait_seconds
         while True:
             record = self.index.get_image(key)
             if record is not None:
+                report.cached = True
                 return record
             if self.index.try_acquire_lease(key, owner, self.lease_seconds):
-                return self._build_under_lease(key, request, revision, owner)
+                return self._build_under_lease(key, request, revision, owner, report)
             if time.monotonic() > give_up:
-                raise unavailable(
-                    f"another builder is still building {request.repository}", retry_after=10
+                raise BuilderBusy(
+                    f"another builder is still building {request.repository}",
+                    repository=request.repository,
                 )
             self._sleep(self.poll_seconds)
 
     def _build_under_lease(
-        self, key: str, request: ImageRequest, revision: Revision, owner: str
+        self,
+        key: str,
+        request: ImageRequest,
+        revision: Revision,
+        owner: str,
+        report: BuildReport,
     ) -> ImageRecord:
         done = threading.Event()
 
@@ -74,7 +93,11 @@ class BuildCoordinator:
         keeper.start()
         try:
             # A finished build may have landed between our miss and our lease.
-            return self.index.get_image(key) or self.builder.build(key, request, revision)
+            found = self.index.get_image(key)
+            if found is not None:
+                report.cached = True
+                return found
+            return self.builder.build(key, request, revision, report)
         finally:
             done.set()
             keeper.join()

@@ -31,15 +31,15 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import networkx
 
 from nixery.build.graph import ClosureGraph, name_version
+from nixery.config import Config, Layering
 
-# Docker refuses images with more than 125 layers; Nixery keeps the same margin for the
-# layers it adds itself (customisation layer, symlinks) and for base images.
-DEFAULT_BUDGET = 94
+# NIXERY_LAYER_BUDGET's default, declared (and explained) in nixery.config.
+DEFAULT_BUDGET = Config.layer_budget
 
 # Nixery's thresholds. "MB" is decimal there (100 * 1000000).
 POPULARITY_THRESHOLD = 100
@@ -55,10 +55,9 @@ FORCED_POPULARITY = 500_000
 # Paths without popularity data count once, as in Nixery: rating by size alone.
 UNKNOWN_POPULARITY = 1
 
-Layering = Literal["nixery", "per-path"]
-LAYERINGS: tuple[Layering, ...] = ("nixery", "per-path")
-# Per-path shares more between overlapping images (benchmarks/bench_incremental.py).
-DEFAULT_LAYERING: Layering = "per-path"
+# The layerings NIXERY_LAYERING allows, and its default: declared in nixery.config.
+LAYERINGS: tuple[Layering, ...] = get_args(Layering)
+DEFAULT_LAYERING: Layering = Config.layering
 
 
 @dataclass(frozen=True)

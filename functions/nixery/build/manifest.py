@@ -7,19 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from nixery.index import StoredManifest
-from nixery.oci import sha256_digest
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+from nixery.oci import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    sha256_digest,
+)
 
 # Images are functions of their inputs, not of the time they were built.
 FIXED_CREATED = "1970-01-01T00:00:01Z"
-CA_BUNDLE = "/etc/ssl/certs/ca-bundle.crt"
 IMAGE_PATH = "/bin:/usr/bin"
 
 
@@ -51,13 +50,13 @@ class ImageConfig:
     architecture: str
     diff_ids: tuple[str, ...]
     history: tuple[HistoryEntry, ...]
-    has_ca_bundle: bool
-    has_bash: bool
+    ca_bundle: str | None  # the CA bundle's path in the image, for SSL_CERT_FILE
+    has_bash: bool  # the default command is bash
 
     def to_json(self) -> bytes:
         env = [f"PATH={IMAGE_PATH}"]
-        if self.has_ca_bundle:
-            env.append(f"SSL_CERT_FILE={CA_BUNDLE}")
+        if self.ca_bundle is not None:
+            env.append(f"SSL_CERT_FILE={self.ca_bundle}")
         container: dict[str, Any] = {"Env": env}
         if self.has_bash:
             container["Cmd"] = ["bash"]
@@ -103,14 +102,3 @@ class ImageManifest:
     def stored(self) -> StoredManifest:
         body = self.to_json()
         return StoredManifest(sha256_digest(body), self.media_type, body)
-
-
-def prefers_docker(accept_header: str | None) -> bool:
-    """Docker schema2 only for a client that lists media types but no OCI one."""
-    if not accept_header:
-        return False
-    types = {part.split(";")[0].strip().lower() for part in accept_header.split(",")}
-    types.discard("")
-    if not types or "*/*" in types or "application/*" in types:
-        return False
-    return OCI_MANIFEST not in types and OCI_INDEX not in types

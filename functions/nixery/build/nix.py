@@ -11,38 +11,23 @@ import collections
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
+from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource, SourceUnavailable
 from nixery.build.graph import ClosureGraph, StorePathInfo
 
-LOG_TAIL_LINES = 40
+# Builds can log without bound; only the end explains a failure. As much as a build record keeps.
+LOG_TAIL_BYTES = 64 * 1024
 # Nix needs a moment after SIGTERM to stop its builders and release its locks.
 TERMINATION_GRACE_SECONDS = 5.0
 NIX_COMMAND = ("--extra-experimental-features", "nix-command")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class NixSource:
-    """Where the package set comes from: a local directory, a git commit or a tarball URL."""
-
-    kind: Literal["path", "git", "tarball"]
-    location: str
-    rev: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("path", "git", "tarball"):
-            raise ValueError(f"unknown Nix source kind {self.kind!r}")
-        if self.kind == "git" and (self.rev is None or not _COMMIT.fullmatch(self.rev)):
-            raise ValueError(f"a git source needs a 40-hex commit, not {self.rev!r}")
 
 
 @dataclass(frozen=True)
@@ -65,22 +50,6 @@ class ImageInputs:
     graph: ClosureGraph | None  # None when some name was not found: nothing was built
 
 
-class NixError(Exception):
-    """A Nix command failed; `log_tail` holds the last lines it wrote to stderr."""
-
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(f"{message}\n{log_tail}" if log_tail else message)
-        self.log_tail = log_tail
-
-
-class SourceUnavailable(NixError):
-    """The package source could not be fetched at the revision: no such commit, or no network."""
-
-
-class NixTimeout(NixError):
-    pass
-
-
 class Nix:
     def __init__(
         self,
@@ -95,18 +64,34 @@ class Nix:
         self._env = {**os.environ, **(extra_env or {})}
 
     def build_image_inputs(
-        self, source: NixSource, names: Sequence[str], system: str
+        self,
+        source: NixSource,
+        names: Sequence[str],
+        system: str,
+        on_phase: Callable[[str, float], None] | None = None,
     ) -> ImageInputs:
-        """Resolves, builds and reads the closure of `names`, all within one `timeout`."""
+        """Resolves, builds and reads the closure of `names`, all within one `timeout`.
+        `on_phase` hears how long evaluating (fetch and resolve) and realising (build and read
+        the closure) took."""
         deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
         if source.kind != "path":
             self.fetch_source(source, deadline)
         resolution = self.resolve(source, names, system, deadline)
+        evaluated = time.monotonic()
+        if on_phase is not None:
+            on_phase("evaluate", evaluated - started)
         if resolution.not_found:
             return ImageInputs(resolution, None)
-        self.realise(resolution.packages, deadline)
-        roots = [path for package in resolution.packages for path in package.outputs.values()]
-        return ImageInputs(resolution, self.closure_graph(roots, deadline))
+        try:
+            self.realise(resolution.packages, deadline)
+            roots = [path for package in resolution.packages for path in package.outputs.values()]
+            graph = self.closure_graph(roots, deadline)
+        finally:
+            # Reported when it fails too: the record of a failed build shows where time went.
+            if on_phase is not None:
+                on_phase("realise", time.monotonic() - evaluated)
+        return ImageInputs(resolution, graph)
 
     def fetch_source(self, source: NixSource, deadline: float) -> None:
         """Fetches the source at its revision, so that failing to is SourceUnavailable."""
@@ -117,9 +102,9 @@ class Nix:
                 deadline,
                 write_derivations=True,
             )
-        except NixTimeout:
+        except BuildTimedOut:
             raise
-        except NixError as error:
+        except BuildFailed as error:
             revision = f" at {source.rev}" if source.rev else ""
             raise SourceUnavailable(
                 f"cannot fetch the package source {source.location}{revision}", error.log_tail
@@ -185,9 +170,9 @@ class Nix:
         return json.loads(self.run(args, deadline, f"evaluating {expression.name}"))
 
     def run(self, args: Sequence[str], deadline: float, what: str) -> str:
-        """Runs a Nix command until `deadline`, returning its stdout; raises NixError/NixTimeout."""
+        """Runs a Nix command until `deadline`, returning its stdout; raises BuildFailed/BuildTimedOut."""
         if time.monotonic() >= deadline:
-            raise NixTimeout(f"{what}: out of time before starting")
+            raise BuildTimedOut(f"{what}: out of time before starting")
         process = subprocess.Popen(
             list(args),
             stdin=subprocess.DEVNULL,
@@ -198,8 +183,7 @@ class Nix:
         )
         assert process.stdout is not None and process.stderr is not None
         stdout_chunks: list[bytes] = []
-        # Builds can log without bound; only the end explains a failure.
-        stderr_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        stderr_tail = LogTail(LOG_TAIL_BYTES)
         readers = [
             threading.Thread(target=_read_all, args=(process.stdout, stdout_chunks), daemon=True),
             threading.Thread(target=_read_lines, args=(process.stderr, stderr_tail), daemon=True),
@@ -220,11 +204,11 @@ class Nix:
         for reader in readers:
             reader.join()
         if timed_out:
-            raise NixTimeout(f"{what}: timed out", "\n".join(stderr_tail))
+            raise BuildTimedOut(f"{what}: timed out", stderr_tail.text())
         if process.returncode != 0:
-            raise NixError(
+            raise BuildFailed(
                 f"{what}: `{' '.join(args[:2])} ...` exited with {process.returncode}",
-                "\n".join(stderr_tail),
+                stderr_tail.text(),
             )
         return b"".join(stdout_chunks).decode()
 
@@ -251,7 +235,7 @@ def source_arguments(source: NixSource) -> dict[str, str]:
 
 def parse_resolution(data: object) -> Resolution:
     if not isinstance(data, dict):
-        raise NixError(f"resolve.nix returned {type(data).__name__}, not an object")
+        raise BuildFailed(f"resolve.nix returned {type(data).__name__}, not an object")
     packages = tuple(
         ResolvedPackage(
             name=entry["name"],
@@ -314,7 +298,26 @@ def _read_all(stream: IO[bytes], chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
-def _read_lines(stream: IO[bytes], tail: collections.deque[str]) -> None:
+class LogTail:
+    """The last lines of a stream, at most `limit` bytes of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lines: collections.deque[str] = collections.deque()
+        self._bytes = 0
+
+    def append(self, line: str) -> None:
+        line = line[-self.limit :]
+        self._lines.append(line)
+        self._bytes += len(line.encode()) + 1
+        while self._bytes > self.limit and len(self._lines) > 1:
+            self._bytes -= len(self._lines.popleft().encode()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+
+def _read_lines(stream: IO[bytes], tail: LogTail) -> None:
     for line in stream:
         tail.append(line.decode(errors="replace").rstrip("\n"))
 

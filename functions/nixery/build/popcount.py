@@ -12,23 +12,33 @@ import os
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource
 from nixery.build.graph import name_version
-from nixery.build.nix import Nix, NixError, NixSource, NixTimeout, parse_path_info, source_arguments
+from nixery.build.nix import Nix, parse_path_info, source_arguments
 
 URL_TIMEOUT_SECONDS = 30.0
+# Packages realised per Nix call with `realise`: big enough to keep Nix's parallelism, small
+# enough for the progress callback to move.
+REALISE_BATCH = 64
 
 
 def popcount(
-    nix: Nix, source: NixSource, system: str, realise: bool, store: str | None
+    nix: Nix,
+    source: NixSource,
+    system: str,
+    realise: bool,
+    store: str | None,
+    on_realised: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Counts references between the closures of `source`'s packages, within `nix.timeout`.
 
     With `realise`, packages are built first (those that fail are left out); otherwise the
     paths must already be in `store` (a binary cache URL, say) or the local store. Paths that
-    are missing there are left out, as is every path referenced by no other.
+    are missing there are left out, as is every path referenced by no other. `on_realised`
+    hears (packages realised so far, total) as the realising goes.
     """
     deadline = time.monotonic() + nix.timeout
     roots = nix.evaluate_json(
@@ -38,15 +48,19 @@ def popcount(
         write_derivations=realise,
     )
     if not isinstance(roots, list):
-        raise NixError(f"popcount.nix returned {type(roots).__name__}, not a list")
+        raise BuildFailed(f"popcount.nix returned {type(roots).__name__}, not a list")
     if realise:
         targets = [f"{root['drvPath']}!out" for root in roots]
-        try:
-            nix.run(["nix-store", "--realise", "--keep-going", *targets], deadline, "building")
-        except NixTimeout:
-            raise
-        except NixError:
-            pass  # broken packages are expected: count what did build
+        for start in range(0, len(targets), REALISE_BATCH):
+            batch = targets[start : start + REALISE_BATCH]
+            try:
+                nix.run(["nix-store", "--realise", "--keep-going", *batch], deadline, "building")
+            except BuildTimedOut:
+                raise
+            except BuildFailed:
+                pass  # broken packages are expected: count what did build
+            if on_realised is not None:
+                on_realised(start + len(batch), len(targets))
     paths = [root["path"] for root in roots]
     valid = _valid_paths(nix.path_info(paths, deadline, recursive=False, store=store))
     if not valid:

@@ -19,6 +19,8 @@ import google.auth.jwt
 import google.auth.transport.requests
 import google.oauth2.id_token
 
+from nixery.util.lru import Lru
+
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 TOKEN_LIFETIME = 3600
 # Fetch a new token this long before the cached one expires.
@@ -34,18 +36,20 @@ class CachedTokenSource:
 
     def __init__(self, fetch: Callable[[], str], clock: Callable[[], float] = time.time) -> None:
         self._fetch = fetch
-        self._clock = clock
+        # One audience per source: one token. `clock` is wall time, as `exp` is.
+        self._token: Lru[str, str] = Lru(1, clock=clock)
+        # Held while fetching: callers arriving meanwhile wait for that token.
         self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expiry = 0.0
 
     def __call__(self) -> str:
         with self._lock:
-            if self._token is None or self._clock() > self._expiry - REFRESH_MARGIN:
+            token = self._token.get("token")
+            if token is None:
                 token = self._fetch()
                 claims = google.auth.jwt.decode(token, verify=False)
-                self._token, self._expiry = token, float(claims["exp"])
-            return self._token
+                expires_at = float(claims["exp"]) - REFRESH_MARGIN
+                self._token.put("token", token, expires_at=expires_at)
+            return token
 
 
 def metadata_token_source(audience: str) -> CachedTokenSource:

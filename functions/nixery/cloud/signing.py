@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import google.auth
@@ -19,11 +18,15 @@ import google.auth.iam
 import google.auth.transport.requests
 from google.cloud.storage import Bucket
 
+from nixery.config import Config
+from nixery.util.lru import Lru
+from nixery.util.singleflight import SingleFlight
+
 SignBlob = Callable[[bytes], bytes]
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-DEFAULT_EXPIRY = timedelta(minutes=15)
-# Past this many cached URLs, the expired ones are dropped on the next insert.
-CACHE_SWEEP_THRESHOLD = 10_000
+DEFAULT_EXPIRY = timedelta(seconds=Config.signed_url_expiry)  # NIXERY_SIGNED_URL_EXPIRY
+# Cached URLs at most (about 1 kB each); past this the least recently used go first.
+CACHE_MAX_URLS = 10_000
 
 
 class _BlobSigningCredentials(google.auth.credentials.Signing):
@@ -43,12 +46,6 @@ class _BlobSigningCredentials(google.auth.credentials.Signing):
     @property
     def signer(self) -> google.auth.crypt.Signer:
         raise NotImplementedError("only sign_bytes is used for signed URLs")
-
-
-@dataclass
-class _CachedUrl:
-    url: str
-    signed_at: float
 
 
 class UrlSigner:
@@ -76,9 +73,10 @@ class UrlSigner:
         self.credentials = credentials
         self._clock = clock
         self._sign_blob = sign_blob
-        self._cache: dict[str, _CachedUrl] = {}
-        self._cache_lock = threading.Lock()
-        self._object_locks: dict[str, threading.Lock] = {}
+        # A URL is reused while more than half of its lifetime is left.
+        self._cache: Lru[str, str] = Lru(CACHE_MAX_URLS, clock=clock)
+        self._signing: SingleFlight[str] = SingleFlight()
+        self._counts_lock = threading.Lock()
         self._credentials_lock = threading.Lock()
         self.signing_operations = 0
         self.cache_hits = 0
@@ -91,28 +89,40 @@ class UrlSigner:
 
     def signed_url(self, object_name: str) -> str:
         """A GET URL for `object_name` with more than half of `expiry` left."""
-        with self._cache_lock:
-            cached = self._fresh(object_name)
+        cached = self._cache.get(object_name)
+        if cached is not None:
+            self._count(hit=True)
+            return cached
+        # One signature per object even when many requests for it arrive at once: the others
+        # wait for it, and count as hits.
+        led = False
+
+        def sign() -> str:
+            nonlocal led
+            led = True
+            # A flight that ended between our look and this one signed it already.
+            cached = self._cache.get(object_name)
+            self._count(hit=cached is not None)
             if cached is not None:
-                self.cache_hits += 1
                 return cached
-            object_lock = self._object_locks.setdefault(object_name, threading.Lock())
-        # One signature per object even when many requests for it arrive at once.
-        with object_lock:
-            with self._cache_lock:
-                cached = self._fresh(object_name)
-                if cached is not None:
-                    self.cache_hits += 1
-                    return cached
-                self.cache_misses += 1
             # Read before signing: the URL's own validity window starts no earlier than this.
             started = self._clock()
             url = self.sign_uncached(object_name)
-            with self._cache_lock:
-                self._cache[object_name] = _CachedUrl(url, started)
-                if len(self._cache) > CACHE_SWEEP_THRESHOLD:
-                    self._sweep()
+            half_life = self.expiry.total_seconds() / 2
+            self._cache.put(object_name, url, expires_at=started + half_life)
+            return url
+
+        url = self._signing.run(object_name, sign)
+        if not led:
+            self._count(hit=True)
         return url
+
+    def _count(self, *, hit: bool) -> None:
+        with self._counts_lock:
+            if hit:
+                self.cache_hits += 1
+            else:
+                self.cache_misses += 1
 
     def sign_uncached(self, object_name: str) -> str:
         credentials = self._signing_credentials()
@@ -122,26 +132,9 @@ class UrlSigner:
             expiration=self.expiry,
             credentials=credentials,
         )
-        with self._cache_lock:
+        with self._counts_lock:
             self.signing_operations += 1
         return str(url)
-
-    def _fresh(self, object_name: str) -> str | None:
-        cached = self._cache.get(object_name)
-        if cached is None:
-            return None
-        age = self._clock() - cached.signed_at
-        if age >= self.expiry.total_seconds() / 2:
-            return None
-        return cached.url
-
-    def _sweep(self) -> None:
-        now = self._clock()
-        limit = self.expiry.total_seconds() / 2
-        stale = [name for name, entry in self._cache.items() if now - entry.signed_at >= limit]
-        for name in stale:
-            del self._cache[name]
-            self._object_locks.pop(name, None)
 
     def _signing_credentials(self) -> google.auth.credentials.Signing:
         if isinstance(self.credentials, google.auth.credentials.Signing):

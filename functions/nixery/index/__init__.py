@@ -7,8 +7,12 @@ inputs, so a `put_*` of an existing key keeps the first value (all writers agree
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+# The end of a Nix log explains a failure; a record keeps at most this much of it.
+MAX_LOG_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class StoredManifest:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """A built image: its key (see nixery.registry.imagekey) and the digests of both manifest forms."""
+    """A built image: its key (see nixery.build.contract.image_key) and the digests of both manifest forms."""
 
     key: str
     oci_digest: str
@@ -44,6 +48,102 @@ class BlobRecord:
     media_type: str
 
 
+BuildOutcomeKind = Literal["built", "cached", "refused", "failed"]
+# The phases of a build, in order: the tag resolved to a commit (registry), Nix evaluating and
+# realising the packages (builder), then our own layering, layer writing and publishing.
+PHASES = ("resolve", "evaluate", "realise", "layering", "layers", "publish")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float  # seconds after the build started
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    digest: str
+    size: int
+    paths: tuple[str, ...]  # the store paths in the layer; the image root's are its roots
+
+
+def bounded_log(text: str, limit: int = MAX_LOG_BYTES) -> str:
+    """The last `limit` bytes of `text` (UTF-8), cut at a character boundary."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[-limit:].decode(errors="ignore")
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """One cold request for an image, as the pages and `?format=json` show it.
+
+    `client` is who asked as the access check saw it: an identity (`google:alice@example.com`,
+    `robot:ci`) or an address (`address:192.0.2.1`); never a token or password.
+    """
+
+    id: str
+    repository: str
+    tag: str
+    key: str
+    source: str
+    commit: str
+    client: str
+    started_at: float  # Unix time
+    ended_at: float
+    outcome: BuildOutcomeKind
+    message: str = ""
+    refused: dict[str, str] = field(default_factory=dict)  # package -> why it was refused
+    phases: tuple[Phase, ...] = ()
+    layers: tuple[LayerSummary, ...] = ()
+    manifest_digest: str = ""
+    log: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def layer_count(self) -> int:
+        return len(self.layers)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["log"] = bounded_log(self.log)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildRecord:
+        known = {name: value for name, value in data.items() if name in _BUILD_FIELDS}
+        return cls(
+            **{
+                **known,
+                "refused": dict(data.get("refused") or {}),
+                "phases": tuple(Phase(**phase) for phase in data.get("phases") or ()),
+                "layers": tuple(
+                    LayerSummary(layer["digest"], int(layer["size"]), tuple(layer["paths"]))
+                    for layer in data.get("layers") or ()
+                ),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildRecord:
+        return cls.from_dict(json.loads(text))
+
+
+_BUILD_FIELDS = frozenset(BuildRecord.__dataclass_fields__)
+
+
 class Index(Protocol):
     def get_image(self, key: str) -> ImageRecord | None: ...
 
@@ -61,10 +161,13 @@ class Index(Protocol):
 
     def put_blob(self, record: BlobRecord) -> None: ...
 
-    def add_tag(self, repository: str, tag: str) -> None: ...
+    def add_repository(self, name: str) -> None:
+        """Remember `name` as a repository an image was served for (for `/v2/_catalog`)."""
+        ...
 
-    def list_tags(self, repository: str) -> list[str]:
-        """Tags served so far for `repository`, sorted."""
+    def list_repositories(self, after: str, limit: int) -> list[str]:
+        """Up to `limit` remembered names sorted bytewise, each greater than `after` ("" for
+        the first page)."""
         ...
 
     def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
@@ -73,4 +176,19 @@ class Index(Protocol):
 
     def release_lease(self, key: str, owner: str) -> None:
         """Drop the lease if `owner` still holds it."""
+        ...
+
+    def put_build(self, record: BuildRecord) -> None:
+        """Store (or replace) a build record; its log is cut to the last MAX_LOG_BYTES."""
+        ...
+
+    def get_build(self, build_id: str) -> BuildRecord | None: ...
+
+    def recent_builds(self, limit: int) -> list[BuildRecord]:
+        """The latest `limit` builds, newest first."""
+        ...
+
+    def prune_builds(self, keep: int, before: float) -> int:
+        """Drop every record beyond the newest `keep` and every record started before `before`
+        (Unix time); returns how many were dropped."""
         ...

@@ -17,7 +17,13 @@ from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFou
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
+from nixery.index import (
+    BlobRecord,
+    BuildRecord,
+    ImageRecord,
+    LayerRecord,
+    StoredManifest,
+)
 
 # A Firestore document is at most 1 MiB including field names and overhead; a manifest is a
 # few KB, so anything near the limit is a bug upstream rather than something to split.
@@ -44,8 +50,9 @@ class FirestoreIndex:
         self.manifests = client.collection(prefix + "manifests")
         self.layers = client.collection(prefix + "layers")
         self.blobs = client.collection(prefix + "blobs")
-        self.tags = client.collection(prefix + "tags")
+        self.repositories = client.collection(prefix + "repositories")
         self.leases = client.collection(prefix + "leases")
+        self.builds = client.collection(prefix + "builds")
 
     def _get(self, collection: firestore.CollectionReference, key: str) -> dict[str, Any] | None:
         snapshot = collection.document(document_id(key)).get()
@@ -123,19 +130,20 @@ class FirestoreIndex:
             {"digest": record.digest, "size": record.size, "media_type": record.media_type},
         )
 
-    def add_tag(self, repository: str, tag: str) -> None:
-        # One document per (repository, tag): adding a tag never rewrites a shared document,
-        # so popular repositories have no hot spot and no array growing toward 1 MiB.
-        self._create(
-            self.tags,
-            _tag_key(repository, tag),
-            {"repository": repository, "tag": tag},
-        )
+    def add_repository(self, name: str) -> None:
+        # One document per name: adding one never rewrites a shared document (no hot spot, no
+        # array growing toward 1 MiB).
+        self._create(self.repositories, name, {"name": name})
 
-    def list_tags(self, repository: str) -> list[str]:
-        # Sorted here: ordering by `tag` under an equality filter would need a composite index.
-        query = self.tags.where(filter=FieldFilter("repository", "==", repository))
-        return sorted(str(snapshot.get("tag")) for snapshot in query.stream())
+    def list_repositories(self, after: str, limit: int) -> list[str]:
+        # A range and an order on the same single field: served by Firestore's automatic
+        # single-field index, no composite index to deploy. Strings order by UTF-8 bytes.
+        query = (
+            self.repositories.where(filter=FieldFilter("name", ">", after))
+            .order_by("name")
+            .limit(limit)
+        )
+        return [str(snapshot.get("name")) for snapshot in query.stream()]
 
     def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
         reference = self.leases.document(document_id(key))
@@ -175,7 +183,35 @@ class FirestoreIndex:
         with contextlib.suppress(FailedPrecondition, NotFound):
             reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
 
+    def put_build(self, record: BuildRecord) -> None:
+        # The record as one JSON string (at most ~70 KB with its log, far under 1 MiB), beside
+        # the one field queries order by: no composite index needed.
+        self.builds.document(document_id(record.id)).set(
+            {"started_at": record.started_at, "record": record.to_json()}
+        )
 
-def _tag_key(repository: str, tag: str) -> str:
-    # "\0" cannot occur in either part, so distinct pairs give distinct keys.
-    return f"{repository}\0{tag}"
+    def get_build(self, build_id: str) -> BuildRecord | None:
+        data = self._get(self.builds, build_id)
+        return BuildRecord.from_json(data["record"]) if data else None
+
+    def recent_builds(self, limit: int) -> list[BuildRecord]:
+        query = self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)
+        snapshots = query.limit(limit).stream()
+        return [BuildRecord.from_json(snapshot.get("record")) for snapshot in snapshots]
+
+    def prune_builds(self, keep: int, before: float) -> int:
+        old = self.builds.where(filter=FieldFilter("started_at", "<", before))
+        surplus = (
+            self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)
+            .offset(keep)
+            .select([])
+        )
+        dropped = {
+            snapshot.reference.path: snapshot.reference for snapshot in old.select([]).stream()
+        }
+        dropped.update(
+            {snapshot.reference.path: snapshot.reference for snapshot in surplus.stream()}
+        )
+        for reference in dropped.values():
+            reference.delete()
+        return len(dropped)

@@ -10,7 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nixery.index import BlobRecord, ImageRecord, LayerRecord, StoredManifest
+from nixery.index import (
+    BlobRecord,
+    BuildRecord,
+    ImageRecord,
+    LayerRecord,
+    StoredManifest,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -21,10 +27,12 @@ CREATE TABLE IF NOT EXISTS layers (
     key TEXT PRIMARY KEY, digest TEXT NOT NULL, diff_id TEXT NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tags (
-    repository TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (repository, tag));
+CREATE TABLE IF NOT EXISTS repositories (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    id TEXT PRIMARY KEY, started_at REAL NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS builds_by_start ON builds (started_at);
 """
 
 
@@ -111,13 +119,17 @@ class SqliteIndex:
             record.media_type,
         )
 
-    def add_tag(self, repository: str, tag: str) -> None:
-        self._insert("INSERT OR IGNORE INTO tags VALUES (?, ?)", repository, tag)
+    def add_repository(self, name: str) -> None:
+        self._insert("INSERT OR IGNORE INTO repositories VALUES (?)", name)
 
-    def list_tags(self, repository: str) -> list[str]:
+    def list_repositories(self, after: str, limit: int) -> list[str]:
+        # SQLite's default BINARY collation orders bytewise, as Firestore orders strings.
         rows = (
             self._connection()
-            .execute("SELECT tag FROM tags WHERE repository = ? ORDER BY tag", (repository,))
+            .execute(
+                "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+                (after, limit),
+            )
             .fetchall()
         )
         return [row[0] for row in rows]
@@ -137,3 +149,34 @@ class SqliteIndex:
 
     def release_lease(self, key: str, owner: str) -> None:
         self._insert("DELETE FROM leases WHERE key = ? AND owner = ?", key, owner)
+
+    def put_build(self, record: BuildRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO builds VALUES (?, ?, ?)",
+                (record.id, record.started_at, record.to_json()),
+            )
+
+    def get_build(self, build_id: str) -> BuildRecord | None:
+        row = self._one("SELECT record FROM builds WHERE id = ?", build_id)
+        return BuildRecord.from_json(row[0]) if row else None
+
+    def recent_builds(self, limit: int) -> list[BuildRecord]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT record FROM builds ORDER BY started_at DESC, id DESC LIMIT ?", (limit,)
+            )
+            .fetchall()
+        )
+        return [BuildRecord.from_json(row[0]) for row in rows]
+
+    def prune_builds(self, keep: int, before: float) -> int:
+        with self._transaction() as db:
+            old = db.execute("DELETE FROM builds WHERE started_at < ?", (before,)).rowcount
+            surplus = db.execute(
+                "DELETE FROM builds WHERE id NOT IN "
+                "(SELECT id FROM builds ORDER BY started_at DESC, id DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+        return old + surplus

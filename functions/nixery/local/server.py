@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 
+from nixery import errors
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
 from nixery.registry.api import API_VERSION_HEADER
 
@@ -25,10 +26,13 @@ def parse_error(exc: BaseException) -> RegistryError | None:
     """The registry's error for a request gunicorn could not parse, or None to leave it be."""
     if isinstance(exc, http_errors.LimitRequestLine):
         return RegistryError(
-            414, "URI_TOO_LONG", "request line too long", {"limit": LIMIT_REQUEST_LINE}
+            errors.NAME_INVALID,
+            "request line too long",
+            {"limit": LIMIT_REQUEST_LINE},
+            status=414,
         )
     if isinstance(exc, http_errors.LimitRequestHeaders):
-        return RegistryError(431, "HEADERS_TOO_LARGE", "request headers too large", str(exc))
+        return RegistryError(errors.UNSUPPORTED, "request headers too large", str(exc), status=431)
     if isinstance(
         exc,
         (
@@ -39,7 +43,7 @@ def parse_error(exc: BaseException) -> RegistryError | None:
             http_errors.InvalidHeaderName,
         ),
     ):
-        return RegistryError(400, "BAD_REQUEST", "malformed HTTP request", str(exc))
+        return RegistryError(errors.UNSUPPORTED, "malformed HTTP request", str(exc), status=400)
     return None
 
 
@@ -67,6 +71,17 @@ class JsonErrorWorker(ThreadWorker):
             self.log.debug("failed to send the error response")
 
 
+class RootLogger(glogging.Logger):
+    """gunicorn's own lines through the root logger, so they take the format `nixery serve` was
+    given (a JSON line each with --log-format json) instead of gunicorn's."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
+
+
 class RegistryServer(BaseApplication):
     def __init__(self, app: Flask, host: str, port: int, threads: int) -> None:
         self._app = app
@@ -82,7 +97,9 @@ class RegistryServer(BaseApplication):
             "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
             "limit_request_fields": LIMIT_REQUEST_FIELDS,
             "graceful_timeout": 10,
-            "accesslog": "-",
+            # nixery.registry.api logs each request, in the chosen format.
+            "accesslog": None,
+            "logger_class": RootLogger,
             "loglevel": "info",
         }
         super().__init__()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+import urllib.parse
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -13,8 +15,12 @@ from werkzeug.wsgi import wrap_file
 from nixery import errors
 from nixery.auth.access import Access, Identity, PublicAccess
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
+from nixery.registry import pages
+from nixery.registry.errormap import registry_error
+from nixery.registry.records import BUILD_ID_RE, public_source
 from nixery.registry.service import RegistryService
-from nixery.storage import BlobNotFound
+from nixery.registry.sources import SourceError
+from nixery.util.logs import log_context, project_id, trace_of
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,10 @@ MAX_HEADER_BYTES = 16384
 # The longest valid path is a 255-character name and a digest; this leaves room for all of them.
 MAX_PATH_BYTES = 2048
 
+_BUILD_PAGE = re.compile(r"/builds/(?P<build_id>[^/]+)")
 _ROUTES = [
     ("base", re.compile(r"/v2/?")),
+    ("catalog", re.compile(r"/v2/_catalog")),
     ("upload", re.compile(r"/v2/(?P<name>.+)/blobs/uploads(?:/.*)?")),
     ("manifest", re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")),
     ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)")),
@@ -47,6 +55,23 @@ def error_response(error: RegistryError) -> Response:
 def _json_response(value: object) -> Response:
     response = Response(json.dumps(value, separators=(",", ":")), content_type="application/json")
     response.headers.update(API_VERSION_HEADER)
+    return response
+
+
+def wants_json(http_request: Request) -> bool:
+    """`?format=json`, or an Accept that prefers JSON to HTML (a browser's does not)."""
+    if http_request.args.get("format") == "json":
+        return True
+    accept = http_request.accept_mimetypes
+    return accept.quality("application/json") > accept.quality("text/html") and bool(
+        accept.quality("application/json")
+    )
+
+
+def _page_response(body: str, content_type: str, status: int = 200) -> Response:
+    response = Response(body, status=status, content_type=content_type)
+    response.headers.update(pages.SECURITY_HEADERS)
+    response.headers["Vary"] = "Accept, Authorization"
     return response
 
 
@@ -80,18 +105,37 @@ class RegistryApi:
     def dispatch(self, http_request: Request) -> Response:
         size = header_bytes(http_request)
         if size > MAX_HEADER_BYTES:
-            raise errors.headers_too_large(size, MAX_HEADER_BYTES)
+            raise headers_too_large(size, MAX_HEADER_BYTES)
         path = http_request.path
         if len(path) > MAX_PATH_BYTES:
-            raise errors.uri_too_long(len(path), MAX_PATH_BYTES)
+            raise RegistryError(
+                errors.NAME_INVALID,
+                f"a request path of {len(path)} bytes exceeds the limit of {MAX_PATH_BYTES}",
+                {"size": len(path), "limit": MAX_PATH_BYTES},
+                status=414,
+            )
         # Before routing: nothing, not even a redirect to a signed URL, without credentials.
         identity = self.access.authenticate(http_request.headers.get("Authorization"))
+        page = _BUILD_PAGE.fullmatch(path)
+        if path == "/" or page is not None:
+            if http_request.method not in READ_METHODS:
+                raise RegistryError(
+                    errors.UNSUPPORTED, "pages are read-only", {"method": http_request.method}
+                )
+            if page is not None:
+                return self.build_page(http_request, page["build_id"])
+            return self.landing(http_request)
         for route, pattern in _ROUTES:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
             if route == "upload" or http_request.method not in READ_METHODS:
-                raise errors.unsupported(http_request.method, path)
+                raise RegistryError(
+                    errors.UNSUPPORTED,
+                    "this registry is read-only: images are built from Nix packages named in "
+                    "the path",
+                    {"method": http_request.method, "path": path},
+                )
             if route == "base":
                 return _json_response({})
             if route == "manifest":
@@ -99,7 +143,7 @@ class RegistryApi:
                 return self.manifest(http_request, client=client, **match.groupdict())
             handler = getattr(self, route)
             return handler(http_request, **match.groupdict())
-        raise errors.not_found(path)
+        raise RegistryError(errors.NAME_UNKNOWN, "no such endpoint", {"path": path})
 
     def manifest(
         self, http_request: Request, name: str, reference: str, client: str = ""
@@ -123,10 +167,7 @@ class RegistryApi:
         url = self.service.storage.redirect_url(digest)
         if url is not None:
             return Response(status=303, headers={**headers, "Location": url})
-        try:
-            reader = self.service.storage.open(digest)
-        except BlobNotFound:
-            raise errors.blob_unknown(digest) from None
+        reader = self.service.storage.open(digest)
         response = Response(
             wrap_file(http_request.environ, reader),
             content_type="application/octet-stream",
@@ -138,8 +179,65 @@ class RegistryApi:
         response.make_conditional(http_request, accept_ranges=True, complete_length=record.size)
         return response
 
+    def catalog(self, http_request: Request) -> Response:
+        """The distribution spec's catalog: `n` names at most, after `last`, and a `Link` header
+        to the next page when there is one."""
+        count_text = http_request.args.get("n")
+        count: int | None = None
+        if count_text is not None:
+            if not count_text.isdigit() or len(count_text) > 9:
+                raise RegistryError(errors.PAGINATION_NUMBER_INVALID, None, {"n": count_text})
+            count = int(count_text)
+        last = http_request.args.get("last", "")
+        names, more = self.service.catalog(last, count)
+        response = _json_response({"repositories": names})
+        if more:
+            query = urllib.parse.urlencode({"last": names[-1], "n": len(names)})
+            response.headers["Link"] = f'</v2/_catalog?{query}>; rel="next"'
+        return response
+
     def tags(self, http_request: Request, name: str) -> Response:
         return _json_response({"name": name, "tags": self.service.tags(name)})
+
+    @property
+    def team(self) -> bool:
+        """Team mode: pages may name who asked (identities); public mode shows no addresses."""
+        return not isinstance(self.access, PublicAccess)
+
+    def landing(self, http_request: Request) -> Response:
+        commit: str | None = None
+        source_error: str | None = None
+        try:
+            revision = self.service.source.resolve("latest")
+            commit = revision.commit if revision is not None else None
+        except SourceError as error:
+            source_error = str(error)
+        landing = pages.Landing(
+            host=http_request.host,
+            source=public_source(self.service.source.source_id),
+            commit=commit,
+            source_error=source_error,
+            max_packages=self.service.max_packages,
+            team=self.team,
+            builds=self.service.index.recent_builds(pages.RECENT_BUILDS),
+        )
+        if wants_json(http_request):
+            return _page_response(pages.landing_json(landing), "application/json")
+        return _page_response(pages.render_landing(landing), "text/html; charset=utf-8")
+
+    def build_page(self, http_request: Request, build_id: str) -> Response:
+        record = self.service.index.get_build(build_id) if BUILD_ID_RE.fullmatch(build_id) else None
+        as_json = wants_json(http_request)
+        if record is None:
+            if as_json:
+                raise RegistryError(errors.NAME_UNKNOWN, "no such build", {"build": build_id})
+            html = pages.render_missing(build_id)
+            return _page_response(html, "text/html; charset=utf-8", status=404)
+        if as_json:
+            body = json.dumps(pages.public_record(record, self.team), separators=(",", ":"))
+            return _page_response(body, "application/json")
+        html = pages.render_build(http_request.host, record, self.team)
+        return _page_response(html, "text/html; charset=utf-8")
 
 
 def create_app(service: RegistryService, access: Access | None = None) -> Flask:
@@ -168,17 +266,64 @@ def create_app(service: RegistryService, access: Access | None = None) -> Flask:
 
 
 def _from_http_exception(error: HTTPException) -> RegistryError:
-    return RegistryError(error.code or 400, "UNSUPPORTED", error.description or error.name)
+    return RegistryError(
+        errors.UNSUPPORTED, error.description or error.name, status=error.code or 400
+    )
+
+
+def headers_too_large(size: int, limit: int) -> RegistryError:
+    """431, as RFC 6585 names it, for headers over the application's or the server's limit."""
+    return RegistryError(
+        errors.UNSUPPORTED,
+        f"request headers of {size} bytes exceed the limit of {limit}",
+        {"size": size, "limit": limit},
+        status=431,
+    )
 
 
 def handle(api: RegistryApi, http_request: Request) -> Response:
-    """One request, any failure turned into the registry's JSON error form."""
+    """One request, any failure turned into the registry's JSON error form, and one log line
+    for it (with the trace Cloud Logging groups a request's lines by)."""
+    trace = trace_of(http_request.headers.get("X-Cloud-Trace-Context"), project_id())
+    started = time.monotonic()
+    with log_context(trace=trace):
+        response = _answer(api, http_request)
+        log.info(
+            "%s %s %d",
+            http_request.method,
+            http_request.path,
+            response.status_code,
+            extra={"httpRequest": _http_request_entry(http_request, response, started)},
+        )
+    return response
+
+
+def _answer(api: RegistryApi, http_request: Request) -> Response:
     try:
         return api.dispatch(http_request)
-    except RegistryError as error:
-        return error_response(error)
     except HTTPException as error:
         return error_response(_from_http_exception(error))
-    except Exception:
+    except Exception as error:
+        known = registry_error(error, http_request.host_url)
+        if known is not None:
+            return error_response(known)
         log.exception("unhandled error for %s %s", http_request.method, http_request.path)
-        return error_response(RegistryError(500, "UNKNOWN", "internal error"))
+        return error_response(RegistryError(errors.UNKNOWN, "internal error"))
+
+
+def _http_request_entry(
+    http_request: Request, response: Response, started: float
+) -> dict[str, object]:
+    """Cloud Logging's HttpRequest: https://cloud.google.com/logging/docs/reference/v2/rest/v2/LogEntry#HttpRequest"""
+    entry = {
+        "requestMethod": http_request.method,
+        "requestUrl": http_request.path,
+        "status": response.status_code,
+        "userAgent": http_request.headers.get("User-Agent", ""),
+        "remoteIp": http_request.remote_addr or "",
+        "latency": f"{time.monotonic() - started:.3f}s",
+        "protocol": http_request.environ.get("SERVER_PROTOCOL", ""),
+    }
+    if response.content_length is not None:
+        entry["responseSize"] = str(response.content_length)
+    return entry

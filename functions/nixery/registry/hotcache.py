@@ -1,7 +1,7 @@
 """A bounded in-process cache of hot manifests, so a warm pull touches neither disk nor index.
 
 Everything cached here is immutable once written: an image key is a hash of everything that
-decides the image (see nixery.registry.imagekey) and the index keeps the first record written for it, and
+decides the image (see nixery.build.contract) and the index keeps the first record written for it, and
 a manifest is addressed by the digest of its bytes. So the cache never needs invalidating; a
 moving tag (a channel's `latest`, a git branch, an edited local path) resolves to a new image
 key before the cache is asked, within the tag-resolution TTLs of nixery.registry.sources.

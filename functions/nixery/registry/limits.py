@@ -7,9 +7,14 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from nixery import errors
-
 RETRY_AFTER_SECONDS = 10
+
+
+class BuildLimitReached(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"too many images building for this client at once (limit {limit})")
+        self.limit = limit
+        self.retry_after = RETRY_AFTER_SECONDS
 
 
 class ClientBuildLimit:
@@ -29,11 +34,7 @@ class ClientBuildLimit:
         with self._lock:
             images = self._waiting.setdefault(client, Counter())
             if image_key not in images and len(images) >= self.limit:
-                raise errors.too_many_requests(
-                    f"too many images building for this client at once (limit {self.limit})",
-                    self.limit,
-                    RETRY_AFTER_SECONDS,
-                )
+                raise BuildLimitReached(self.limit)
             images[image_key] += 1
         try:
             yield

@@ -3,48 +3,51 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from nixery.errors import name_invalid, tag_invalid, too_many_packages
+from nixery.build.contract import AMD64, ARM64, ImageRequest
+from nixery.config import Config
 
 # The OCI distribution spec's grammar for repository names and tags.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_REPOSITORY_LENGTH = 255
-DEFAULT_MAX_PACKAGES = 64
+DEFAULT_MAX_PACKAGES = Config.max_packages  # NIXERY_MAX_PACKAGES, declared in nixery.config
 
 ALWAYS_ADDED = ("cacert", "iana-etc")
 SHELL_PACKAGES = ("bashInteractive", "coreutils", "moreutils", "nano")
 
 
-@dataclass(frozen=True)
-class Platform:
-    system: str  # Nix's name
-    architecture: str  # OCI's name
+class InvalidName(ValueError):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"invalid repository name {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
 
 
-AMD64 = Platform("x86_64-linux", "amd64")
-ARM64 = Platform("aarch64-linux", "arm64")
+class TooManyPackages(InvalidName):
+    def __init__(self, name: str, count: int, limit: int) -> None:
+        super().__init__(name, f"too many packages in one image ({count}, the limit is {limit})")
+        self.count = count
+        self.limit = limit
 
 
-@dataclass(frozen=True)
-class ImageRequest:
-    repository: str
-    packages: tuple[str, ...]  # canonical: lowercase attribute paths, sorted, unique
-    platform: Platform
+class InvalidTag(ValueError):
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"invalid tag {tag!r}")
+        self.tag = tag
 
 
 def validate_repository(repository: str) -> None:
     if len(repository) > MAX_REPOSITORY_LENGTH:
-        raise name_invalid(repository, f"longer than {MAX_REPOSITORY_LENGTH} characters")
+        raise InvalidName(repository, f"longer than {MAX_REPOSITORY_LENGTH} characters")
     if not REPOSITORY_RE.fullmatch(repository):
-        raise name_invalid(repository, "does not match the OCI repository name grammar")
+        raise InvalidName(repository, "does not match the OCI repository name grammar")
 
 
 def validate_tag(tag: str) -> None:
     if not TAG_RE.fullmatch(tag):
-        raise tag_invalid(tag)
+        raise InvalidTag(tag)
 
 
 def canonical_attribute(name: str) -> str:
@@ -58,7 +61,7 @@ def parse_image_name(repository: str, max_packages: int = DEFAULT_MAX_PACKAGES) 
     validate_repository(repository)
     components = repository.split("/")
     if len(components) > max_packages:
-        raise too_many_packages(repository, len(components), max_packages)
+        raise TooManyPackages(repository, len(components), max_packages)
     platform = AMD64
     wanted: list[str] = []
     meta_done = False

@@ -2,29 +2,58 @@
 
 from __future__ import annotations
 
-import threading
+import time
+from typing import Any
 
-from nixery import errors
-from nixery.build.coordinator import Builder
-from nixery.build.manifest import prefers_docker
-from nixery.build.nix import NixError, NixTimeout, SourceUnavailable
+from nixery.build.contract import (
+    COMMIT_RE,
+    Builder,
+    BuildError,
+    PackagesNotFound,
+    SourceUnavailable,
+    image_key,
+)
+from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
-from nixery.oci import DIGEST_RE
+from nixery.oci import DIGEST_RE, InvalidDigest
 from nixery.registry.hotcache import ManifestCache
-from nixery.registry.imagekey import PackagesNotFound, image_key
 from nixery.registry.limits import ClientBuildLimit
 from nixery.registry.names import (
     DEFAULT_MAX_PACKAGES,
-    ImageRequest,
     parse_image_name,
     validate_repository,
     validate_tag,
 )
-from nixery.registry.sources import COMMIT_RE, PackageSource, Revision, SourceError
+from nixery.registry.negotiation import prefers_docker
+from nixery.registry.records import BuildRecorder, PendingBuild
+from nixery.registry.sources import PackageSource
 from nixery.storage import Storage
+from nixery.util.logs import log_context
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
+# Names already recorded for the catalog by this process: each is written to the index once.
+CATALOGUED_MEMORY = 4096
+CATALOG_DEFAULT_PAGE = 100
+CATALOG_MAX_PAGE = 1000
+
+
+def build_path(build_id: str) -> str:
+    """Where the pages show a build (nixery.registry.pages)."""
+    return f"/builds/{build_id}"
+
+
+class ManifestUnknown(LookupError):
+    def __init__(self, reference: str, detail: Any = None) -> None:
+        super().__init__(f"manifest unknown: {reference}")
+        self.reference = reference
+        self.detail = detail
+
+
+class BlobUnknown(LookupError):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob unknown: {digest}")
+        self.digest = digest
 
 
 class RegistryService:
@@ -35,8 +64,9 @@ class RegistryService:
         storage: Storage,
         builder: Builder,
         max_packages: int = DEFAULT_MAX_PACKAGES,
-        client_build_limit: int = 2,
+        client_build_limit: int = Config.client_build_limit,
         cache: ManifestCache | None = None,
+        records: BuildRecorder | None = None,
     ) -> None:
         self.source = source
         self.index = index
@@ -45,11 +75,12 @@ class RegistryService:
         self.max_packages = max_packages
         self.cold_builds = ClientBuildLimit(client_build_limit)
         self.cache = cache if cache is not None else ManifestCache()
-        self._known_tags: set[tuple[str, str]] = set()
-        self._memo_lock = threading.Lock()
+        self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
         # A package set at one revision never grows the packages it lacked, so "not found" for
         # an image key holds for good; remembered so retries of a typo do not re-run Nix.
-        self._not_found: Lru[str, list[str]] = Lru(NOT_FOUND_MEMORY)
+        # Remembered with the build record that found them missing, which retries point to.
+        self._not_found: Lru[str, tuple[list[str], str]] = Lru(NOT_FOUND_MEMORY)
+        self.records = records if records is not None else BuildRecorder(index)
 
     def manifest(
         self, repository: str, reference: str, accept: str | None, client: str = ""
@@ -60,12 +91,12 @@ class RegistryService:
             return self.manifest_by_digest(reference)
         request = parse_image_name(repository, self.max_packages)
         validate_tag(reference)
-        try:
-            revision = self.source.resolve(reference)
-        except SourceError as error:
-            raise errors.unavailable(str(error), retry_after=30) from error
+        started_at = time.time()
+        resolve_started = time.monotonic()
+        revision = self.source.resolve(reference)
+        resolve_seconds = time.monotonic() - resolve_started
         if revision is None:
-            raise errors.manifest_unknown(
+            raise ManifestUnknown(
                 f"{repository}:{reference}", {"tag": reference, "reason": "no such revision"}
             )
         # Keyed by the resolved image key, never the raw tag: a moved tag is a new key.
@@ -76,13 +107,16 @@ class RegistryService:
             if record is None:
                 with self.cold_builds.slot(client, key):
                     pinned = COMMIT_RE.fullmatch(reference) is not None
-                    record = self._build(key, request, revision, pinned)
+                    pending = self.records.start(
+                        key, request, reference, revision, client, started_at, resolve_seconds
+                    )
+                    record = self._build(pending, pinned)
             self.cache.put_image(record)
-        self._remember_tag(repository, reference)
+        self._remember_repository(repository)
         digest = record.docker_digest if prefers_docker(accept) else record.oci_digest
         manifest = self._stored_manifest(digest)
         if manifest is None:
-            raise errors.manifest_unknown(digest, {"reason": "index lost the manifest"})
+            raise ManifestUnknown(digest, {"reason": "index lost the manifest"})
         return manifest
 
     def _stored_manifest(self, digest: str) -> StoredManifest | None:
@@ -93,64 +127,79 @@ class RegistryService:
                 self.cache.put_manifest(manifest)
         return manifest
 
-    def _build(
-        self, key: str, request: ImageRequest, revision: Revision, pinned: bool
-    ) -> ImageRecord:
-        """`pinned`: the client named the commit, so a source that lacks it is the client's miss."""
+    def _build(self, pending: PendingBuild, pinned: bool) -> ImageRecord:
+        """`pinned`: the client named the commit, so a source that lacks it is the client's miss.
+        Every build that runs leaves a record; a failure names it for the client."""
+        key, request, revision = pending.key, pending.request, pending.revision
         missing_before = self._not_found.get(key)
         if missing_before is not None:
-            raise errors.packages_unknown(missing_before)
+            names, build_id = missing_before
+            refused = PackagesNotFound(names, request.repository)
+            refused.build_id = build_id
+            raise refused
         try:
-            return self.builder.build(key, request, revision)
-        except PackagesNotFound as missing:
-            self._not_found.put(key, missing.names)
-            raise errors.packages_unknown(missing.names) from None
+            with log_context(build_id=pending.id):
+                record = self.builder.build(key, request, revision, pending.report)
         except SourceUnavailable as error:
+            self.records.finish(pending, error=error)
             if pinned:
-                raise errors.manifest_unknown(
+                raise ManifestUnknown(
                     f"{request.repository}:{revision.commit}",
                     {
                         "tag": revision.commit,
                         "reason": "the package source has no such commit, or cannot be fetched",
                         "log": error.log_tail,
+                        "build": build_path(pending.id),
                     },
                 ) from None
-            raise errors.unavailable(str(error), retry_after=30) from None
-        except NixTimeout as error:
-            raise errors.build_failed(
-                f"Nix timed out building {request.repository}", error.log_tail
-            ) from None
-        except NixError as error:
-            raise errors.build_failed(
-                f"Nix failed building {request.repository}", error.log_tail
-            ) from None
-        except SourceError as error:
-            raise errors.unavailable(str(error), retry_after=30) from error
+            error.repository = request.repository
+            error.build_id = pending.id
+            raise
+        except BuildError as error:
+            self.records.finish(pending, error=error)
+            if isinstance(error, PackagesNotFound):
+                self._not_found.put(key, (error.names, pending.id))
+            error.repository = request.repository
+            error.build_id = pending.id
+            raise
+        except Exception as error:
+            self.records.finish(pending, error=error)
+            raise
+        self.records.finish(pending, manifest_digest=record.docker_digest)
+        return record
 
-    def _remember_tag(self, repository: str, tag: str) -> None:
-        with self._memo_lock:
-            if (repository, tag) in self._known_tags:
-                return
-            self._known_tags.add((repository, tag))
-        self.index.add_tag(repository, tag)
+    def _remember_repository(self, repository: str) -> None:
+        if self._catalogued.get(repository) is None:
+            self.index.add_repository(repository)
+            self._catalogued.put(repository, True)
 
     def manifest_by_digest(self, digest: str) -> StoredManifest:
         if not DIGEST_RE.fullmatch(digest):
-            raise errors.digest_invalid(digest)
+            raise InvalidDigest(digest)
         manifest = self._stored_manifest(digest)
         if manifest is None:
-            raise errors.manifest_unknown(digest)
+            raise ManifestUnknown(digest)
         return manifest
 
     def blob(self, repository: str, digest: str) -> BlobRecord:
         validate_repository(repository)
         if not DIGEST_RE.fullmatch(digest):
-            raise errors.digest_invalid(digest)
+            raise InvalidDigest(digest)
         record = self.index.get_blob(digest)
         if record is None:
-            raise errors.blob_unknown(digest)
+            raise BlobUnknown(digest)
         return record
 
     def tags(self, repository: str) -> list[str]:
+        """The tags the source resolves (the same for every name), never what clients typed."""
         parse_image_name(repository, self.max_packages)
-        return sorted({"latest", *self.index.list_tags(repository)})
+        return self.source.tags()
+
+    def catalog(self, last: str, count: int | None) -> tuple[list[str], bool]:
+        """One page of the image names served so far, after `last`, and whether more follow.
+        `count` (the client's `n`) is capped at CATALOG_MAX_PAGE."""
+        limit = CATALOG_DEFAULT_PAGE if count is None else min(count, CATALOG_MAX_PAGE)
+        if limit <= 0:
+            return [], False
+        names = self.index.list_repositories(last, limit + 1)
+        return names[:limit], len(names) > limit

@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from nixery.build.nix import NixSource
+from nixery.build.contract import COMMIT_RE, NixSource, Revision
+from nixery.config import Config
+from nixery.registry.names import TAG_RE
+from nixery.util.lru import Lru
 from nixery.util.singleflight import SingleFlight
 
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 NIXPKGS_ARCHIVE = "https://github.com/NixOS/nixpkgs/archive/{commit}.tar.gz"
 CHANNEL_REVISION = "https://channels.nixos.org/{channel}/git-revision"
 
 
 class SourceError(Exception):
     """The source itself could not be consulted (network, git); not the client's fault."""
-
-
-@dataclass(frozen=True)
-class Revision:
-    source_id: str
-    commit: str  # a git commit, or for a path source a fingerprint of the tree
-    nix_source: NixSource
 
 
 class PackageSource(Protocol):
@@ -40,31 +32,39 @@ class PackageSource(Protocol):
         """The revision `tag` names, or None when the tag names nothing in this source."""
         ...
 
+    def tags(self) -> list[str]:
+        """The names `resolve` knows, sorted (a 40-hex commit also resolves, but is not listed:
+        there is no end to them)."""
+        ...
+
 
 V = TypeVar("V")
 
 
-class _TtlCache(Generic[V]):
+# A source caches a handful of keys ("refs", "tree", its channel): the bound is never reached.
+_RESOLVED_MAX_ENTRIES = 16
+
+
+class _Resolved(Generic[V]):
+    """What a source resolved, for `ttl` seconds from when it was asked."""
+
     def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, V]] = {}
-        self._lock = threading.Lock()
+        self._entries: Lru[str, V] = Lru(_RESOLVED_MAX_ENTRIES, clock=clock)
         # When an entry expires under load, one caller refreshes it and the others wait for that
         # (one `git ls-remote` or tree walk, not one per request).
         self._refreshes: SingleFlight[V] = SingleFlight()
 
     def get(self, key: str, compute: Callable[[], V]) -> V:
-        now = self._clock()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit and now - hit[0] < self._ttl:
-                return hit[1]
-        return self._refreshes.run(key, lambda: self._store(key, now, compute()))
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit
+        asked = self._clock()
+        return self._refreshes.run(key, lambda: self._store(key, asked, compute()))
 
-    def _store(self, key: str, now: float, value: V) -> V:
-        with self._lock:
-            self._entries[key] = (now, value)
+    def _store(self, key: str, asked: float, value: V) -> V:
+        self._entries.put(key, value, expires_at=asked + self._ttl)
         return value
 
 
@@ -97,7 +97,7 @@ class ChannelSource:
         self.channel = channel
         self.source_id = f"channel:{channel}"
         self._resolve_channel = resolve_channel
-        self._cache: _TtlCache[str] = _TtlCache(ttl, clock)
+        self._cache: _Resolved[str] = _Resolved(ttl, clock)
 
     def _revision(self, commit: str) -> Revision:
         return Revision(
@@ -115,6 +115,12 @@ class ChannelSource:
             self._cache.get(self.channel, lambda: self._resolve_channel(self.channel))
         )
 
+    def tags(self) -> list[str]:
+        named = {"latest"}
+        if TAG_RE.fullmatch(self.channel) and not COMMIT_RE.fullmatch(self.channel):
+            named.add(self.channel)
+        return sorted(named)
+
 
 class GitSource:
     """A git repository: `latest` is HEAD; a branch, a git tag or a 40-hex commit all work."""
@@ -124,7 +130,7 @@ class GitSource:
     ) -> None:
         self.url = url
         self.source_id = f"git:{url}"
-        self._cache: _TtlCache[dict[str, str]] = _TtlCache(ttl, clock)
+        self._cache: _Resolved[dict[str, str]] = _Resolved(ttl, clock)
 
     def _refs(self) -> dict[str, str]:
         try:
@@ -162,9 +168,23 @@ class GitSource:
             return None
         return Revision(self.source_id, commit, NixSource("git", self.url, commit))
 
+    def tags(self) -> list[str]:
+        refs = self._cache.get("refs", self._refs)
+        named = {"latest"} if "HEAD" in refs else set()
+        for ref in refs:
+            for prefix in ("refs/heads/", "refs/tags/"):
+                if ref.startswith(prefix):
+                    name = ref.removeprefix(prefix).removesuffix("^{}")
+                    # A branch like `feature/x` resolves nowhere: a tag cannot hold a slash.
+                    if TAG_RE.fullmatch(name):
+                        named.add(name)
+        return sorted(named)
+
 
 class PathSource:
-    """A local package set. The tag is ignored; the revision is a fingerprint of the tree.
+    """A local package set: one tag, `latest`, whose revision is a fingerprint of the tree.
+    Every other tag is unknown (a registry that answered any tag would hand referrer lookups
+    like `sha256-<hex>` an image, and fail conformance's missing-manifest checks).
 
     The fingerprint covers every file's name, mode, size and modification time, so an edit gives
     a new revision (and a new evaluation) without running Nix to find out. Walking a tree the
@@ -181,7 +201,7 @@ class PathSource:
         self.path = path.resolve()
         self.source_id = f"path:{self.path}"
         self._root = self.path if self.path.is_dir() else self.path.parent
-        self._cache: _TtlCache[str] = _TtlCache(recheck_seconds, clock)
+        self._cache: _Resolved[str] = _Resolved(recheck_seconds, clock)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -199,6 +219,21 @@ class PathSource:
                 )
         return digest.hexdigest()
 
-    def resolve(self, tag: str) -> Revision:
+    def resolve(self, tag: str) -> Revision | None:
+        if tag != "latest":
+            return None
         commit = self._cache.get("tree", self.fingerprint)
         return Revision(self.source_id, commit, NixSource("path", str(self.path)))
+
+    def tags(self) -> list[str]:
+        return ["latest"]
+
+
+def package_source(config: Config) -> PackageSource:
+    if config.source_kind == "git":
+        assert config.pkgs_repo
+        return GitSource(config.pkgs_repo)
+    if config.source_kind == "path":
+        assert config.pkgs_path
+        return PathSource(config.pkgs_path)
+    return ChannelSource(config.effective_channel)

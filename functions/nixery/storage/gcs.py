@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud.storage import Blob, Bucket
@@ -25,7 +25,12 @@ if TYPE_CHECKING:
     from google.api_core.retry import Retry
     from google.cloud.storage.fileio import BlobWriter
 
-    from nixery.cloud.signing import UrlSigner
+
+class UrlSigner(Protocol):
+    """What signs a blob's GET URL (nixery.cloud.signing in the deployment)."""
+
+    def signed_url(self, object_name: str) -> str: ...
+
 
 BLOB_PREFIX = "blobs/sha256/"
 STAGING_PREFIX = "staging/"

@@ -1,0 +1,34 @@
+"""The builder's wiring: settings become Nix, layering and layer creation behind the
+one-build-per-image coordinator, for `nixery serve` and the Cloud Run builder alike."""
+
+from __future__ import annotations
+
+from nixery.build.builder import ImageBuilder
+from nixery.build.coordinator import BuildCoordinator
+from nixery.build.nix import Nix
+from nixery.build.popcount import load_popularity
+from nixery.config import Config, ConfigError, find_nix_dir
+from nixery.index import Index
+from nixery.storage import Storage
+
+
+def build_coordinator(config: Config, storage: Storage, index: Index) -> BuildCoordinator:
+    """Nix, layering and layer creation behind one-build-per-image coordination."""
+    try:
+        popularity = load_popularity(config.popularity_url) if config.popularity_url else {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"NIX_POPULARITY_URL: {error}") from error
+    nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
+    builder = ImageBuilder(
+        nix,
+        storage,
+        index,
+        popularity,
+        config.layer_budget,
+        config.layer_workers,
+        config.build_concurrency,
+        layering=config.layering,
+    )
+    # Waiting for another process's build: its Nix step plus time to write its layers.
+    wait = config.nix_timeout + 120
+    return BuildCoordinator(builder, index, config.lease_seconds, wait_seconds=wait)

@@ -1,0 +1,49 @@
+"""The cloud deployment's settings and its Google clients (GCS, Firestore, signing credentials),
+shared by the registry function and the builder service."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import google.auth
+from google.cloud import firestore
+from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY
+from google.oauth2 import service_account
+
+from nixery.cloud.signing import UrlSigner
+from nixery.config import Config, ConfigError, load_config
+from nixery.index.firestore import FirestoreIndex
+from nixery.storage.gcs import GcsStorage
+
+
+def cloud_config() -> Config:
+    config = load_config(os.environ, {})
+    if not config.gcs_bucket:
+        raise ConfigError("the cloud deployment needs GCS_BUCKET")
+    return config
+
+
+def bucket(config: Config) -> gcs.Bucket:
+    return gcs.Client(project=config.gcp_project).bucket(config.gcs_bucket)
+
+
+def storage(config: Config, bucket: gcs.Bucket, signer: UrlSigner | None) -> GcsStorage:
+    # How long one GCS call keeps retrying transient errors before the build gives up.
+    retry = DEFAULT_RETRY.with_timeout(config.gcs_retry_seconds)
+    return GcsStorage(bucket, signer, retry=retry)
+
+
+def index(config: Config) -> FirestoreIndex:
+    client = firestore.Client(project=config.gcp_project, database=config.firestore_database)
+    return FirestoreIndex(client, prefix=config.firestore_prefix)
+
+
+def signing_credentials() -> google.auth.credentials.Credentials | None:
+    """A key file signs locally; otherwise the runtime identity signs through IAM signBlob."""
+    key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if key_file and json.loads(Path(key_file).read_text()).get("type") == "service_account":
+        return service_account.Credentials.from_service_account_file(key_file)
+    return None

@@ -1,0 +1,140 @@
+"""Domain errors -> registry errors: the one place that decides the code, status, message and
+headers a failure reaches the client with. Everything below the API edge raises its own errors
+(names, sources, the build contract, access, storage); the edge calls `registry_error`.
+"""
+
+from __future__ import annotations
+
+from nixery import errors
+from nixery.auth.access import REALM, Forbidden, Unauthenticated, VerifierUnavailable
+from nixery.build.contract import (
+    BuildError,
+    BuildFailed,
+    BuildTimedOut,
+    PackagesNotFound,
+    SourceUnavailable,
+)
+from nixery.errors import RegistryError, retry_after
+from nixery.oci import InvalidDigest
+from nixery.registry.limits import BuildLimitReached
+from nixery.registry.names import InvalidName, InvalidTag, TooManyPackages
+from nixery.registry.service import BlobUnknown, ManifestUnknown, build_path
+from nixery.registry.sources import SourceError
+from nixery.storage import BlobNotFound
+
+# The end of a failed build's log, as the error's detail carries it; the whole (bounded) log is
+# on the build's page.
+CLIENT_LOG_LINES = 40
+# A source that cannot be consulted (network, git) is usually back within this.
+SOURCE_RETRY_SECONDS = 30
+
+
+def registry_error(error: Exception, base_url: str = "") -> RegistryError | None:
+    """The client's view of `error`, or None for an error nobody anticipated (a 500).
+    `base_url` (`http://host`) makes the link to a failed build's page absolute."""
+    if isinstance(error, RegistryError):
+        return error
+    if isinstance(error, TooManyPackages):
+        return RegistryError(
+            errors.NAME_INVALID,
+            f"too many packages in one image ({error.count}, the limit is {error.limit})",
+            {"name": error.name, "packages": error.count, "limit": error.limit},
+        )
+    if isinstance(error, InvalidName):
+        return RegistryError(
+            errors.NAME_INVALID, None, {"name": error.name, "reason": error.reason}
+        )
+    if isinstance(error, InvalidTag):
+        return RegistryError(errors.TAG_INVALID, None, {"tag": error.tag})
+    if isinstance(error, InvalidDigest):
+        return RegistryError(errors.DIGEST_INVALID, None, {"digest": str(error)})
+    if isinstance(error, ManifestUnknown):
+        known = RegistryError(
+            errors.MANIFEST_UNKNOWN, f"manifest unknown: {error.reference}", error.detail
+        )
+        build = error.detail.get("build") if isinstance(error.detail, dict) else None
+        return _with_build_page(known, build.rsplit("/", 1)[-1], base_url) if build else known
+    if isinstance(error, BlobUnknown | BlobNotFound):
+        digest = error.digest if isinstance(error, BlobUnknown) else str(error.args[0])
+        return RegistryError(errors.BLOB_UNKNOWN, None, {"digest": digest})
+    if isinstance(error, BuildError):
+        return _with_build_page(_build_error(error), error.build_id, base_url)
+    if isinstance(error, SourceError):
+        return RegistryError(
+            errors.UNAVAILABLE, str(error), headers=retry_after(SOURCE_RETRY_SECONDS)
+        )
+    if isinstance(error, BuildLimitReached):
+        return RegistryError(
+            errors.TOOMANYREQUESTS,
+            str(error),
+            {"limit": error.limit},
+            headers=retry_after(error.retry_after),
+        )
+    if isinstance(error, Unauthenticated):
+        return RegistryError(
+            errors.UNAUTHORIZED,
+            None,
+            {"reason": error.reason},
+            # The Basic challenge makes docker, podman and skopeo send credentials.
+            headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+        )
+    if isinstance(error, Forbidden):
+        return RegistryError(
+            errors.DENIED, None, {"identity": error.identity, "reason": error.reason}
+        )
+    if isinstance(error, VerifierUnavailable):
+        return RegistryError(
+            errors.UNAVAILABLE, error.message, headers=retry_after(error.retry_after)
+        )
+    return None
+
+
+def as_registry_error(error: Exception) -> RegistryError:
+    """`registry_error`, with the 500 for what nobody anticipated."""
+    return registry_error(error) or RegistryError(errors.UNKNOWN, "internal error")
+
+
+def _with_build_page(known: RegistryError, build_id: str, base_url: str) -> RegistryError:
+    """The error, naming the page of the build that failed: `docker pull` prints the message,
+    so the way to the log is in it, and in the detail for scripts."""
+    if not build_id:
+        return known
+    url = base_url.rstrip("/") + build_path(build_id)
+    detail = {**known.detail, "build": url} if isinstance(known.detail, dict) else {"build": url}
+    return RegistryError(
+        known.error_code,
+        f"{known.message} (build log: {url})",
+        detail,
+        known.headers,
+        known.status,
+    )
+
+
+def _build_error(error: BuildError) -> RegistryError:
+    image = error.repository or "the image"
+    if isinstance(error, PackagesNotFound):
+        return RegistryError(
+            errors.MANIFEST_UNKNOWN,
+            "unknown packages: " + ", ".join(error.names),
+            {"packages": error.names},
+        )
+    if isinstance(error, SourceUnavailable):
+        return RegistryError(
+            errors.UNAVAILABLE, error.message, headers=retry_after(SOURCE_RETRY_SECONDS)
+        )
+    if isinstance(error, BuildTimedOut):
+        return RegistryError(
+            errors.UNKNOWN, f"Nix timed out building {image}", {"log": _client_log(error)}
+        )
+    if isinstance(error, BuildFailed):
+        return RegistryError(
+            errors.UNKNOWN, f"Nix failed building {image}", {"log": _client_log(error)}
+        )
+    # Busy or unavailable builders: transient, so the client is told when to retry.
+    return RegistryError(
+        errors.UNAVAILABLE, error.message, headers=retry_after(error.retry_after or 10)
+    )
+
+
+def _client_log(error: BuildError) -> str:
+    return "\n".join(error.log_tail.splitlines()[-CLIENT_LOG_LINES:])

@@ -1,0 +1,291 @@
+"""The real clients against `nixery serve`: Docker Engine 20.10 (daemon and CLI, and a newer CLI
+where one is installed), its containerd through `ctr`, and podman. One dockerd and one podman
+store per module (starting them costs seconds; every pull after the first is what is measured).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from nixery.cloud.devstack import ManagedProcess, free_port, spawn
+from nixery.registry.negotiation import prefers_docker
+from tests.conftest import in_ci, unavailable
+from tests.daemons import DOCKER_20_10_CLI, Dockerd, Podman, docker_available, podman_available
+from tests.e2e.conftest import OCI_MANIFEST
+from tests.e2e.registry_process import RegistryProcess
+from tests.team import ROBOT, ROBOT_TOKEN, team_env
+from tests.test_negotiation import CAPTURED_ACCEPT
+from tests.tokeninfo_standin import TokenInfoStandIn
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+IMAGE = "shell/hello"
+SHARING_IMAGE = "shell/app"
+
+# Outside CI only: there the fixtures below fail instead, saying what to install.
+needs_docker = pytest.mark.skipif(
+    not in_ci() and not docker_available(),
+    reason="docker.io is not installed (scripts/setup-system --test)",
+)
+needs_podman = pytest.mark.skipif(
+    not in_ci() and not podman_available(),
+    reason="podman is not installed (scripts/setup-system --test)",
+)
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    if not docker_available():
+        unavailable("docker.io is not installed")
+    with Dockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    if not podman_available():
+        unavailable("podman is not installed")
+    with Podman(tmp_path_factory.mktemp("podman")) as runner:
+        yield runner
+
+
+def _digest(registry: RegistryProcess, image: str, accept: str) -> str:
+    answer = requests.get(
+        f"{registry.url}/v2/{image}/manifests/latest", headers={"Accept": accept}, timeout=600
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.headers["Docker-Content-Digest"]
+
+
+def _layers(registry: RegistryProcess, image: str) -> list[str]:
+    answer = requests.get(
+        f"{registry.url}/v2/{image}/manifests/latest",
+        headers={"Accept": DOCKER_MANIFEST},
+        timeout=600,
+    )
+    return [layer["digest"] for layer in answer.json()["layers"]]
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@needs_docker
+def test_docker_pull_by_tag_and_both_digests_then_run(
+    docker: Dockerd, registry: RegistryProcess
+) -> None:
+    reference = f"{registry.host}/{IMAGE}"
+    pulled = _ok(docker.run("pull", reference))
+    assert f"Status: Downloaded newer image for {reference}:latest" in pulled
+    for accept in (OCI_MANIFEST, DOCKER_MANIFEST):
+        digest = _digest(registry, IMAGE, accept)
+        by_digest = _ok(docker.run("pull", f"{reference}@{digest}"))
+        assert f"Digest: {digest}" in by_digest, by_digest
+    ran = _ok(docker.run("run", "--rm", "--network", "none", reference, "hello"))
+    assert ran == "Hello from nixery!\n"
+
+
+@needs_docker
+def test_docker_history_lists_every_layer(docker: Dockerd, registry: RegistryProcess) -> None:
+    reference = f"{registry.host}/{IMAGE}"
+    _ok(docker.run("pull", reference))
+    history = _ok(docker.run("history", "--no-trunc", "--format", "{{.Size}}", reference))
+    assert len(history.splitlines()) == len(_layers(registry, IMAGE))
+
+
+@needs_docker
+@pytest.mark.parametrize("cli", ["20.10", "path"])
+def test_docker_manifest_inspect(docker: Dockerd, registry: RegistryProcess, cli: str) -> None:
+    """The 20.10 CLI lists the OCI index but not the OCI manifest: it must get Docker schema2."""
+    program = DOCKER_20_10_CLI if cli == "20.10" else shutil.which("docker")
+    if program is None:
+        unavailable("no docker CLI on PATH", "apt-get install docker.io")
+    inspected = docker.run(
+        "manifest", "inspect", "--insecure", f"{registry.host}/{IMAGE}", cli=program
+    )
+    manifest = json.loads(_ok(inspected))
+    assert manifest["mediaType"] in (DOCKER_MANIFEST, OCI_MANIFEST)
+    if cli == "20.10":
+        assert manifest["mediaType"] == DOCKER_MANIFEST
+
+
+def _engine_pull_messages(docker: Dockerd, reference: str) -> list[dict[str, str]]:
+    """`POST /images/create` on the daemon's socket: its JSON progress messages, in order."""
+    import http.client
+    import socket
+    import urllib.parse
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(str(docker.socket_path))
+
+    connection = UnixConnection("docker", timeout=600)
+    query = urllib.parse.urlencode({"fromImage": reference, "tag": "latest"})
+    connection.request("POST", f"/images/create?{query}")
+    answer = connection.getresponse()
+    decoder = json.JSONDecoder()
+    text, messages = answer.read().decode(), []
+    position = 0
+    while (position := len(text) - len(text[position:].lstrip())) < len(text):
+        message, position = decoder.raw_decode(text, position)
+        messages.append(message)
+    connection.close()
+    assert answer.status == 200, text
+    return messages
+
+
+@needs_docker
+def test_docker_reuses_only_a_leading_run_of_shared_layers(
+    docker: Dockerd, registry: RegistryProcess
+) -> None:
+    """Docker's layer store is keyed by chain ID: a layer counts as present only when all the
+    layers below it are the same too. Content-addressed clients reuse every shared blob."""
+    first, second = _layers(registry, IMAGE), _layers(registry, SHARING_IMAGE)
+    _ok(docker.run("pull", f"{registry.host}/{IMAGE}"))
+    # The CLI prints per-layer lines only on a terminal; the Engine API stream carries them all.
+    pulled = _engine_pull_messages(docker, f"{registry.host}/{SHARING_IMAGE}")
+    reused = {message["id"] for message in pulled if message.get("status") == "Already exists"}
+    leading = 0
+    while leading < min(len(first), len(second)) and first[leading] == second[leading]:
+        leading += 1
+    shared = set(first) & set(second)
+    assert reused == {digest[7:19] for digest in second[:leading]}, pulled
+    print(f"{SHARING_IMAGE} after {IMAGE}: {len(shared)} shared layers, {len(reused)} reused")
+
+
+@needs_docker
+def test_docker_unknown_package_shows_the_registry_message(
+    docker: Dockerd, registry: RegistryProcess
+) -> None:
+    pulled = docker.run("pull", f"{registry.host}/shell/no-such-package")
+    assert pulled.returncode != 0
+    assert "unknown packages: no-such-package" in pulled.stderr, pulled.stderr
+
+
+@needs_docker
+def test_docker_build_failure_fails_the_pull(docker: Dockerd, registry: RegistryProcess) -> None:
+    # What the user reads is item 3 of issue 12; this pins only that the pull fails.
+    pulled = docker.run("pull", f"{registry.host}/broken")
+    assert pulled.returncode != 0
+    print(pulled.stderr)
+
+
+@needs_docker
+def test_ctr_pull_and_run(docker: Dockerd, registry: RegistryProcess) -> None:
+    reference = f"{registry.host}/{IMAGE}:latest"
+    _ok(docker.ctr("images", "pull", "--plain-http", reference))
+    ran = docker.ctr("run", "--rm", reference, "nixery-ctr-test", "hello")
+    assert _ok(ran) == "Hello from nixery!\n"
+
+
+@needs_podman
+def test_podman_pull_and_run(podman: Podman, registry: RegistryProcess) -> None:
+    reference = f"{registry.host}/{IMAGE}"
+    _ok(podman.run("pull", "--tls-verify=false", reference))
+    ran = podman.run("run", "--rm", "--network", "none", *Podman.RUN_LIMITS, reference, "hello")
+    assert _ok(ran) == "Hello from nixery!\n"
+    unknown = podman.run("pull", "--tls-verify=false", f"{registry.host}/shell/no-such-package")
+    assert unknown.returncode != 0 and "no-such-package" in unknown.stderr, unknown.stderr
+
+
+@pytest.fixture(scope="module")
+def team_registry(
+    tmp_path_factory: pytest.TempPathFactory, standin: TokenInfoStandIn
+) -> Iterator[RegistryProcess]:
+    storage = tmp_path_factory.mktemp("team-registry") / "storage"
+    with RegistryProcess(storage, team_env(standin, storage)) as process:
+        yield process
+
+
+@needs_docker
+def test_docker_login_to_a_team_registry(docker: Dockerd, team_registry: RegistryProcess) -> None:
+    reference = f"{team_registry.host}/hello"
+    refused = docker.run("pull", reference)
+    assert refused.returncode != 0
+    assert "no basic auth credentials" in refused.stderr or "401" in refused.stderr, refused.stderr
+    login = docker.run(
+        "login", "--username", ROBOT, "--password-stdin", team_registry.host, input=ROBOT_TOKEN
+    )
+    assert "Login Succeeded" in _ok(login)
+    _ok(docker.run("pull", reference))
+    _ok(docker.run("logout", team_registry.host))
+    _ok(docker.run("rmi", reference))
+    assert docker.run("pull", reference).returncode != 0
+
+
+# --- Accept lists, captured through a recording proxy --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorder(
+    registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ManagedProcess, Path]]:
+    workdir = tmp_path_factory.mktemp("recorder")
+    log = workdir / "requests.jsonl"
+    port = free_port()
+    command = [sys.executable, "-m", "tests.accept_recorder", str(port), registry.url, str(log)]
+    process = spawn("accept recorder", command, port, workdir / "recorder.log")
+    try:
+        yield process, log
+    finally:
+        process.stop()
+
+
+def capture_accept(log: Path, run: subprocess.CompletedProcess[str]) -> list[str]:
+    """The Accept values of the first manifest request by tag since the log was cleared."""
+    assert run.returncode == 0, run.stdout + run.stderr
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if re.search(r"/manifests/[^/:]+$", record["path"]) and record["accept"]:
+            return [value.strip() for value in ",".join(record["accept"]).split(",")]
+    raise AssertionError(f"no manifest request recorded:\n{log.read_text()}")
+
+
+def test_clients_send_the_accept_lists_the_table_pins(
+    recorder: tuple[ManagedProcess, Path],
+    docker: Dockerd,
+    podman: Podman,
+    tmp_path: Path,
+) -> None:
+    process, log = recorder
+    host = process.host_port
+    newer_cli = shutil.which("docker")
+    clients: dict[str, list[str]] = {
+        "docker 20.10 (daemon) pull": [DOCKER_20_10_CLI, "pull", f"{host}/hello"],
+        "docker 20.10 CLI manifest inspect": [
+            DOCKER_20_10_CLI, "manifest", "inspect", "--insecure", f"{host}/hello",
+        ],
+        "podman 4.3 pull": ["podman", *podman.global_options, "pull", "--tls-verify=false",
+                            f"{host}/hello"],
+        "containerd 1.6 ctr pull": [
+            "ctr", "--address", docker.containerd_address, "--namespace", "nixery-tests",
+            "images", "pull", "--plain-http", f"{host}/hello:latest",
+        ],
+        "skopeo 1.9 inspect": ["skopeo", "inspect", "--tls-verify=false", "--no-tags",
+                               f"docker://{host}/hello"],
+    }  # fmt: skip
+    if newer_cli and Path(newer_cli).resolve() != Path(DOCKER_20_10_CLI).resolve():
+        clients["docker newer CLI manifest inspect"] = [
+            newer_cli, "manifest", "inspect", "--insecure", f"{host}/hello",
+        ]  # fmt: skip
+    captured: dict[str, list[str]] = {}
+    for client, command in clients.items():
+        log.write_text("")
+        # Docker's CLIs get the daemon and its private config; podman would read that config too.
+        env = docker.env if "docker" in client else None
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        captured[client] = capture_accept(log, run)
+    print(json.dumps(captured, indent=2))
+    for client, accept in captured.items():
+        assert sorted(accept) == sorted(CAPTURED_ACCEPT[client][0]), client
+        assert prefers_docker(", ".join(accept)) == (CAPTURED_ACCEPT[client][1] == "docker")

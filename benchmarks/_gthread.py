@@ -18,7 +18,7 @@ from nixery.local.assemble import embedded_app
 THREADS = 16
 
 
-class GthreadServer(BaseApplication):  # type: ignore[misc]
+class GthreadServer(BaseApplication):
     def __init__(self, app: Flask, host: str, port: int) -> None:
         self._app = app
         self._options = {

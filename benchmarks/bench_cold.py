@@ -120,6 +120,7 @@ def _build(root: Path, package_set: Path, count: int, members: list[str], store:
         platform=AMD64,
     )
     revision = PathSource(package_set).resolve("latest")
+    assert revision is not None  # a path source always has its current revision
     registry = in_process_registry(root)
 
     def build_and_read_manifest() -> int:

@@ -23,18 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks._serving import REPO, start_nixery
+from benchmarks._serving import start_nixery
 from benchmarks.bench_incremental import QUICK_SIZES, SIZES, choose_pairs, family_name
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
-
-sys.path.insert(0, str(REPO / "tests"))
-from daemons import Dockerd, docker_available
+from tests.daemons import Dockerd, docker_available
 
 TARGET_RATIO = 0.8
 FULL_PAIRS = 8

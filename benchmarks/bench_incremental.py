@@ -52,11 +52,11 @@ from pathlib import Path
 from benchmarks._serving import OFFLINE_NIX_CONFIG, TEST_PKGS
 from nixery.build.contract import NixSource
 from nixery.build.graph import ClosureGraph
-from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS, Layering
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS
 from nixery.build.layers import LayerBlob, write_store_layer, write_symlink_layer
 from nixery.build.nix import Nix
 from nixery.build.popcount import popcount
-from nixery.config import find_nix_dir
+from nixery.config import Layering, find_nix_dir
 from nixery.registry.names import parse_image_name
 from nixery.storage.filesystem import FilesystemStorage
 
@@ -236,6 +236,7 @@ class Outcome:
 
 def measure(quick: bool) -> dict[int, list[Outcome]]:
     """Layer budget -> the outcome of every pair."""
+    budgets: tuple[int, ...]
     if quick:
         pairs, budgets = choose_pairs(QUICK_PAIR_COUNT, QUICK_SIZES), (DEFAULT_BUDGET,)
     else:

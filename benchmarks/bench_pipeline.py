@@ -153,6 +153,7 @@ def _whole_image(scale: Scale) -> tuple[Pass, int]:
     many packages use makes each part a layer of its own, written `LAYER_WORKERS` at a time."""
     request = parse_image_name(f"{scale.attribute}.all")
     revision = PathSource(BENCH_PKGS).resolve("latest")
+    assert revision is not None  # a path source always has its current revision
     [package] = nix_build([f"{scale.attribute}.all"])
     popular = {name_version(part): POPULARITY_THRESHOLD for part in runtime_dependencies(package)}
     with tempfile.TemporaryDirectory(prefix="nixery-bench-image-") as scratch:

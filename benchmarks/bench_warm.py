@@ -21,7 +21,6 @@ from pathlib import Path
 import requests
 
 from benchmarks._serving import (
-    OCI_MANIFEST,
     LoadResult,
     copy_image,
     require_tool,
@@ -31,6 +30,7 @@ from benchmarks._serving import (
     start_nixery,
 )
 from nixery.cloud.devstack import ManagedProcess
+from nixery.oci import OCI_MANIFEST
 
 IMAGE = "shell/hello"
 CONNECTIONS = (1, 32)

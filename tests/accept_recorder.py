@@ -19,6 +19,9 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 def make_handler(upstream: str, log_path: str) -> type[BaseHTTPRequestHandler]:
     target = urllib.parse.urlsplit(upstream)
+    if target.hostname is None:
+        raise ValueError(f"not an absolute URL: {upstream}")
+    host: str = target.hostname  # declared: the handler below sees it without the narrowing
     log_lock = threading.Lock()
 
     class Recorder(BaseHTTPRequestHandler):
@@ -40,9 +43,7 @@ def make_handler(upstream: str, log_path: str) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            upstream_connection = http.client.HTTPConnection(
-                target.hostname, target.port, timeout=600
-            )
+            upstream_connection = http.client.HTTPConnection(host, target.port, timeout=600)
             upstream_connection.request(self.command, self.path, body=body, headers=headers)
             answer = upstream_connection.getresponse()
             payload = answer.read()

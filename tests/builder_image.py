@@ -48,7 +48,7 @@ class Dockerfile:
         """Each FROM's image, with `${NAME}` taken from the default of an ARG declared before
         the first FROM (Docker's rule for arguments a FROM may use)."""
         defaults: dict[str, str] = {}
-        bases = []
+        bases: list[str] = []
         for instruction in self.instructions:
             if instruction.keyword == "ARG" and not bases:
                 name, _, default = instruction.arguments.partition("=")
@@ -56,7 +56,9 @@ class Dockerfile:
             elif instruction.keyword == "FROM":
                 image = instruction.arguments.split()[0]
                 bases.append(
-                    re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m[1] or m[2]], image)
+                    re.sub(
+                        r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults[m.group(1) or m.group(2)], image
+                    )
                 )
         return bases
 

@@ -1,4 +1,5 @@
-"""Shared test set-up: the offline Nix environment and the bundled test package set."""
+"""Shared test set-up: the offline Nix environment, the bundled test package set, the test tiers
+(tests/tiers.py), and what a test does when something it needs is missing."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+from tests.tiers import assign_tiers
 
 if TYPE_CHECKING:
     from tests.tokeninfo_standin import TokenInfoStandIn
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 TEST_PKGS = REPO / "tests" / "pkgs"
 OFFLINE_NIX_CONFIG = "substituters =\nexperimental-features = nix-command"
+SETUP = "scripts/setup-system --test"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,10 +27,29 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("NIX_CONFIG", OFFLINE_NIX_CONFIG)
 
 
+# First, so that `-m unit` selects on the tiers given here.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    assign_tiers(config, items)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def unavailable(what: str, install: str = f"run {SETUP}") -> NoReturn:
+    """Something a test needs is missing. In CI (CI=true), where scripts/setup-system --test has
+    installed everything, that is a failure; elsewhere a skip that says what is missing."""
+    message = f"{what} (to install: {install})"
+    if in_ci():
+        pytest.fail(f"{message}; CI runs every test, so it must be installed", pytrace=False)
+    pytest.skip(message)
+
+
 def require_tools(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"missing tools {missing}: run scripts/test, which installs them")
+        unavailable(f"missing tools {missing}")
 
 
 @pytest.fixture(scope="module")

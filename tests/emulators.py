@@ -26,8 +26,13 @@ from nixery.cloud.devstack import (
     start_firestore_emulator,
     start_gcs_emulator,
 )
+from tests.conftest import SETUP, unavailable
 
 Emulator = ManagedProcess
+FIRESTORE_EMULATOR_INSTALL = (
+    f"{SETUP}: Java 17 from apt; gcloud and its cloud-firestore-emulator from Google's apt"
+    " repository (google-cloud-cli-firestore-emulator)"
+)
 
 
 def _log_path(name: str) -> Path:
@@ -78,7 +83,7 @@ def firestore_emulator() -> Iterator[Emulator]:
     try:
         emulator = start_firestore_emulator(_log_path("firestore"))
     except StackError as reason:
-        pytest.skip(f"Firestore emulator unavailable: {reason}")
+        unavailable(f"Firestore emulator unavailable: {reason}", FIRESTORE_EMULATOR_INSTALL)
     try:
         with _environment("FIRESTORE_EMULATOR_HOST", emulator.host_port):
             yield emulator
@@ -88,7 +93,7 @@ def firestore_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def gcs_client(gcs_emulator: Emulator) -> gcs.Client:
-    return gcs.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return gcs.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())
 
 
 @pytest.fixture
@@ -99,4 +104,4 @@ def gcs_bucket(gcs_client: gcs.Client) -> gcs.Bucket:
 
 @pytest.fixture
 def firestore_client(firestore_emulator: Emulator) -> firestore.Client:
-    return firestore.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return firestore.Client(project=TEST_PROJECT, credentials=AnonymousCredentials())

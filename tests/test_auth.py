@@ -6,9 +6,11 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from nixery.auth.access import (
     AccessError,
@@ -35,7 +37,7 @@ def team(standin: TokenInfoStandIn, tmp_path_factory: pytest.TempPathFactory) ->
     return embedded_app(config).test_client()
 
 
-def assert_error(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
+def assert_error(response: TestResponse, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.headers["Content-Type"] == "application/json"
     error = response.get_json()["errors"][0]
@@ -344,7 +346,7 @@ def test_the_client_is_the_front_ends_entry_not_the_clients() -> None:
     from nixery.registry.api import client_address
 
     def request(forwarded: str | None) -> Request:
-        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+        headers = [("X-Forwarded-For", forwarded)] if forwarded is not None else []
         builder = EnvironBuilder(headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.9"})
         return Request(builder.get_environ())
 

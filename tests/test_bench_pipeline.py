@@ -18,6 +18,8 @@ from benchmarks._pipeline import MissingTool, nix_build, require_tools, runtime_
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.bench
+
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import requests
 from benchmarks import bench_incremental, bench_warm
 
-from nixery.build.layering import DEFAULT_LAYERING, LAYERINGS
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import RegistryProcess
+
+pytestmark = pytest.mark.bench
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -38,7 +41,7 @@ def test_incremental_quick_mode_reports_every_grouping() -> None:
     section = bench_incremental.run(quick=True)
     assert section.startswith("## Incremental pulls\n")
     for layering in LAYERINGS:
-        assert re.search(rf"\| {bench_incremental.DEFAULT_BUDGET} \| `{layering}`", section)
+        assert re.search(rf"\| {DEFAULT_BUDGET} \| `{layering}`", section)
     assert "one layer per image" in section
 
 

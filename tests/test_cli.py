@@ -23,6 +23,7 @@ def nixery(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     )
 
 
+@pytest.mark.e2e
 def test_popcount_writes_nixerys_format(tmp_path: Path) -> None:
     output = tmp_path / "popularity.json"
     result = nixery(

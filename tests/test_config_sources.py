@@ -111,9 +111,11 @@ def test_path_fingerprint_follows_edits_within_the_recheck_time(tmp_path: Path) 
     assert before is not None
     (tmp_path / "default.nix").write_text("{ x = 1; }\n")
     now[0] = 1.5
-    assert source.resolve("latest").commit == before.commit, "not re-walked yet"
+    again = source.resolve("latest")
+    assert again is not None and again.commit == before.commit, "not re-walked yet"
     now[0] = 2.5
-    assert source.resolve("latest").commit != before.commit
+    after = source.resolve("latest")
+    assert after is not None and after.commit != before.commit
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "more.nix").write_text("{ }\n")
     now[0] = 5.0

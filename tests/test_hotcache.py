@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from nixery.build.contract import ImageRequest, Revision
+from nixery.build.contract import ImageRequest, IndexRequest, Revision
 from nixery.index import ImageRecord, StoredManifest
 from nixery.index.sqlite import SqliteIndex
 from nixery.registry.hotcache import ManifestCache
@@ -73,6 +73,9 @@ class ManifestPerKey:
         self.index = index
         self.tree = tree
         self.builds: list[str] = []
+
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        raise AssertionError("a single-platform registry builds no index")
 
     def build(
         self, key: str, request: ImageRequest, revision: Revision, report: object = None

@@ -36,6 +36,7 @@ HOSTILE_NAMES = [
 ]
 
 
+@pytest.mark.e2e
 def test_package_names_reach_nix_only_as_data(tmp_path: Path) -> None:
     require_tools("nix-instantiate")
     log = tmp_path / "nix-calls.log"

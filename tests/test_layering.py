@@ -21,11 +21,11 @@ from nixery.build.layering import (
     PLANNERS,
     POPULARITY_THRESHOLD,
     Layer,
-    Layering,
     plan_layers,
     plan_per_path_layers,
     plan_prefix_layers,
 )
+from nixery.config import Layering
 
 MB = 1000 * 1000
 

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,6 +25,7 @@ from nixery.build.layers import (
 from nixery.oci import OCI_LAYER
 from nixery.storage import AbortUnlessCommitted, BlobWriter
 from nixery.storage.filesystem import FilesystemStorage
+from tests.conftest import require_tools
 
 LATIN_1_NAME = os.fsdecode(b"caf\xe9")  # not valid UTF-8
 NIX_ENV = {**os.environ, "NIX_CONFIG": "substituters =\nexperimental-features = nix-command"}
@@ -246,9 +246,9 @@ def test_store_layer_is_byte_identical_across_runs_orders_and_processes(
         assert (root / "blobs" / "sha256" / first.digest[7:]).read_bytes() == first_bytes
 
 
+@pytest.mark.e2e
 def test_store_layer_of_a_real_nix_store_path(tmp_path: Path, storage: FilesystemStorage) -> None:
-    if shutil.which("nix-store") is None:
-        pytest.skip("Nix is not installed")
+    require_tools("nix-store")
     source = tmp_path / "layer-test-package"
     write_file(source / "bin" / "tool", b"#!/bin/sh\necho tool\n", 0o755)
     write_file(source / "share" / "data", b"data\n", 0o644)

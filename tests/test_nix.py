@@ -23,15 +23,19 @@ from nixery.build.nix import (
     parse_path_info,
 )
 from nixery.build.popcount import dump_popularity, load_popularity, popcount
+from tests.conftest import require_tools
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PACKAGES = REPO / "tests" / "pkgs"
 # Without this every Nix command spends seconds trying to reach cache.nixos.org.
 NIX_ENV = {"NIX_CONFIG": "substituters =\nexperimental-features = nix-command"}
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nix-store") is None, reason="needs Nix (nix-bin) on PATH"
-)
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nix_installed() -> None:
+    require_tools("nix-store", "nix-build", "nix-instantiate")
 
 
 def nix_command(*args: str) -> str:

@@ -22,7 +22,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from nixery.auth.access import access_from_config
-from nixery.build.contract import ImageRequest, Revision
+from nixery.build.contract import ImageRequest, IndexRequest, Revision
 from nixery.cli import progress_bar
 from nixery.config import Config
 from nixery.index import BuildRecord, ImageRecord, LayerSummary, Phase
@@ -41,6 +41,9 @@ HOSTILE = '<script>alert("x")</script>'
 
 class NoBuilds:
     """The pages never build: a request that would is a bug in the test."""
+
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        raise AssertionError("a single-platform registry builds no index")
 
     def build(
         self, key: str, request: ImageRequest, revision: Revision, report: object = None
@@ -101,7 +104,9 @@ def parse_strictly(html: str) -> None:
     assert not parser.errors
 
 
-def test_landing_explains_how_to_pull_with_this_host(public: tuple) -> None:
+def test_landing_explains_how_to_pull_with_this_host(
+    public: tuple[FlaskClient, SqliteIndex],
+) -> None:
     client, index = public
     index.put_build(record(new_build_id(1_800_000_000.0)))
     response = client.get("/", base_url="http://registry.example:8080")
@@ -110,14 +115,18 @@ def test_landing_explains_how_to_pull_with_this_host(public: tuple) -> None:
     html = response.get_data(as_text=True)
     parse_strictly(html)
     assert "docker pull registry.example:8080/shell/git/htop" in html
-    commit = PathSource(TEST_PKGS).resolve("latest").commit
+    revision = PathSource(TEST_PKGS).resolve("latest")
+    assert revision is not None
+    commit = revision.commit
     assert commit in html, "the source's current commit"
     for text in ("bashinteractive", "arm64", "cacert", "shell/hello:latest", "built"):
         assert text.lower() in html.lower()
     assert "192.0.2.77" not in html, "public mode shows no client addresses"
 
 
-def test_pages_carry_a_strict_content_security_policy(public: tuple) -> None:
+def test_pages_carry_a_strict_content_security_policy(
+    public: tuple[FlaskClient, SqliteIndex],
+) -> None:
     client, index = public
     build_id = new_build_id(1_800_000_000.0)
     index.put_build(record(build_id))
@@ -139,7 +148,9 @@ def test_pages_carry_a_strict_content_security_policy(public: tuple) -> None:
         assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_build_page_shows_phases_layers_pull_by_digest_and_the_log(public: tuple) -> None:
+def test_build_page_shows_phases_layers_pull_by_digest_and_the_log(
+    public: tuple[FlaskClient, SqliteIndex],
+) -> None:
     client, index = public
     ok = new_build_id(1_800_000_000.0)
     failed = new_build_id(1_800_000_001.0)
@@ -166,7 +177,7 @@ def test_build_page_shows_phases_layers_pull_by_digest_and_the_log(public: tuple
     assert missing.status_code == 404 and "No such build" in missing.get_data(as_text=True)
 
 
-def test_json_forms(public: tuple) -> None:
+def test_json_forms(public: tuple[FlaskClient, SqliteIndex]) -> None:
     client, index = public
     build_id = new_build_id(1_800_000_000.0)
     index.put_build(record(build_id))
@@ -184,7 +195,9 @@ def test_json_forms(public: tuple) -> None:
     assert unknown.status_code == 404 and unknown.get_json()["errors"][0]["code"] == "NAME_UNKNOWN"
 
 
-def test_hostile_names_tags_logs_and_paths_are_escaped_everywhere(public: tuple) -> None:
+def test_hostile_names_tags_logs_and_paths_are_escaped_everywhere(
+    public: tuple[FlaskClient, SqliteIndex],
+) -> None:
     client, index = public
     build_id = new_build_id(1_800_000_000.0)
     index.put_build(
@@ -234,7 +247,7 @@ def test_source_credentials_never_reach_records_or_pages() -> None:
 
 
 def test_request_log_lines_are_json_with_the_trace(
-    public: tuple, monkeypatch: pytest.MonkeyPatch
+    public: tuple[FlaskClient, SqliteIndex], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, _ = public
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "demo-project")

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from nixery.config import (
     ENVIRONMENT,
@@ -67,7 +68,7 @@ def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
     """A tqdm bar on stderr when it is a terminal; nothing at all otherwise (CI, pipes)."""
     from tqdm import tqdm
 
-    bar: tqdm | None = None
+    bar: tqdm[NoReturn] | None = None  # a manual bar: no iterable
 
     def advance(done: int, total: int) -> None:
         nonlocal bar

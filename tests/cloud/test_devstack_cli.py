@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import TEST_PKGS
+from tests.conftest import TEST_PKGS, unavailable
+from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 
 pytestmark = pytest.mark.cloud
 
@@ -37,7 +38,7 @@ def test_start_then_stop(tmp_path: Path) -> None:
     state = tmp_path / "stack"
     started = dev_stack("start", "--state-dir", str(state), "--pkgs-path", str(TEST_PKGS))
     if started.returncode != 0 and "gcloud" in started.stderr:
-        pytest.skip(started.stderr.strip())
+        unavailable(started.stderr.strip(), FIRESTORE_EMULATOR_INSTALL)
     assert started.returncode == 0, started.stderr
     recorded = json.loads((state / "stack.json").read_text())["processes"]
     assert set(recorded) == {"firestore-emulator", "gcs-emulator", "build", "registry"}

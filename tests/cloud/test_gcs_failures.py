@@ -16,10 +16,11 @@ import pytest
 import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from nixery.oci import sha256_digest
 from nixery.storage import put_bytes
-from nixery.storage.gcs import BLOB_PREFIX, DEFAULT_RETRY, STAGING_PREFIX, GcsStorage, blob_name
+from nixery.storage.gcs import BLOB_PREFIX, STAGING_PREFIX, GcsStorage, blob_name
 from tests.cloud.faultproxy import FaultyProxy, nth_request
 from tests.emulators import TEST_PROJECT, Emulator
 
@@ -53,7 +54,7 @@ def proxy(gcs_emulator: Emulator) -> Iterator[FaultyProxy]:
 def through(proxy: FaultyProxy, bucket: gcs.Bucket) -> gcs.Bucket:
     client = gcs.Client(
         project=TEST_PROJECT,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": proxy.url},
     )
     return client.bucket(bucket.name)

@@ -15,8 +15,9 @@ import pytest
 import requests
 
 from nixery.cloud.devstack import DevStack, StackError, start_dev_stack
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import skopeo_inspect
+from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 
 pytestmark = pytest.mark.cloud
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -29,7 +30,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     try:
         stack = start_dev_stack(state, {"NIXERY_PKGS_PATH": str(TEST_PKGS)})
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
     try:
         yield stack
     finally:

@@ -65,9 +65,7 @@ def service_account_info(key: rsa.RSAPrivateKey, email: str = SERVICE_ACCOUNT) -
 
 @pytest.fixture
 def key_credentials(private_key: rsa.RSAPrivateKey) -> service_account.Credentials:
-    return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-        service_account_info(private_key)
-    )
+    return service_account.Credentials.from_service_account_info(service_account_info(private_key))
 
 
 @pytest.fixture

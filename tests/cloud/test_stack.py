@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -35,9 +36,10 @@ from nixery.cloud.devstack import start_function as start_function_process
 from nixery.cloud.idtoken import key_file_token_source
 from tests.cloud.faultproxy import FaultyProxy
 from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.e2e.registry_process import counting_nix_shims
+from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 
 pytestmark = pytest.mark.cloud
 
@@ -101,7 +103,7 @@ def stack_and_calls(
             state, settings, builder_env={"PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}
         )
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
     try:
         yield stack, NixCalls(nix_log)
     finally:
@@ -131,7 +133,7 @@ def manifest(registry_url: str, image: str) -> requests.Response:
 def bucket_of(stack: DevStack) -> gcs.Bucket:
     client = gcs.Client(
         project=stack.project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": stack.processes["gcs-emulator"].url},
     )
     return client.bucket(stack.bucket)
@@ -211,7 +213,7 @@ def test_head_manifest_by_digest_and_errors(stack: DevStack) -> None:
     assert head.status_code == 200 and "Location" not in head.headers
     assert int(head.headers["Content-Length"]) == layer["size"]
 
-    def error(response: requests.Response, status: int, code: str) -> dict:
+    def error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
         assert response.status_code == status, response.text
         assert response.headers["Content-Type"] == "application/json"
         return response.json()["errors"][0]

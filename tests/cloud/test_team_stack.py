@@ -12,8 +12,9 @@ import requests
 
 from nixery.cloud.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
 from nixery.cloud.devstack import start_function as start_function_process
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
+from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env
 from tests.tokeninfo_standin import TokenInfoStandIn
 
@@ -29,7 +30,7 @@ def team_function(
     try:
         stack: DevStack = start_dev_stack(state, {"NIXERY_PKGS_PATH": str(TEST_PKGS)})
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
     team = {
         key: value
         for key, value in team_env(standin, state / "unused").items()

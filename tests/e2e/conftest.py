@@ -5,10 +5,11 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.registry_process import RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -18,7 +19,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 def _tools() -> None:
     require_tools("nix-build", "skopeo", "umoci", "chroot", "git")
     if os.geteuid() != 0:
-        pytest.skip("chroot and the single-user Nix store need root")
+        unavailable("chroot and the single-user Nix store need root", "run the tests as root")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProce
         yield process
 
 
-def skopeo_inspect(host: str, image: str) -> dict:
+def skopeo_inspect(host: str, image: str) -> dict[str, Any]:
     out = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/{image}"],
         capture_output=True,

@@ -31,7 +31,7 @@ from tests.conftest import OFFLINE_NIX_CONFIG, REPO, TEST_PKGS, require_tools
 from tests.daemons import DOCKER_20_10_CLI, Dockerd
 from tests.e2e.conftest import pull_and_unpack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.cloud]
+pytestmark = pytest.mark.e2e
 
 SUITE = "trixie"
 DOCKERFILE = REPO / "builder-image" / "Dockerfile"

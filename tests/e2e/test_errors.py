@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -15,7 +16,7 @@ from tests.e2e.registry_process import RegistryProcess
 ABSENT = "sha256:" + "0" * 64
 
 
-def assert_error(response: requests.Response, status: int, code: str) -> dict:
+def assert_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()

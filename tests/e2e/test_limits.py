@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -21,7 +22,7 @@ def raw_get(
     path: str,
     headers: dict[str, str] | None = None,
     source: str = "127.0.0.1",
-) -> tuple[int, dict[str, str], dict]:
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     connection = http.client.HTTPConnection(
         "127.0.0.1", registry.port, timeout=600, source_address=(source, 0)
     )

@@ -8,6 +8,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -27,7 +28,7 @@ def _get(registry: RegistryProcess, name: str, accept: str) -> requests.Response
     )
 
 
-def _config(registry: RegistryProcess, name: str, manifest: dict) -> dict:
+def _config(registry: RegistryProcess, name: str, manifest: dict[str, Any]) -> dict[str, Any]:
     digest = manifest["config"]["digest"]
     return requests.get(f"{registry.url}/v2/{name}/blobs/{digest}", timeout=60).json()
 

@@ -12,12 +12,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import html5lib
 import pytest
 import requests
 
-from tests.conftest import TEST_PKGS
+from tests.conftest import TEST_PKGS, unavailable
 from tests.e2e.conftest import skopeo_inspect
 from tests.e2e.registry_process import RegistryProcess
 
@@ -41,7 +42,7 @@ CONSOLE_PROBLEMS = ("Uncaught", "Content Security Policy", "Refused to", "Failed
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.skip("chromium is not installed (scripts/setup-system --test)")
+        unavailable("chromium is not installed")
     return path
 
 
@@ -62,7 +63,7 @@ def json_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 
 
 @pytest.fixture(scope="module")
-def builds(json_registry: RegistryProcess) -> dict[str, dict]:
+def builds(json_registry: RegistryProcess) -> dict[str, dict[str, Any]]:
     """One successful and one failed build, by their outcome; the failed pull's error too."""
     skopeo_inspect(json_registry.host, "shell/hello")
     failed = subprocess.run(
@@ -105,7 +106,7 @@ def assert_clean_console(console: str) -> None:
 
 def test_landing_page_in_a_browser(
     json_registry: RegistryProcess,
-    builds: dict[str, dict],
+    builds: dict[str, dict[str, Any]],
     chromium: str,
     screenshots: Path,
     tmp_path: Path,
@@ -128,7 +129,7 @@ def test_landing_page_in_a_browser(
 
 def test_build_pages_in_a_browser(
     json_registry: RegistryProcess,
-    builds: dict[str, dict],
+    builds: dict[str, dict[str, Any]],
     chromium: str,
     screenshots: Path,
     tmp_path: Path,
@@ -157,7 +158,7 @@ def test_build_pages_in_a_browser(
 
 
 def test_a_failed_pull_names_its_build_page(
-    json_registry: RegistryProcess, builds: dict[str, dict]
+    json_registry: RegistryProcess, builds: dict[str, dict[str, Any]]
 ) -> None:
     # A refused image is a 4xx, whose message skopeo and docker print: it names the page.
     refused = subprocess.run(
@@ -183,7 +184,7 @@ def test_a_failed_pull_names_its_build_page(
 
 
 def test_every_log_line_is_json_and_carries_the_trace(
-    json_registry: RegistryProcess, builds: dict[str, dict]
+    json_registry: RegistryProcess, builds: dict[str, dict[str, Any]]
 ) -> None:
     answer = requests.get(
         f"{json_registry.url}/v2/",

@@ -11,7 +11,7 @@ from flask import Flask
 
 from nixery.auth.access import access_from_config
 from nixery.build.assemble import build_coordinator
-from nixery.build.contract import Builder, ImageRequest, Revision
+from nixery.build.contract import Builder, ImageRequest, IndexRequest, Revision
 from nixery.config import Config, load_config
 from nixery.index import ImageRecord
 from nixery.index.sqlite import SqliteIndex
@@ -33,6 +33,9 @@ class RecordingBuilder:
 
     inner: Builder
     requests: list[ImageRequest] = field(default_factory=list)
+
+    def build_index(self, key: str, request: IndexRequest, revision: Revision) -> ImageRecord:
+        raise AssertionError("a single-platform registry builds no index")
 
     def build(
         self, key: str, request: ImageRequest, revision: Revision, report: object = None

@@ -230,7 +230,9 @@ ACCEPT = st.one_of(
 @BUDGET
 @FUZZ
 @given(accept=ACCEPT)
-def test_accept_header(public_registry: FuzzRegistry, warm_image: dict, accept: str) -> None:
+def test_accept_header(
+    public_registry: FuzzRegistry, warm_image: dict[str, Any], accept: str
+) -> None:
     since, nix_before = len(public_registry.builder.requests), public_registry.nix_calls()
     status, headers, body = call(
         public_registry, "GET", "/v2/hello/manifests/latest", {"Accept": accept}
@@ -255,7 +257,9 @@ RANGE = st.one_of(
 @BUDGET
 @FUZZ
 @given(range_header=RANGE)
-def test_range_header(public_registry: FuzzRegistry, warm_image: dict, range_header: str) -> None:
+def test_range_header(
+    public_registry: FuzzRegistry, warm_image: dict[str, Any], range_header: str
+) -> None:
     blob: bytes = warm_image["blob"]
     status, headers, body = call(
         public_registry, "GET", f"/v2/hello/blobs/{warm_image['layer']}", {"Range": range_header}

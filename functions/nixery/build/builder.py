@@ -20,7 +20,7 @@ from nixery.build.contract import (
 )
 from nixery.build.gzipstream import COMPRESSOR
 from nixery.build.imageroot import ImageRoot, image_root
-from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
+from nixery.build.layering import DEFAULT_LAYERING, PLANNERS
 from nixery.build.layers import LayerBlob, write_image_root_layer, write_store_layer
 from nixery.build.manifest import (
     Descriptor,
@@ -29,7 +29,7 @@ from nixery.build.manifest import (
     ImageManifest,
 )
 from nixery.build.nix import Nix, SourceInfo, describe_source
-from nixery.config import Config
+from nixery.config import Config, Layering
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, LayerSummary
 from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
 from nixery.storage import Storage, put_bytes

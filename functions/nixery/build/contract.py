@@ -345,7 +345,7 @@ class NixTooOld(BuildError):
 class BuildFailed(BuildError):
     """Nix ran and failed: the image cannot be built from this source."""
 
-    outcome = "failed"
+    outcome: ClassVar[Outcome] = "failed"
 
 
 class BuildTimedOut(BuildFailed):

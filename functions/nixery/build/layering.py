@@ -225,7 +225,7 @@ def _dominator_groups(
 ) -> dict[int, list[int]]:
     """Each direct child of the synthetic root in the dominator tree -> the paths it dominates."""
     synthetic_root = len(references)
-    dependency_graph = networkx.DiGraph()
+    dependency_graph: networkx.DiGraph[int] = networkx.DiGraph()
     dependency_graph.add_node(synthetic_root)
     dependency_graph.add_edges_from((synthetic_root, i) for i in sorted({*roots, *separate}))
     dependency_graph.add_edges_from((i, ref) for i, refs in enumerate(references) for ref in refs)

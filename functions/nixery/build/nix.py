@@ -33,6 +33,7 @@ from nixery.build.contract import (
     NixSource,
     PackagePolicy,
     Refusal,
+    RefusalReason,
     SourceUnavailable,
 )
 from nixery.build.graph import ClosureGraph, StorePathInfo
@@ -278,7 +279,9 @@ class Nix:
             message = nix_error_message(error.log_tail) or error.message
         else:
             message = "evaluating it failed, but forcing it alone did not"
-        reason = "removed" if REMOVED_ALIAS_RE.search(message) else "evaluation_error"
+        reason: RefusalReason = (
+            "removed" if REMOVED_ALIAS_RE.search(message) else "evaluation_error"
+        )
         return Refusal(throwing.name, reason, message)
 
     def realise(self, packages: Sequence[ResolvedPackage], deadline: float) -> None:

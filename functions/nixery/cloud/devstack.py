@@ -525,7 +525,7 @@ def start_dev_stack(
         gcs_url = processes["gcs-emulator"].url
         client = gcs.Client(
             project=DEV_PROJECT,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=AnonymousCredentials(),
             client_options={"api_endpoint": gcs_url},
         )
         client.create_bucket(DEV_BUCKET)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from nixery.index import (
     BlobRecord,
@@ -78,7 +79,7 @@ class SqliteIndex:
                 ) from error
             raise
 
-    def _one(self, sql: str, *params: object) -> tuple | None:
+    def _one(self, sql: str, *params: object) -> tuple[Any, ...] | None:
         return self._connection().execute(sql, params).fetchone()
 
     def _insert(self, sql: str, *params: object) -> None:

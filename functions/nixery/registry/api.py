@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import urllib.parse
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -208,7 +208,7 @@ class RegistryApi:
                     status=416,
                 )
             )
-        if wanted is not None:
+        if isinstance(wanted, tuple):
             start, end = wanted
             status, length = 206, end - start + 1
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
@@ -219,7 +219,7 @@ class RegistryApi:
             reader.seek(start)
             # The whole blob as the file itself: waitress then sends it from its loop.
             source = reader if status == 200 else _Limited(reader, length)
-            body = wrap_file(http_request.environ, source)
+            body = wrap_file(http_request.environ, cast(BinaryIO, source))
             response = Response(
                 body,
                 status=status,
@@ -416,7 +416,9 @@ def _answer(api: RegistryApi, http_request: Request) -> Response:
         return error_response(RegistryError(errors.UNKNOWN, "internal error"))
 
 
-def _http_request_entry(http_request: Request, response: Response, started: float) -> dict:
+def _http_request_entry(
+    http_request: Request, response: Response, started: float
+) -> dict[str, object]:
     """Cloud Logging's HttpRequest: https://cloud.google.com/logging/docs/reference/v2/rest/v2/LogEntry#HttpRequest"""
     entry = {
         "requestMethod": http_request.method,

@@ -10,8 +10,10 @@ from nixery import errors
 from nixery.build.contract import (
     AMD64,
     BuilderUnavailable,
+    BuildFailed,
     BuildOutcome,
     BuildRequest,
+    BuildTimedOut,
     ImageRequest,
     NixSource,
     NixTooOld,
@@ -20,6 +22,7 @@ from nixery.build.contract import (
     PackagesRefused,
     Refusal,
     Revision,
+    SourceUnavailable,
     image_key,
 )
 from nixery.build.imageroot import CA_BUNDLE
@@ -31,6 +34,7 @@ from nixery.build.manifest import (
 )
 from nixery.oci import DOCKER_MANIFEST, OCI_MANIFEST, sha256_digest
 from nixery.registry.errormap import as_registry_error
+from nixery.registry.service import remembered_failure
 
 
 def test_error_body_shape() -> None:
@@ -171,6 +175,47 @@ def test_build_requests_carry_the_policy() -> None:
 def test_unavailable_carries_retry_after() -> None:
     error = as_registry_error(BuilderUnavailable("builder down", retry_after=7))
     assert error.status == 503 and error.headers == {"Retry-After": "7"}
+
+
+# What Nix 2.8 (this machine's) and Nix 2.26 (the builder image's) print when a builder fails.
+NIX_2_8_FAILURE = """\
+building '/nix/store/lw29-broken-1.0.drv'...
+broken: error: frobnicator.c:42: expected ';'
+error: builder for '/nix/store/lw29-broken-1.0.drv' failed with exit code 1"""
+NIX_2_26_FAILURE = """\
+error: builder for '/nix/store/lw29-broken-1.0.drv' failed with exit code 1;
+       last 3 log lines:
+       > broken: error: frobnicator.c:42: expected ';'
+       For full logs, run 'nix log /nix/store/lw29-broken-1.0.drv'.
+error: 1 dependencies of derivation '/nix/store/x-image.drv' failed to build"""
+
+
+@pytest.mark.parametrize("log", [NIX_2_8_FAILURE, NIX_2_26_FAILURE])
+def test_a_failed_build_is_a_400_with_nix_first_error_line(log: str) -> None:
+    """4xx, so docker prints it; the first `error:` line names the derivation that failed."""
+    failed = BuildFailed("building packages: `nix-store --realise ...` exited with 1", log, "app")
+    error = as_registry_error(failed)
+    assert (error.code, error.status, error.headers) == ("MANIFEST_INVALID", 400, {})
+    assert error.message == (
+        "Nix failed building app: builder for '/nix/store/lw29-broken-1.0.drv' failed with "
+        "exit code 1"
+    )
+    assert error.detail == {"log": log}
+    # No `error:` line at all: the build error's own message.
+    bare = as_registry_error(BuildFailed("resolve.nix returned list, not an object", "", "app"))
+    assert bare.message == "Nix failed building app: resolve.nix returned list, not an object"
+
+
+def test_only_transient_failures_are_5xx_with_retry_after() -> None:
+    timed_out = as_registry_error(BuildTimedOut("building packages: timed out", "", "slow"))
+    assert (timed_out.code, timed_out.status) == ("UNAVAILABLE", 503)
+    assert timed_out.headers == {"Retry-After": "30"}
+    assert timed_out.message == "Nix timed out building slow; try again later"
+    too_old = as_registry_error(NixTooOld("/src", "2.18", "2.8.0"))
+    assert too_old.status == 503 and int(too_old.headers["Retry-After"]) >= 60
+    assert remembered_failure(BuildFailed("x"))
+    for transient in (BuildTimedOut("x"), SourceUnavailable("x"), BuilderUnavailable("x")):
+        assert not remembered_failure(transient)
 
 
 def _manifest(docker: bool) -> ImageManifest:

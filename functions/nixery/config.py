@@ -355,6 +355,18 @@ class Config:
         serve=True,
         function="optional",
     )
+    failed_build_memory: float = setting(
+        "NIXERY_FAILED_BUILD_MEMORY",
+        300.0,
+        "seconds a failed Nix build is answered from memory (400, same message and build page) "
+        "before a pull of the same image runs Nix again; `0`: every pull retries (per process "
+        "or function instance)",
+        # Long enough that a client's retries cost nothing; short enough that a flaky build
+        # (a test that times out, a full disk while building) gets another chance soon.
+        bounds=Bounds(0, 86400, "seconds, at most a day: a build can be flaky"),
+        serve=True,
+        function="optional",
+    )
     # Passed to the package set as nixpkgs' config; the function sends them with each build.
     allow_unfree: bool = setting(
         "NIXERY_ALLOW_UNFREE",

@@ -25,6 +25,10 @@ class ErrorCode:
 
 BLOB_UNKNOWN = ErrorCode("BLOB_UNKNOWN", 404, "blob unknown to registry")
 DIGEST_INVALID = ErrorCode("DIGEST_INVALID", 400, "invalid digest")
+# The spec's "the manifest failed its checks"; here: the manifest the name asks for cannot be
+# made, because Nix failed building it. A 4xx so that docker and podman print the message
+# (`manifest invalid: <message>`), and crane and regctl do not retry what would fail again.
+MANIFEST_INVALID = ErrorCode("MANIFEST_INVALID", 400, "manifest invalid")
 MANIFEST_UNKNOWN = ErrorCode("MANIFEST_UNKNOWN", 404, "manifest unknown")
 NAME_INVALID = ErrorCode("NAME_INVALID", 400, "invalid repository name")
 NAME_UNKNOWN = ErrorCode("NAME_UNKNOWN", 404, "repository name not known to registry")
@@ -42,6 +46,7 @@ UNAVAILABLE = ErrorCode("UNAVAILABLE", 503, "service unavailable")
 CODES: tuple[ErrorCode, ...] = (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
+    MANIFEST_INVALID,
     MANIFEST_UNKNOWN,
     NAME_INVALID,
     NAME_UNKNOWN,

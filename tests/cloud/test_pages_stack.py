@@ -45,7 +45,7 @@ def test_function_serves_pages_from_firestore_records(stack: DevStack) -> None:
         headers={"X-Cloud-Trace-Context": f"{TRACE}/7;o=1"},
         timeout=600,
     )
-    assert failed.status_code == 500
+    assert failed.status_code == 400
     page = failed.json()["errors"][0]["detail"]["build"]
     assert page.startswith(f"{registry}/builds/")
 

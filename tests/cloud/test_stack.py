@@ -229,8 +229,13 @@ def test_head_manifest_by_digest_and_errors(stack: DevStack) -> None:
     error(manifest(url, "Hello"), 400, "NAME_INVALID")
     error(requests.put(f"{url}/v2/hello/manifests/latest", timeout=30), 405, "UNSUPPORTED")
     error(requests.post(f"{url}/v2/hello/blobs/uploads/", timeout=30), 405, "UNSUPPORTED")
-    failed = error(manifest(url, "broken"), 500, "UNKNOWN")
+    # Through the function too: a 400 whose message names Nix's error and the build page, and
+    # a retry answered from the function's memory (the same build record, so no new build).
+    failed = error(manifest(url, "broken"), 400, "MANIFEST_INVALID")
     assert "frobnicator.c:42" in failed["detail"]["log"]
+    assert failed["message"].startswith("Nix failed building broken: builder for '/nix/store/")
+    assert failed["message"].endswith(f"(build log: {failed['detail']['build']})")
+    assert error(manifest(url, "broken"), 400, "MANIFEST_INVALID") == failed
 
 
 def test_builder_demands_a_valid_id_token(stack: DevStack) -> None:

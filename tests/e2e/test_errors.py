@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,38 @@ def test_unknown_packages_lists_every_missing_name(registry: RegistryProcess) ->
     assert len(registry.nix_calls("nix-instantiate")) == evaluations, "remembered, not re-evaluated"
 
 
-def test_nix_build_failure_reports_the_log_tail(registry: RegistryProcess) -> None:
+def test_nix_build_failure_is_a_400_naming_nix_error_and_the_build_page(
+    registry: RegistryProcess,
+) -> None:
+    """A 4xx, so that docker prints the message; answered from memory on a retry."""
     response = requests.get(f"{registry.url}/v2/broken/manifests/latest")
-    error = assert_error(response, 500, "UNKNOWN")
+    error = assert_error(response, 400, "MANIFEST_INVALID")
     assert "frobnicator.c:42" in error["detail"]["log"]
+    page = error["detail"]["build"]
+    assert page.startswith(f"{registry.url}/builds/")
+    assert error["message"].startswith("Nix failed building broken: builder for '/nix/store/")
+    assert error["message"].endswith(
+        f"-broken-1.0.drv' failed with exit code 1 (build log: {page})"
+    )
+    calls = len(registry.nix_calls())
+    again = requests.get(f"{registry.url}/v2/broken/manifests/latest")
+    assert assert_error(again, 400, "MANIFEST_INVALID") == error
+    assert len(registry.nix_calls()) == calls, "remembered, not built again"
+
+
+def test_a_failed_build_is_remembered_for_a_bounded_time(tmp_path: Path) -> None:
+    """A build can be flaky: after NIXERY_FAILED_BUILD_MEMORY seconds, a pull tries again."""
+    env = {"NIXERY_PKGS_PATH": str(TEST_PKGS), "NIXERY_FAILED_BUILD_MEMORY": "2"}
+    with RegistryProcess(tmp_path / "storage", env) as registry:
+        url = f"{registry.url}/v2/broken/manifests/latest"
+        first = assert_error(requests.get(url, timeout=300), 400, "MANIFEST_INVALID")
+        calls = len(registry.nix_calls())
+        assert assert_error(requests.get(url, timeout=300), 400, "MANIFEST_INVALID") == first
+        assert len(registry.nix_calls()) == calls
+        time.sleep(2.5)
+        later = assert_error(requests.get(url, timeout=300), 400, "MANIFEST_INVALID")
+        assert len(registry.nix_calls()) > calls, "built again once the memory expired"
+        assert later["detail"]["build"] != first["detail"]["build"], "a new build, a new record"
 
 
 @pytest.mark.parametrize(
@@ -118,8 +147,11 @@ def test_nix_timeout_gives_a_clear_error(tmp_path: Path) -> None:
     env = {"NIXERY_PKGS_PATH": str(TEST_PKGS), "NIX_TIMEOUT": "3"}
     with RegistryProcess(tmp_path / "storage", env) as registry:
         response = requests.get(f"{registry.url}/v2/testing.slow/manifests/latest", timeout=120)
-        error = assert_error(response, 500, "UNKNOWN")
-        assert "timed out" in error["message"]
+        # Transient (what Nix finished is kept): a 503 with Retry-After, not remembered.
+        error = assert_error(response, 503, "UNAVAILABLE")
+        assert int(response.headers["Retry-After"]) > 0
+        assert error["message"].startswith("Nix timed out building testing.slow")
+        assert error["detail"]["build"] in error["message"]
         # The build's Nix processes were stopped; the registry goes on serving.
         assert not [c for c in registry.nix_calls() if "slow" in c and "nix-store --realise" in c][
             1:

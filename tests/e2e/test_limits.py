@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 import uuid
@@ -62,6 +63,22 @@ def test_long_path_under_gunicorns_limit_is_a_json_414(registry: RegistryProcess
     status, _, body = raw_get(registry, "/v2/" + "a/" * 1200 + "manifests/latest")
     assert status == 414
     assert body["errors"][0]["detail"]["limit"] == 2048
+
+
+def test_a_tls_handshake_gets_a_plain_http_answer_at_once(registry: RegistryProcess) -> None:
+    # docker and podman try HTTPS first and fall back to plain HTTP only on an HTTP answer; a
+    # server that waited for a request line would hold them for its read timeout each time.
+    client_hello_start = bytes.fromhex("16030100c4010000c00303") + bytes(32)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", registry.port), timeout=5) as connection:
+        connection.sendall(client_hello_start)
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+    assert time.monotonic() - started < 3
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
 
 
 def test_too_many_packages_never_reach_nix(registry: RegistryProcess) -> None:

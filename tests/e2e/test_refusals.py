@@ -68,7 +68,9 @@ def test_each_reason_reaches_the_client_in_one_line(
     assert response.status_code == 404
     (error,) = response.json()["errors"]
     assert error["code"] == "MANIFEST_UNKNOWN"
-    assert error["message"] == f"refused packages: {phrase}"
+    # The message, then the way to the build's page (its log), on one line.
+    assert error["message"].startswith(f"refused packages: {phrase} (build log: http://")
+    assert "\n" not in error["message"]
     (refusal,) = error["detail"]["refusals"]
     assert (refusal["name"], refusal["reason"]) == (name, reason)
     assert f"manifest unknown: refused packages: {phrase}" in skopeo_error(

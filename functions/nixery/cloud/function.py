@@ -45,6 +45,7 @@ def registry_service(config: Config) -> RegistryService:
         records=BuildRecorder(index, config.build_records, config.build_record_days),
         platforms=parse_platforms(config.platforms),
         policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
+        failed_build_memory=config.failed_build_memory,
     )
 
 

@@ -73,6 +73,7 @@ def embedded_registry(
         cold_wait_limit=cold_wait_limit(config.threads),
         platforms=parse_platforms(config.platforms),
         policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
+        failed_build_memory=config.failed_build_memory,
     )
     builder = coordinator.builder
 

@@ -59,6 +59,10 @@ def parse_error(code: int, reason: str) -> RegistryError:
     return RegistryError(errors.UNSUPPORTED, "malformed HTTP request", reason, status=400)
 
 
+# The first byte of a TLS record that carries a handshake (a ClientHello).
+TLS_HANDSHAKE = b"\x16"
+
+
 class JsonErrorTask(ErrorTask):  # type: ignore[misc]
     """waitress's answer to a request it rejects, in the registry's JSON form instead of text, so
     clients see the same errors everywhere."""
@@ -83,12 +87,28 @@ class RegistryChannel(HTTPChannel):  # type: ignore[misc]
     reading_since: float | None = None
 
     def received(self, data: bytes) -> bool:
+        if self.request is None and not self.requests and data[:1] == TLS_HANDSHAKE:
+            # A TLS ClientHello on this plain-HTTP port (docker and podman try HTTPS first):
+            # answered at once in HTTP, which is what makes them fall back to plain HTTP, instead
+            # of waiting out the request-read timeout for a request line that never comes.
+            self._refuse_tls()
+            return False
         if self.request is None and data:
             self.reading_since = time.monotonic()
         result: bool = super().received(data)
         if self.request is None:
             self.reading_since = None
         return result
+
+    def _refuse_tls(self) -> None:
+        error = parse_error(400, "a TLS handshake on a plain-HTTP registry port")
+        body = error.body()
+        head = (
+            f"HTTP/1.1 400 Bad Request\r\nContent-Type: {ERROR_CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self.write_soon(head.encode() + body)
+        self.close_when_flushed = True
 
 
 class RegistryWsgiServer(waitress_server.TcpWSGIServer):  # type: ignore[misc]

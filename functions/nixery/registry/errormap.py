@@ -32,6 +32,10 @@ SOURCE_RETRY_SECONDS = 30
 # A full disk needs an operator (or a GC) to free space; an I/O hiccup passes sooner.
 STORAGE_FULL_RETRY_SECONDS = 300
 STORAGE_RETRY_SECONDS = 30
+# A registry whose Nix is older than its package source needs an operator.
+MISCONFIGURED_RETRY_SECONDS = 300
+# Of Nix's error line, what a client's one-line message carries.
+ERROR_LINE_CHARS = 300
 
 
 def registry_error(error: Exception, base_url: str = "") -> RegistryError | None:
@@ -152,23 +156,38 @@ def _build_error(error: BuildError) -> RegistryError:
             },
         )
     if isinstance(error, NixTooOld):
-        # The registry's own failure, for every image of the revision: not a failed build.
+        # The registry's own failure, for every image of the revision: not a failed build, and
+        # not the client's mistake, so a 5xx (which operators' alerts count), though docker then
+        # prints only the status: the message is in the JSON body and the registry's log.
         return RegistryError(
             errors.UNAVAILABLE,
             nix_too_old_message(error),
             {"source": error.source, "required": error.required, "running": error.running},
+            headers=retry_after(MISCONFIGURED_RETRY_SECONDS),
         )
     if isinstance(error, SourceUnavailable):
         return RegistryError(
             errors.UNAVAILABLE, error.message, headers=retry_after(SOURCE_RETRY_SECONDS)
         )
     if isinstance(error, BuildTimedOut):
+        # Transient: what Nix finished before the limit stays in the store, so a retry goes
+        # further (and another builder may be less loaded).
         return RegistryError(
-            errors.UNKNOWN, f"Nix timed out building {image}", {"log": _client_log(error)}
+            errors.UNAVAILABLE,
+            f"Nix timed out building {image}; try again later",
+            {"log": _client_log(error)},
+            headers=retry_after(error.retry_after or SOURCE_RETRY_SECONDS),
         )
     if isinstance(error, BuildFailed):
+        # Nix ran and failed: the same image key builds the same derivations, so a retry fails
+        # alike (the registry answers it from memory for a while). A 4xx, so that docker and
+        # podman print the message; MANIFEST_INVALID (400) reads "manifest invalid: ...",
+        # where MANIFEST_UNKNOWN would read "not found" of packages that exist.
+        line = nix_error_line(error.log_tail) or error.message
         return RegistryError(
-            errors.UNKNOWN, f"Nix failed building {image}", {"log": _client_log(error)}
+            errors.MANIFEST_INVALID,
+            f"Nix failed building {image}: {line}",
+            {"log": _client_log(error)},
         )
     # Busy or unavailable builders: transient, so the client is told when to retry.
     return RegistryError(
@@ -178,6 +197,20 @@ def _build_error(error: BuildError) -> RegistryError:
 
 def _client_log(error: BuildError) -> str:
     return "\n".join(error.log_tail.splitlines()[-CLIENT_LOG_LINES:])
+
+
+def nix_error_line(log: str) -> str:
+    """The first line of Nix's first error in `log` ("builder for '...drv' failed with exit
+    code 1"), or "". Newer Nix may print a bare `error:` and a trace before the message, and
+    ends a builder's error with `;` before the log lines it quotes."""
+    for line in log.splitlines():
+        text = line.strip()
+        if text.startswith("error:") and text != "error:":
+            text = text.removeprefix("error:").strip().rstrip(";").strip()
+            if len(text) > ERROR_LINE_CHARS:
+                text = text[: ERROR_LINE_CHARS - 3] + "..."
+            return text
+    return ""
 
 
 def refusal_phrase(refusal: Refusal) -> str:

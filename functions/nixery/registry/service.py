@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from nixery.build.contract import (
     AMD64,
@@ -13,11 +13,14 @@ from nixery.build.contract import (
     DEFAULT_POLICY,
     Builder,
     BuildError,
+    BuildFailed,
+    BuildTimedOut,
     IndexRequest,
     NixTooOld,
     PackagePolicy,
     PackagesRefused,
     Platform,
+    Revision,
     SourceUnavailable,
     image_key,
     index_key,
@@ -55,6 +58,16 @@ def build_path(build_id: str) -> str:
 
 # Revisions found to need a newer Nix than the builder's.
 MISCONFIGURED_MEMORY = 256
+# Images whose build failed, each remembered for a bounded time (Config.failed_build_memory).
+FAILED_BUILD_MEMORY = 4096
+
+
+def remembered_failure(error: BuildError) -> TypeGuard[BuildFailed]:
+    """A failure a retry of the same image key would meet again: Nix ran and failed. Not a
+    timeout (what Nix finished is kept, so a retry goes further) nor an unreachable source."""
+    return isinstance(error, BuildFailed) and not isinstance(
+        error, BuildTimedOut | SourceUnavailable
+    )
 
 
 class ManifestUnknown(LookupError):
@@ -84,8 +97,11 @@ class RegistryService:
         cold_wait_limit: int | None = None,
         platforms: tuple[Platform, ...] = (AMD64,),
         policy: PackagePolicy = DEFAULT_POLICY,
+        failed_build_memory: float = Config.failed_build_memory,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`cold_wait_limit`: requests that may wait for cold builds at once, all clients."""
+        """`cold_wait_limit`: requests that may wait for cold builds at once, all clients.
+        `failed_build_memory`: seconds a failed build is answered without running Nix again."""
         self.source = source
         self.index = index
         self.storage = storage
@@ -104,6 +120,12 @@ class RegistryService:
         self._refused: Lru[str, tuple[PackagesRefused, str]] = Lru(NOT_FOUND_MEMORY)
         # A revision that needs a newer Nix than the builder's needs it for every image.
         self._nix_too_old: Lru[tuple[str, str], NixTooOld] = Lru(MISCONFIGURED_MEMORY)
+        # A failed build fails the same way when retried at once: the image key holds the
+        # revision, so the same derivations are built again. Not for good, though: a build can
+        # be flaky (a test racing a timer, a full disk), so the memory lasts a bounded time.
+        self.failed_build_memory = failed_build_memory
+        self._clock = clock
+        self._failed: Lru[str, tuple[BuildFailed, str]] = Lru(FAILED_BUILD_MEMORY, clock=clock)
         self.records = records if records is not None else BuildRecorder(index)
 
     def manifest(
@@ -141,7 +163,10 @@ class RegistryService:
                 key,
                 client,
                 lambda: self._guarded(
-                    start(key),
+                    key,
+                    request.repository,
+                    revision,
+                    lambda: start(key),
                     pinned,
                     lambda pending: self.builder.build_index(key, multi, revision),
                 ),
@@ -154,7 +179,10 @@ class RegistryService:
                 key,
                 client,
                 lambda: self._guarded(
-                    start(key),
+                    key,
+                    request.repository,
+                    revision,
+                    lambda: start(key),
                     pinned,
                     lambda pending: self.builder.build(key, request, revision, pending.report),
                 ),
@@ -187,23 +215,33 @@ class RegistryService:
 
     def _guarded(
         self,
-        pending: PendingBuild,
+        key: str,
+        repository: str,
+        revision: Revision,
+        start: Callable[[], PendingBuild],
         pinned: bool,
         build: Callable[[PendingBuild], ImageRecord],
     ) -> ImageRecord:
         """`pinned`: the client named the commit, so a source that lacks it is the client's miss.
-        Every build that runs leaves a record; a failure names it for the client."""
-        key, repository, revision = pending.key, pending.request.repository, pending.revision
+        Every build that runs leaves a record; a failure names it for the client, and so does
+        the answer from memory to a retry (which starts no build, so leaves no record)."""
         refused_before = self._refused.get(key)
         if refused_before is not None:
             before, build_id = refused_before
             refused = PackagesRefused(before.refusals, repository, by_platform=before.by_platform)
             refused.build_id = build_id
             raise refused
+        failed_before = self._failed.get(key)
+        if failed_before is not None:
+            failure, build_id = failed_before
+            failed = BuildFailed(failure.message, failure.log_tail, repository)
+            failed.build_id = build_id
+            raise failed
         revision_key = (revision.source_id, revision.commit)
         too_old = self._nix_too_old.get(revision_key)
         if too_old is not None:
             raise NixTooOld(too_old.source, too_old.required, too_old.running, repository)
+        pending = start()
         try:
             with log_context(build_id=pending.id):
                 record = build(pending)
@@ -228,6 +266,9 @@ class RegistryService:
                 self._refused.put(key, (error, pending.id))
             if isinstance(error, NixTooOld):
                 self._nix_too_old.put(revision_key, error)
+            if remembered_failure(error) and self.failed_build_memory > 0:
+                expires_at = self._clock() + self.failed_build_memory
+                self._failed.put(key, (error, pending.id), expires_at=expires_at)
             error.repository = repository
             error.build_id = pending.id
             raise

@@ -34,7 +34,7 @@ def _environment_without_settings(**settings: str) -> dict[str, str]:
         (
             "build",
             {"GCS_BUCKET": "b", "NIXERY_LAYER_BUDGET": "500"},
-            "build: bad settings: NIXERY_LAYER_BUDGET must be between 2 and 120",
+            "build: bad settings: NIXERY_LAYER_BUDGET must be between 1 and 120",
         ),
     ],
 )

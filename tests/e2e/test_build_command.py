@@ -98,7 +98,7 @@ def test_unknown_packages_fail_with_the_registrys_reasons(cache: Path, tmp_path:
     built = nixery_build(cache, "hello/nosuchpackage", "--output", f"oci:{tmp_path / 'x'}")
     assert built.returncode == 1
     assert built.stdout == ""
-    assert "unknown packages: nosuchpackage" in built.stderr
+    assert "refused packages: nosuchpackage (not found)" in built.stderr
     assert '"packages": ["nosuchpackage"]' in built.stderr
 
 

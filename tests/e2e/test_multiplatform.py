@@ -94,9 +94,11 @@ def test_a_package_no_platform_has_names_each_refusal(multi_registry: RegistryPr
     assert response.status_code == 404, response.text
     error = response.json()["errors"][0]
     assert error["code"] == "MANIFEST_UNKNOWN"
-    assert error["detail"] == {
-        "packages": ["nosuchpackage"],
-        "platforms": {"linux/amd64": ["nosuchpackage"], "linux/arm64/v8": ["nosuchpackage"]},
+    assert error["detail"]["packages"] == ["nosuchpackage"]
+    assert error["detail"]["refusals"] == [{"name": "nosuchpackage", "reason": "not_found"}]
+    assert error["detail"]["platforms"] == {
+        "linux/amd64": ["nosuchpackage"],
+        "linux/arm64/v8": ["nosuchpackage"],
     }
 
 

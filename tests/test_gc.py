@@ -5,6 +5,7 @@ tests/contract/test_gc_contract.py (on both backends); a real registry in tests/
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,58 @@ def test_nixery_gc_dry_run_then_for_real(
     assert list(storage.list_blobs()) == []
     assert cli.main(["gc", "--storage-path", str(tmp_path / "absent")]) == 2
     assert cli.main([*args, "--gc-retention-days", "0.5"]) == 2, "under a day is refused"
+
+
+def test_the_builder_gc_endpoint() -> None:
+    """`POST /gc` on the builder's handler: after the same token check as a build, one
+    collection at a time, `dry_run` passed through, JSON totals; absent without a collector."""
+    import threading
+
+    from flask import Flask, request
+
+    from nixery.cloud.buildservice import BuildService
+    from nixery.cloud.idtoken import InvalidToken
+    from nixery.index.gc import GcReport
+
+    def verify(token: str) -> dict[str, str]:
+        if token != "good":
+            raise InvalidToken("bad token")
+        return {}
+
+    calls: list[bool] = []
+    release = threading.Event()
+
+    def collect_garbage(dry_run: bool) -> GcReport:
+        calls.append(dry_run)
+        release.wait(10)
+        return GcReport(dry_run, 0.0)
+
+    service = BuildService(object(), verify, collect_garbage)  # type: ignore[arg-type]
+    app = Flask("builder")
+
+    def post(path: str, token: str | None = "good") -> tuple[int, dict]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with app.test_request_context(path, method="POST", headers=headers):
+            response = service.handle(request)
+            return response.status_code, json.loads(response.get_data())
+
+    assert post("/gc", token=None)[0] == 401
+    assert post("/gc", token="forged")[0] == 403
+    release.set()
+    status, body = post("/gc?dry_run=true")
+    assert status == 200 and body["dry_run"] is True and body["deleted"]["blob"]["count"] == 0
+    assert post("/gc/")[1]["dry_run"] is False
+    assert calls == [True, False]
+    release.clear()
+    running = threading.Thread(target=post, args=("/gc",))
+    running.start()
+    deadline = time.monotonic() + 10
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status, body = post("/gc")
+    assert status == 429 and body["errors"][0]["code"] == "TOOMANYREQUESTS"
+    release.set()
+    running.join()
+    unconfigured = BuildService(object(), verify)  # type: ignore[arg-type]
+    with app.test_request_context("/gc", method="POST", headers={"Authorization": "Bearer good"}):
+        assert unconfigured.handle(request).status_code == 404

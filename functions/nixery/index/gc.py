@@ -15,6 +15,13 @@ Why a build in flight is safe: everything it writes (blobs, manifests) and every
 reuses (`Index.touch_blob`, before the reuse) is stamped after it started, so within the grace
 period, which exceeds any build's time between a layer's stamp and its image's record. A build
 that finds a layer's record already collected writes the layer again.
+
+What remains open is a window of one storage call: between deleting a blob's record and its
+bytes, a build that found the record gone may publish the same blob again (GCS's publish skips
+an existing object) just before the bytes go. A build takes far longer to write a layer than the
+collector takes for that call, so it needs a collection and a rebuild of an expired layer to
+meet within milliseconds; should they, pulls of that blob are 404 until a build that uses the
+layer finds its bytes missing and writes them again.
 """
 
 from __future__ import annotations
@@ -203,11 +210,10 @@ def collect(
     kept_blobs = 0
     for digest in sorted(records.keys() | stored.keys()):
         record, blob = records.get(digest), stored.get(digest)
-        last_use = record.used_at if record is not None else blob.modified_at  # type: ignore[union-attr]
-        if blob is not None:
-            last_use = max(last_use, blob.modified_at)
+        uses = [entry.used_at for entry in (record,) if entry is not None]
+        uses += [entry.modified_at for entry in (blob,) if entry is not None]
         size = blob.size if blob is not None else 0
-        if digest in live_blobs or last_use >= grace_before:
+        if digest in live_blobs or max(uses) >= grace_before:
             kept_blobs += 1
             continue
         if dry_run:
@@ -215,6 +221,9 @@ def collect(
             continue
         if record is not None and not index.delete_blob(digest, grace_before):
             kept_blobs += 1  # a build reused it meanwhile
+            continue
+        if record is None and index.get_blob(digest) is not None:
+            kept_blobs += 1  # bytes nothing recorded, until a build wrote them again just now
             continue
         if blob is not None:
             storage.delete(digest)

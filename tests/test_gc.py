@@ -181,3 +181,29 @@ def test_the_builder_gc_endpoint() -> None:
     unconfigured = BuildService(object(), verify)  # type: ignore[arg-type]
     with app.test_request_context("/gc", method="POST", headers={"Authorization": "Bearer good"}):
         assert unconfigured.handle(request).status_code == 404
+
+
+def test_an_index_made_before_gc_gains_its_times_as_of_the_upgrade(tmp_path: Path) -> None:
+    """Records of an older SQLite index count as used when it is first opened, so the upgrade
+    itself makes nothing collectable."""
+    import sqlite3
+
+    from nixery.index.sqlite import SqliteIndex
+
+    path = tmp_path / "index.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE images (key TEXT PRIMARY KEY, oci_digest TEXT NOT NULL,"
+            " docker_digest TEXT NOT NULL);"
+            "CREATE TABLE blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+            " media_type TEXT NOT NULL);"
+            "INSERT INTO images VALUES ('k', 'sha256:a', 'sha256:b');"
+            f"INSERT INTO blobs VALUES ('sha256:{'c' * 64}', 3, 'x');"
+        )
+    opened = time.time()
+    index = SqliteIndex(path)
+    (image,) = index.list_images()
+    (blob,) = index.list_blobs()
+    assert image.pulled_at >= opened - 1 and blob.used_at >= opened - 1
+    SqliteIndex(path)  # a second open changes nothing
+    assert next(index.list_images()).pulled_at == image.pulled_at

@@ -41,6 +41,7 @@ SETTING_OF_VARIABLE = {variable: name for name, variable in ENVIRONMENT.items()}
 REGISTRY = "${google_service_account.registry.member}"
 BUILDER = "${google_service_account.builder.member}"
 FUNCTION_BUILD = "${google_service_account.function_build.member}"
+GC_SCHEDULER = "${google_service_account.gc_scheduler.member}"
 BLOBS = "${google_storage_bucket.blobs.name}"
 PROJECT = "${var.project_id}"
 # Every IAM grant the module makes: (resource type, role, member, what it is granted on).
@@ -70,6 +71,13 @@ LEAST_PRIVILEGE = {
     # The builder writes objects and uses Firestore.
     ("google_storage_bucket_iam_member", "roles/storage.objectUser", BUILDER, BLOBS),
     ("google_project_iam_member", "roles/datastore.user", BUILDER, PROJECT),
+    # The garbage collection job invokes the builder's /gc, and nothing else.
+    (
+        "google_cloud_run_service_iam_member",
+        "roles/run.invoker",
+        GC_SCHEDULER,
+        "${google_cloud_run_v2_service.builder.name}",
+    ),
     # Docker clients cannot present Google ID tokens: the function is invokable by allUsers
     # in both access modes and checks team access itself.
     (
@@ -101,6 +109,8 @@ APIS = {
     "storage.googleapis.com",
     "iamcredentials.googleapis.com",
     "iam.googleapis.com",
+    # The garbage collection job.
+    "cloudscheduler.googleapis.com",
 }
 
 Block = dict[str, Any]
@@ -433,14 +443,17 @@ def test_iam_grants_are_exactly_least_privilege(module: TerraformDir) -> None:
     assert len(list(_iam_bindings(module))) == len(LEAST_PRIVILEGE)
 
 
-def test_builder_is_invoked_only_by_the_registry_function(module: TerraformDir) -> None:
+def test_builder_is_invoked_only_by_the_registry_function_and_the_gc_job(
+    module: TerraformDir,
+) -> None:
     builder_bindings = [
         body
         for _, _, body in _iam_bindings(module)
         if any("google_cloud_run_v2_service.builder" in str(value) for value in body.values())
     ]
-    assert [(b["role"], _members(b)) for b in builder_bindings] == [
-        ("roles/run.invoker", {REGISTRY})
+    assert sorted((b["role"], sorted(_members(b))) for b in builder_bindings) == [
+        ("roles/run.invoker", [GC_SCHEDULER]),
+        ("roles/run.invoker", [REGISTRY]),
     ]
     builder = module.resource("google_cloud_run_v2_service", "builder")
     assert builder["deletion_protection"] == "${var.deletion_protection}"
@@ -707,3 +720,17 @@ def test_module_defaults_are_the_declared_defaults(module: TerraformDir) -> None
         same = default == declared or str(default).strip('"') == str(declared)
         assert same, f"var.{match.group(1)} defaults to {default!r}, {variable} to {declared!r}"
     assert {"NIXERY_LAYER_BUDGET", "NIXERY_MAX_PACKAGES", "NIXERY_CLIENT_BUILD_LIMIT"} <= compared
+
+
+def test_gc_job_posts_to_the_builder_with_its_own_oidc_token(module: TerraformDir) -> None:
+    job = module.resource("google_cloud_scheduler_job", "gc")
+    target = job["http_target"][0]
+    assert target["http_method"] == "POST"
+    assert target["uri"] == "${google_cloud_run_v2_service.builder.uri}/gc"
+    token = target["oidc_token"][0]
+    assert token["service_account_email"] == "${google_service_account.gc_scheduler.email}"
+    assert token["audience"] == "${google_cloud_run_v2_service.builder.uri}"
+    assert "${google_cloud_run_service_iam_member.scheduler_invokes_builder}" in job["depends_on"]
+    assert "${google_project_service.apis}" in job["depends_on"]
+    env = _builder_env(module)
+    assert {"NIXERY_GC_RETENTION_DAYS", "NIXERY_GC_GRACE_SECONDS"} <= env.keys()

@@ -1,4 +1,4 @@
-"""`nixery`: serve the registry, or compute popularity data."""
+"""`nixery`: serve the registry, build images, collect garbage, or compute popularity data."""
 
 from __future__ import annotations
 
@@ -60,6 +60,42 @@ def serve(args: argparse.Namespace) -> int:
     registry.start_source_check()
     server.run()
     print("nixery: stopped", file=sys.stderr)
+    return 0
+
+
+GC_SETTINGS = (
+    "storage_path",
+    "gc_retention_days",
+    "gc_grace_seconds",
+    "build_records",
+    "build_record_days",
+    "log_format",
+)
+
+
+def gc(args: argparse.Namespace) -> int:
+    """Collect `nixery serve`'s storage; safe beside a running `nixery serve` and its builds."""
+    import json
+
+    from nixery.index.gc import GcPolicy, collect
+    from nixery.index.sqlite import SqliteIndex
+    from nixery.storage.filesystem import FilesystemStorage
+
+    config = load_config(os.environ, _settings(args))
+    configure_logging(config.log_format or "text", level=logging.WARNING)
+    if not config.index_path.is_file():
+        print(f"nixery gc: no registry storage at {config.storage_path}", file=sys.stderr)
+        return 2
+    report = collect(
+        SqliteIndex(config.index_path),
+        FilesystemStorage(config.storage_path),
+        GcPolicy.of(config),
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
     return 0
 
 
@@ -213,6 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _add_settings(build_parser, BUILD_SETTINGS)
     build_parser.set_defaults(run=build)
+
+    gc_parser = commands.add_parser(
+        "gc",
+        help="delete images not pulled for NIXERY_GC_RETENTION_DAYS, then what only they used",
+    )
+    gc_parser.add_argument(
+        "--dry-run", action="store_true", help="delete nothing; print what would go and its bytes"
+    )
+    gc_parser.add_argument("--json", action="store_true", help="print the totals as JSON")
+    _add_settings(gc_parser, GC_SETTINGS)
+    gc_parser.set_defaults(run=gc)
 
     pop_parser = commands.add_parser(
         "popcount", help="compute popularity data for a package source"

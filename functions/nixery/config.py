@@ -390,6 +390,7 @@ class Config:
         "build records kept for the landing page and `/builds/<id>`",
         serve=True,
         function="optional",
+        builder="optional",
     )
     build_record_days: float = setting(
         "NIXERY_BUILD_RECORD_DAYS",
@@ -397,6 +398,31 @@ class Config:
         "days a build record is kept",
         serve=True,
         function="optional",
+        builder="optional",
+    )
+    # Garbage collection (`nixery gc`, the builder's `/gc`; nixery.index.gc).
+    gc_retention_days: float = setting(
+        "NIXERY_GC_RETENTION_DAYS",
+        30.0,
+        "garbage collection deletes images not pulled by tag for this many days, then the "
+        "blobs only they used",
+        bounds=Bounds(
+            1,
+            36500,
+            "a running registry re-checks an image it holds in memory once a day, so it must "
+            "not be collected sooner",
+        ),
+        serve=True,
+        builder="optional",
+    )
+    gc_grace_seconds: float = setting(
+        "NIXERY_GC_GRACE_SECONDS",
+        3600.0,
+        "garbage collection never deletes a blob, manifest or upload put or used more "
+        "recently: keep it above the longest build, whose blobs it protects",
+        bounds=Bounds(1, 30 * 86400, "from a second to 30 days"),
+        serve=True,
+        builder="optional",
     )
     log_format: Literal["text", "json"] | None = setting(
         "NIXERY_LOG_FORMAT",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from nixery.index import (
     MAX_LOG_BYTES,
@@ -226,3 +227,100 @@ def test_multi_platform_index_records(index: Index) -> None:
     assert partial is not None
     assert json.loads(partial.body)["annotations"] == {REFUSED_ANNOTATION: "linux/arm64/v8: x"}
     assert index.get_image("index-key") == record, "the first index record stays"
+
+
+# Garbage collection's part of the contract: times, listings and conditional deletes.
+
+
+def _manifest(text: str) -> StoredManifest:
+    body = text.encode()
+    return StoredManifest(sha256_digest(body), "application/vnd.oci.image.manifest.v1+json", body)
+
+
+def test_images_are_listed_with_their_last_pull(index: Index) -> None:
+    started = time.time()
+    record = ImageRecord("gc-image", sha256_digest(b"oci"), sha256_digest(b"docker"))
+    index.put_image(record)
+    (entry,) = index.list_images()
+    assert entry.record == record
+    assert started - 1 <= entry.pulled_at <= time.time() + 1, "built counts as pulled"
+    assert index.mark_pulled("gc-image", 1000.0)
+    assert [e.pulled_at for e in index.list_images()] == [1000.0]
+    assert not index.mark_pulled("absent", 1000.0)
+    assert index.get_image("absent") is None, "marking never creates"
+
+
+def test_an_image_is_deleted_only_if_not_pulled_since(index: Index) -> None:
+    index.put_image(ImageRecord("gc-old", sha256_digest(b"a"), sha256_digest(b"b")))
+    index.mark_pulled("gc-old", 1000.0)
+    index.mark_pulled("gc-old", 5000.0)  # a pull after the collector listed it
+    assert not index.delete_image("gc-old", pulled_before=2000.0)
+    assert index.get_image("gc-old") is not None
+    assert index.delete_image("gc-old", pulled_before=6000.0)
+    assert index.get_image("gc-old") is None
+    assert not index.delete_image("gc-old", pulled_before=6000.0)
+    assert not index.mark_pulled("gc-old", 7000.0), "a pull after deletion finds nothing"
+
+
+def test_manifests_are_listed_and_deleted_if_not_stored_since(index: Index) -> None:
+    manifest = _manifest('{"schemaVersion":2,"gc":1}')
+    index.put_manifest(manifest)
+    stored = time.time()
+    (entry,) = index.list_manifests()
+    assert (entry.digest, entry.size) == (manifest.digest, len(manifest.body))
+    assert entry.stored_at <= stored + 1
+    assert not index.delete_manifest(manifest.digest, stored_before=entry.stored_at - 60)
+    time.sleep(0.05)
+    index.put_manifest(manifest)  # a build publishing the same manifest again
+    (again,) = index.list_manifests()
+    assert again.stored_at > entry.stored_at
+    assert not index.delete_manifest(manifest.digest, stored_before=again.stored_at)
+    assert index.get_manifest(manifest.digest) == manifest
+    assert index.delete_manifest(manifest.digest, stored_before=time.time() + 1)
+    assert index.get_manifest(manifest.digest) is None
+    assert list(index.list_manifests()) == []
+
+
+def test_blob_use_is_stamped_by_put_and_touch(index: Index) -> None:
+    blob = BlobRecord(sha256_digest(b"gc-layer"), 77, "application/vnd.oci.image.layer.v1.tar+gzip")
+    index.put_blob(blob)
+    (first,) = index.list_blobs()
+    assert (first.digest, first.size) == (blob.digest, 77)
+    time.sleep(0.05)
+    assert index.touch_blob(blob.digest)
+    (touched,) = index.list_blobs()
+    assert touched.used_at > first.used_at
+    time.sleep(0.05)
+    index.put_blob(BlobRecord(blob.digest, 77, blob.media_type))
+    (put_again,) = index.list_blobs()
+    assert put_again.used_at > touched.used_at
+    assert index.get_blob(blob.digest) == blob
+    assert not index.touch_blob(sha256_digest(b"absent"))
+    assert index.get_blob(sha256_digest(b"absent")) is None
+
+
+def test_deleting_a_blob_takes_its_layer_records(index: Index) -> None:
+    gone = BlobRecord(sha256_digest(b"gone"), 4, "application/vnd.oci.image.layer.v1.tar+gzip")
+    kept = BlobRecord(sha256_digest(b"kept"), 4, "application/vnd.oci.image.layer.v1.tar+gzip")
+    for blob, key in ((gone, "layer-gone"), (kept, "layer-kept")):
+        index.put_blob(blob)
+        index.put_layer(LayerRecord(key, blob.digest, sha256_digest(key.encode()), 4))
+    index.put_layer(LayerRecord("layer-gone-2", gone.digest, sha256_digest(b"g2"), 4))
+    (entry,) = [e for e in index.list_blobs() if e.digest == gone.digest]
+    assert not index.delete_blob(gone.digest, used_before=entry.used_at), "used since"
+    assert index.get_layer("layer-gone") is not None, "a refused delete keeps the layers"
+    assert index.delete_blob(gone.digest, used_before=time.time() + 1)
+    assert index.get_blob(gone.digest) is None
+    assert index.get_layer("layer-gone") is None and index.get_layer("layer-gone-2") is None
+    assert index.get_layer("layer-kept") is not None and index.get_blob(kept.digest) == kept
+    assert not index.touch_blob(gone.digest), "a build finds the blob collected"
+    assert not index.delete_blob(gone.digest, used_before=time.time() + 1)
+
+
+def test_prunable_builds_are_what_prune_drops(index: Index) -> None:
+    for n in range(6):
+        index.put_build(build_record(f"p{n}", 1000.0 + n))
+    assert index.prunable_builds(keep=4, before=1000.5) == ["p0", "p1"]
+    assert index.prunable_builds(keep=100, before=1003.5) == ["p0", "p1", "p2", "p3"]
+    assert [r.id for r in index.recent_builds(10)] == ["p5", "p4", "p3", "p2", "p1", "p0"]
+    assert index.prune_builds(keep=100, before=1003.5) == 4

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import pytest
 
 from nixery.oci import InvalidDigest, sha256_digest
 from nixery.storage import BlobNotFound, Storage, put_bytes
+from nixery.storage.filesystem import FilesystemStorage
 
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -102,3 +104,43 @@ def test_reads_across_many_seeks(storage: Storage) -> None:
             assert reader.read(5) == data[offset : offset + 5]
         reader.seek(0)
         assert hashlib.sha256(reader.read()).digest() == hashlib.sha256(data).digest()
+
+
+def test_blobs_are_listed_and_deleted(storage: Storage) -> None:
+    """Garbage collection's view: every blob with its size and age; deleting twice is fine."""
+    before = time.time() - 60
+    kept, dropped = b"kept blob", b"dropped blob" * 100
+    for data in (kept, dropped):
+        put_bytes(storage, sha256_digest(data), data, MEDIA_TYPE)
+    listed = {stored.name: stored for stored in storage.list_blobs()}
+    assert set(listed) == {sha256_digest(kept), sha256_digest(dropped)}
+    assert listed[sha256_digest(dropped)].size == len(dropped)
+    assert all(stored.modified_at > before for stored in listed.values())
+    storage.delete(sha256_digest(dropped))
+    storage.delete(sha256_digest(dropped))
+    assert storage.size(sha256_digest(dropped)) is None
+    assert [stored.name for stored in storage.list_blobs()] == [sha256_digest(kept)]
+    assert list(storage.list_uploads()) == [], "a committed upload leaves nothing behind"
+
+
+def test_an_unfinished_upload_is_listed_until_deleted(storage: Storage) -> None:
+    """A writer that never commits or aborts (its process killed) leaves a temp file or
+    staging object behind, which garbage collection finds and removes."""
+    data = b"x" * (300 * 1024)
+    if isinstance(storage, FilesystemStorage):
+        writer = storage.writer()
+        writer.write(data)
+    else:
+        from nixery.storage.gcs import STAGING_PREFIX, GcsStorage
+
+        assert isinstance(storage, GcsStorage)
+        # A resumable upload creates no object until finalised: what a crash leaves is a
+        # finalised staging object whose copy or deletion never happened.
+        storage.bucket.blob(STAGING_PREFIX + "leftover").upload_from_string(data)
+    (leftover,) = storage.list_uploads()
+    assert leftover.modified_at > time.time() - 60
+    storage.delete_upload(leftover.name)
+    storage.delete_upload(leftover.name)
+    assert list(storage.list_uploads()) == []
+    with pytest.raises(ValueError):
+        storage.delete_upload("../blobs")

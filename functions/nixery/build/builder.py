@@ -193,7 +193,13 @@ class ImageBuilder:
     ) -> BuiltLayer:
         def create_once() -> LayerBlob:
             record = self.index.get_layer(key)
-            if record and self.storage.size(record.digest) == record.size:
+            # Stamped as used before it is reused, so garbage collection's grace period covers
+            # this build; a record already collected means writing the layer again.
+            if (
+                record
+                and self.index.touch_blob(record.digest)
+                and self.storage.size(record.digest) == record.size
+            ):
                 return LayerBlob(record.digest, record.diff_id, record.size)
             blob = create()
             self.index.put_blob(BlobRecord(blob.digest, blob.size, OCI_LAYER))

@@ -1,5 +1,5 @@
 """The Cloud Run builder's wiring: Nix, layers to GCS, records and leases in Firestore, behind
-the build service's HTTP handler."""
+the build service's HTTP handler, which also runs garbage collection on `/gc`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from nixery.cloud import clients
 from nixery.cloud.buildservice import BuildService
 from nixery.cloud.idtoken import IdTokenVerifier, public_keys_of
 from nixery.config import Config
+from nixery.index.gc import GcPolicy, GcReport, collect
 
 
 def build_service(config: Config) -> BuildService:
     """The Cloud Run builder: Nix, layers to GCS, records and leases in Firestore."""
     index = clients.index(config)
-    coordinator = build_coordinator(
-        config, clients.storage(config, clients.bucket(config), None), index
-    )
+    storage = clients.storage(config, clients.bucket(config), None)
+    coordinator = build_coordinator(config, storage, index)
     verifier = None
     if config.builder_audience:
         certs = None
@@ -26,4 +26,8 @@ def build_service(config: Config) -> BuildService:
         elif config.id_token_key_file:
             certs = public_keys_of(config.id_token_key_file)
         verifier = IdTokenVerifier(config.builder_audience, certs)
-    return BuildService(coordinator, verifier)
+
+    def collect_garbage(dry_run: bool) -> GcReport:
+        return collect(index, storage, GcPolicy.of(config), dry_run=dry_run)
+
+    return BuildService(coordinator, verifier, collect_garbage)

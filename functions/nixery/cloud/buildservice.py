@@ -1,8 +1,11 @@
-"""The builder's HTTP handler: one POSTed build request in, one build outcome out."""
+"""The builder's HTTP handler: one POSTed build request in, one build outcome out; and `/gc`,
+where Cloud Scheduler starts garbage collection (nixery.index.gc) on the same authentication."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,9 +22,13 @@ from nixery.build.contract import (
 )
 from nixery.cloud.idtoken import InvalidToken
 from nixery.errors import ERROR_CONTENT_TYPE, ErrorCode, RegistryError
+from nixery.index.gc import GcReport
 from nixery.util.logs import log_context
 
 log = logging.getLogger(__name__)
+
+GC_PATH = "/gc"
+_TRUE = {"1", "true", "yes"}
 
 
 def _error(code: ErrorCode, message: str, status: int | None = None) -> Response:
@@ -34,9 +41,14 @@ class BuildService:
         self,
         builder: Builder,
         verify_token: Callable[[str], Mapping[str, Any]] | None = None,
+        collect_garbage: Callable[[bool], GcReport] | None = None,
     ) -> None:
+        """`collect_garbage(dry_run)`: what `/gc` runs; without it `/gc` is not found."""
         self.builder = builder
         self.verify_token = verify_token
+        self.collect_garbage = collect_garbage
+        # One collection at a time per instance; a second request meanwhile is told so.
+        self._collecting = threading.Lock()
 
     def handle(self, request: Request) -> Response:
         if request.method != "POST":
@@ -49,6 +61,8 @@ class BuildService:
                 self.verify_token(token)
             except InvalidToken as error:
                 return _error(errors.DENIED, f"invalid ID token: {error}")
+        if request.path.rstrip("/") == GC_PATH:
+            return self._gc(request)
         try:
             build = BuildRequest.from_json(request.get_data())
         except ValueError as error:
@@ -57,6 +71,22 @@ class BuildService:
         return Response(
             outcome.to_json(), status=outcome.http_status, content_type="application/json"
         )
+
+    def _gc(self, request: Request) -> Response:
+        """`POST /gc[?dry_run=true]`: one collection; its totals as JSON."""
+        if self.collect_garbage is None:
+            return _error(errors.NAME_UNKNOWN, "garbage collection is not configured", 404)
+        dry_run = request.args.get("dry_run", "").lower() in _TRUE
+        if not self._collecting.acquire(blocking=False):
+            return _error(errors.TOOMANYREQUESTS, "garbage collection is already running", 429)
+        try:
+            report = self.collect_garbage(dry_run)
+        except Exception as error:
+            log.exception("garbage collection failed")
+            return _error(errors.UNAVAILABLE, f"garbage collection failed ({error}); retry", 503)
+        finally:
+            self._collecting.release()
+        return Response(json.dumps(report.to_dict()), content_type="application/json")
 
     def _run(self, build: BuildRequest) -> BuildOutcome:
         report = BuildReport(build.build_id)

@@ -8,6 +8,7 @@ inputs, so a `put_*` of an existing key keeps the first value (all writers agree
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -46,6 +47,30 @@ class BlobRecord:
     digest: str
     size: int
     media_type: str
+
+
+# What garbage collection (nixery.index.gc) reads: each record with the time that decides
+# whether it may go (Unix time).
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    record: ImageRecord
+    pulled_at: float  # the last pull by tag marked (at most daily), else when it was built
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    digest: str
+    size: int
+    stored_at: float  # when last put: a build in flight re-puts the manifests it publishes
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    digest: str
+    size: int
+    used_at: float  # when last put or touched by a build (written or reused as a layer)
 
 
 BuildOutcomeKind = Literal["built", "cached", "refused", "failed"]
@@ -147,11 +172,33 @@ _BUILD_FIELDS = frozenset(BuildRecord.__dataclass_fields__)
 class Index(Protocol):
     def get_image(self, key: str) -> ImageRecord | None: ...
 
-    def put_image(self, record: ImageRecord) -> None: ...
+    def put_image(self, record: ImageRecord) -> None:
+        """Store the record unless its key has one (the first stays); it counts as pulled now."""
+        ...
+
+    def mark_pulled(self, key: str, at: float) -> bool:
+        """Set the image's last-pulled time; False when no such image (garbage collected)."""
+        ...
+
+    def list_images(self) -> Iterator[ImageEntry]: ...
+
+    def delete_image(self, key: str, pulled_before: float) -> bool:
+        """Drop the image record if it was last pulled before `pulled_before`, atomically with
+        that check (a pull marking it meanwhile keeps it); True if dropped."""
+        ...
 
     def get_manifest(self, digest: str) -> StoredManifest | None: ...
 
-    def put_manifest(self, manifest: StoredManifest) -> None: ...
+    def put_manifest(self, manifest: StoredManifest) -> None:
+        """Store the manifest (the first body stays) and set its stored time to now."""
+        ...
+
+    def list_manifests(self) -> Iterator[ManifestEntry]: ...
+
+    def delete_manifest(self, digest: str, stored_before: float) -> bool:
+        """Drop the manifest if it was last put before `stored_before`, atomically with that
+        check; True if dropped."""
+        ...
 
     def get_layer(self, key: str) -> LayerRecord | None: ...
 
@@ -159,7 +206,21 @@ class Index(Protocol):
 
     def get_blob(self, digest: str) -> BlobRecord | None: ...
 
-    def put_blob(self, record: BlobRecord) -> None: ...
+    def put_blob(self, record: BlobRecord) -> None:
+        """Store the record (the first stays) and set the blob's used time to now."""
+        ...
+
+    def touch_blob(self, digest: str) -> bool:
+        """Set the blob's used time to now, before a build reuses it; False when the record is
+        gone (collected: the build must write the blob again)."""
+        ...
+
+    def list_blobs(self) -> Iterator[BlobEntry]: ...
+
+    def delete_blob(self, digest: str, used_before: float) -> bool:
+        """Drop the blob record if it was last used before `used_before`, atomically with that
+        check, and then every layer record naming the blob; True if dropped."""
+        ...
 
     def add_repository(self, name: str) -> None:
         """Remember `name` as a repository an image was served for (for `/v2/_catalog`)."""
@@ -186,6 +247,10 @@ class Index(Protocol):
 
     def recent_builds(self, limit: int) -> list[BuildRecord]:
         """The latest `limit` builds, newest first."""
+        ...
+
+    def prunable_builds(self, keep: int, before: float) -> list[str]:
+        """The ids `prune_builds(keep, before)` would drop now."""
         ...
 
     def prune_builds(self, keep: int, before: float) -> int:

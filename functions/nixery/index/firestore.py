@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,10 +20,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from nixery.index import (
+    BlobEntry,
     BlobRecord,
     BuildRecord,
+    ImageEntry,
     ImageRecord,
     LayerRecord,
+    ManifestEntry,
     StoredManifest,
 )
 
@@ -33,6 +38,15 @@ MAX_MANIFEST_BYTES = 900 * 1024
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.:+-]{1,256}")
 # A lost race for a lease retries this often before giving up (returning "not acquired").
 _LEASE_ATTEMPTS = 5
+
+
+def _seconds(value: object, fallback: datetime | None) -> float:
+    """A stored Unix time, else the document's own time (records written before GC existed)."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return fallback.timestamp() if fallback is not None else 0.0
 
 
 def document_id(key: str) -> str:
@@ -63,6 +77,47 @@ class FirestoreIndex:
         with contextlib.suppress(AlreadyExists):
             collection.document(document_id(key)).create(data)
 
+    @staticmethod
+    def _create_or_stamp(
+        collection: firestore.CollectionReference, key: str, data: dict[str, Any], field: str
+    ) -> None:
+        """Create the document, or if it exists set only its `field` (a time) to `data`'s."""
+        reference = collection.document(document_id(key))
+        try:
+            reference.create(data)
+        except AlreadyExists:
+            try:
+                reference.update({field: data[field]})
+            except NotFound:
+                # Collected between the two calls: create it again (the first writer is us).
+                with contextlib.suppress(AlreadyExists):
+                    reference.create(data)
+
+    @staticmethod
+    def _stamp(collection: firestore.CollectionReference, key: str, field: str, at: float) -> bool:
+        try:
+            collection.document(document_id(key)).update({field: at})
+        except NotFound:
+            return False
+        return True
+
+    def _delete_if_older(
+        self, collection: firestore.CollectionReference, key: str, field: str, before: float
+    ) -> bool:
+        """Delete if the document's `field` is before `before`: a precondition on the update
+        time we read makes check and delete one step (a stamp meanwhile fails the delete)."""
+        reference = collection.document(document_id(key))
+        snapshot = reference.get()
+        if not snapshot.exists:
+            return False
+        if _seconds((snapshot.to_dict() or {}).get(field), snapshot.create_time) >= before:
+            return False
+        try:
+            reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
+        except (FailedPrecondition, NotFound):
+            return False
+        return True
+
     def get_image(self, key: str) -> ImageRecord | None:
         data = self._get(self.images, key)
         if data is None:
@@ -78,8 +133,23 @@ class FirestoreIndex:
                 "oci_digest": record.oci_digest,
                 "docker_digest": record.docker_digest,
                 "created_at": firestore.SERVER_TIMESTAMP,
+                "pulled_at": time.time(),
             },
         )
+
+    def mark_pulled(self, key: str, at: float) -> bool:
+        return self._stamp(self.images, key, "pulled_at", at)
+
+    def list_images(self) -> Iterator[ImageEntry]:
+        fields = ["key", "oci_digest", "docker_digest", "pulled_at", "created_at"]
+        for snapshot in self.images.select(fields).stream():
+            data = snapshot.to_dict() or {}
+            record = ImageRecord(data["key"], data["oci_digest"], data["docker_digest"])
+            pulled_at = data.get("pulled_at", data.get("created_at"))
+            yield ImageEntry(record, _seconds(pulled_at, snapshot.create_time))
+
+    def delete_image(self, key: str, pulled_before: float) -> bool:
+        return self._delete_if_older(self.images, key, "pulled_at", pulled_before)
 
     def get_manifest(self, digest: str) -> StoredManifest | None:
         data = self._get(self.manifests, digest)
@@ -93,11 +163,28 @@ class FirestoreIndex:
                 f"manifest {manifest.digest} is {len(manifest.body)} bytes, "
                 f"over the {MAX_MANIFEST_BYTES} bytes kept inline in one document"
             )
-        self._create(
+        self._create_or_stamp(
             self.manifests,
             manifest.digest,
-            {"digest": manifest.digest, "media_type": manifest.media_type, "body": manifest.body},
+            {
+                "digest": manifest.digest,
+                "media_type": manifest.media_type,
+                "body": manifest.body,
+                "size": len(manifest.body),
+                "stored_at": time.time(),
+            },
+            "stored_at",
         )
+
+    def list_manifests(self) -> Iterator[ManifestEntry]:
+        # Without the bodies: sizes are stored beside them (older documents count as 0 bytes).
+        for snapshot in self.manifests.select(["digest", "size", "stored_at"]).stream():
+            data = snapshot.to_dict() or {}
+            stored_at = _seconds(data.get("stored_at"), snapshot.create_time)
+            yield ManifestEntry(data["digest"], int(data.get("size", 0)), stored_at)
+
+    def delete_manifest(self, digest: str, stored_before: float) -> bool:
+        return self._delete_if_older(self.manifests, digest, "stored_at", stored_before)
 
     def get_layer(self, key: str) -> LayerRecord | None:
         data = self._get(self.layers, key)
@@ -124,11 +211,35 @@ class FirestoreIndex:
         return BlobRecord(data["digest"], int(data["size"]), data["media_type"])
 
     def put_blob(self, record: BlobRecord) -> None:
-        self._create(
+        self._create_or_stamp(
             self.blobs,
             record.digest,
-            {"digest": record.digest, "size": record.size, "media_type": record.media_type},
+            {
+                "digest": record.digest,
+                "size": record.size,
+                "media_type": record.media_type,
+                "used_at": time.time(),
+            },
+            "used_at",
         )
+
+    def touch_blob(self, digest: str) -> bool:
+        return self._stamp(self.blobs, digest, "used_at", time.time())
+
+    def list_blobs(self) -> Iterator[BlobEntry]:
+        for snapshot in self.blobs.select(["digest", "size", "used_at"]).stream():
+            data = snapshot.to_dict() or {}
+            used_at = _seconds(data.get("used_at"), snapshot.create_time)
+            yield BlobEntry(data["digest"], int(data["size"]), used_at)
+
+    def delete_blob(self, digest: str, used_before: float) -> bool:
+        if not self._delete_if_older(self.blobs, digest, "used_at", used_before):
+            return False
+        # The layer cache's records of the blob: a single-field equality, Firestore's own index.
+        naming = self.layers.where(filter=FieldFilter("digest", "==", digest)).select([])
+        for snapshot in naming.stream():
+            snapshot.reference.delete()
+        return True
 
     def add_repository(self, name: str) -> None:
         # One document per name: adding one never rewrites a shared document (no hot spot, no
@@ -199,19 +310,27 @@ class FirestoreIndex:
         snapshots = query.limit(limit).stream()
         return [BuildRecord.from_json(snapshot.get("record")) for snapshot in snapshots]
 
-    def prune_builds(self, keep: int, before: float) -> int:
+    def _prunable(
+        self, keep: int, before: float, fields: list[str]
+    ) -> dict[str, firestore.DocumentSnapshot]:
         old = self.builds.where(filter=FieldFilter("started_at", "<", before))
         surplus = (
             self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)
             .offset(keep)
-            .select([])
+            .select(fields)
         )
-        dropped = {
-            snapshot.reference.path: snapshot.reference for snapshot in old.select([]).stream()
-        }
-        dropped.update(
-            {snapshot.reference.path: snapshot.reference for snapshot in surplus.stream()}
-        )
-        for reference in dropped.values():
-            reference.delete()
+        dropped = {snapshot.reference.path: snapshot for snapshot in old.select(fields).stream()}
+        dropped.update({snapshot.reference.path: snapshot for snapshot in surplus.stream()})
+        return dropped
+
+    def prunable_builds(self, keep: int, before: float) -> list[str]:
+        # The records themselves (the ids may be hashed into document ids): only for a dry run.
+        prunable = self._prunable(keep, before, ["record"]).values()
+        records = [BuildRecord.from_json(snapshot.get("record")) for snapshot in prunable]
+        return [record.id for record in sorted(records, key=lambda r: (r.started_at, r.id))]
+
+    def prune_builds(self, keep: int, before: float) -> int:
+        dropped = self._prunable(keep, before, [])
+        for snapshot in dropped.values():
+            snapshot.reference.delete()
         return len(dropped)

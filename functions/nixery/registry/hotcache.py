@@ -2,8 +2,9 @@
 
 Everything cached here is immutable once written: an image key is a hash of everything that
 decides the image (see nixery.build.contract) and the index keeps the first record written for it, and
-a manifest is addressed by the digest of its bytes. So the cache never needs invalidating; a
-moving tag (a channel's `latest`, a git branch, an edited local path) resolves to a new image
+a manifest is addressed by the digest of its bytes. So the cache never needs invalidating, except
+for images garbage collection deleted (nixery.registry.service re-checks a cached image daily);
+a moving tag (a channel's `latest`, a git branch, an edited local path) resolves to a new image
 key before the cache is asked, within the tag-resolution TTLs of nixery.registry.sources.
 """
 
@@ -32,6 +33,11 @@ class ManifestCache:
 
     def put_image(self, record: ImageRecord) -> None:
         self._images.put(record.key, record)
+
+    def drop_image(self, key: str) -> None:
+        """Forget an image garbage collection deleted (its manifests may stay cached: they are
+        addressed by content, and nothing names them once no image does)."""
+        self._images.pop(key)
 
     def manifest(self, digest: str) -> StoredManifest | None:
         return self._manifests.get(digest)

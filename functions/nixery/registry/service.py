@@ -45,6 +45,10 @@ from nixery.util.logs import log_context
 from nixery.util.lru import Lru
 
 NOT_FOUND_MEMORY = 4096
+# Images whose last pull this process marked in the index (garbage collection keeps what is
+# pulled): a warm pull writes the mark at most once a day per image, so it stays read-only.
+PULL_MARK_MEMORY = 16384
+PULL_MARK_INTERVAL = 86400.0
 # Names already recorded for the catalog by this process: each is written to the index once.
 CATALOGUED_MEMORY = 4096
 CATALOG_DEFAULT_PAGE = 100
@@ -111,6 +115,7 @@ class RegistryService:
         self.cold_builds = ClientBuildLimit(client_build_limit, cold_wait_limit)
         self.cache = cache if cache is not None else ManifestCache()
         self._catalogued: Lru[str, bool] = Lru(CATALOGUED_MEMORY)
+        self._pull_marks: Lru[str, float] = Lru(PULL_MARK_MEMORY)
         # What a tag is built for; with more than one, a tag answers an image index.
         self.platforms = platforms
         # A package set at one revision, under one policy (both in the image key), refuses the
@@ -200,10 +205,35 @@ class RegistryService:
         if record is None:
             record = self.index.get_image(key)
             if record is None:
-                with self.cold_builds.slot(client, key):
-                    record = build()
+                return self._build_record(key, client, build)
             self.cache.put_image(record)
+        if not self._mark_pulled(key):
+            # Garbage collected since this process cached or read it: build it again.
+            self.cache.drop_image(key)
+            return self._build_record(key, client, build)
         return record
+
+    def _build_record(self, key: str, client: str, build: Callable[[], ImageRecord]) -> ImageRecord:
+        with self.cold_builds.slot(client, key):
+            record = build()
+        self.cache.put_image(record)
+        # A record just built (or just found built by another process) counts as pulled now.
+        self._pull_marks.put(key, time.time())
+        return record
+
+    def _mark_pulled(self, key: str) -> bool:
+        """Mark the image pulled, at most once a day per image in this process; False when the
+        image's record is gone. Collection keeps images pulled within its retention (at least a
+        day, nixery.config), so one cached and marked in the last day is never gone."""
+        now = time.time()
+        marked = self._pull_marks.get(key)
+        if marked is not None and now - marked < PULL_MARK_INTERVAL:
+            return True
+        if not self.index.mark_pulled(key, now):
+            self._pull_marks.pop(key)
+            return False
+        self._pull_marks.put(key, now)
+        return True
 
     def _stored_manifest(self, digest: str) -> StoredManifest | None:
         manifest = self.cache.manifest(digest)

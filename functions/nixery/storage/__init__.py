@@ -6,6 +6,8 @@ and GCS (the cloud deployment).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self
 
@@ -22,6 +24,16 @@ class StorageUnavailable(Exception):
     def __init__(self, message: str, full: bool = False) -> None:
         super().__init__(message)
         self.full = full
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A blob (`name` is its digest) or an upload's leftover (`name` as `delete_upload` takes
+    it), for garbage collection (nixery.index.gc)."""
+
+    name: str
+    size: int
+    modified_at: float  # Unix time
 
 
 class BlobWriter(Protocol):
@@ -60,6 +72,22 @@ class Storage(Protocol):
 
     def redirect_url(self, digest: str) -> str | None:
         """A URL that serves the blob to a client (GCS signed URL), or None to serve it here."""
+        ...
+
+    def list_blobs(self) -> Iterator[StoredObject]:
+        """Every published blob, named by digest."""
+        ...
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob; an absent one is no error."""
+        ...
+
+    def list_uploads(self) -> Iterator[StoredObject]:
+        """What uploads in progress or killed mid-way left (temp files, staging objects)."""
+        ...
+
+    def delete_upload(self, name: str) -> None:
+        """Remove an upload's leftover named by `list_uploads`; an absent one is no error."""
         ...
 
 

@@ -11,12 +11,12 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from nixery.oci import digest_hex
-from nixery.storage import AbortUnlessCommitted, BlobNotFound, StorageUnavailable
+from nixery.oci import DIGEST_RE, digest_hex
+from nixery.storage import AbortUnlessCommitted, BlobNotFound, StorageUnavailable, StoredObject
 
 TEMP_PREFIX = "upload-"
 _OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -113,3 +113,29 @@ class FilesystemStorage:
 
     def redirect_url(self, digest: str) -> str | None:
         return None
+
+    @staticmethod
+    def _listed(paths: Iterator[Path], name: Callable[[Path], str]) -> Iterator[StoredObject]:
+        for path in paths:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # renamed into place or removed since the listing
+            yield StoredObject(name(path), stat.st_size, stat.st_mtime)
+
+    def list_blobs(self) -> Iterator[StoredObject]:
+        blobs = (p for p in self.blob_dir.iterdir() if DIGEST_RE.fullmatch("sha256:" + p.name))
+        return self._listed(blobs, lambda path: "sha256:" + path.name)
+
+    def delete(self, digest: str) -> None:
+        with _as_storage_errors("deleting a blob"), contextlib.suppress(FileNotFoundError):
+            self.blob_path(digest).unlink()
+
+    def list_uploads(self) -> Iterator[StoredObject]:
+        return self._listed(self.tmp_dir.glob(TEMP_PREFIX + "*"), lambda path: path.name)
+
+    def delete_upload(self, name: str) -> None:
+        if not name.startswith(TEMP_PREFIX) or "/" in name or name in {".", ".."}:
+            raise ValueError(f"not an upload's temp file: {name!r}")
+        with _as_storage_errors("deleting a temp file"), contextlib.suppress(FileNotFoundError):
+            (self.tmp_dir / name).unlink()

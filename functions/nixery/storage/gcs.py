@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud.storage import Blob, Bucket
 from google.cloud.storage.retry import DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
 
-from nixery.oci import digest_hex
-from nixery.storage import AbortUnlessCommitted, BlobNotFound
+from nixery.oci import DIGEST_RE, digest_hex
+from nixery.storage import AbortUnlessCommitted, BlobNotFound, StoredObject
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
@@ -179,3 +180,32 @@ class GcsStorage:
         if self.signer is None:
             return None
         return self.signer.signed_url(name)
+
+    def _listed(self, prefix: str) -> Iterator[tuple[str, StoredObject]]:
+        # Pages of 1000 objects, the listing's maximum: one Class A operation per page.
+        for blob in self.bucket.list_blobs(prefix=prefix, retry=self.retry):
+            updated = blob.updated.timestamp() if blob.updated is not None else 0.0
+            rest = blob.name[len(prefix) :]
+            yield rest, StoredObject(rest, int(blob.size or 0), updated)
+
+    def list_blobs(self) -> Iterator[StoredObject]:
+        for rest, stored in self._listed(BLOB_PREFIX):
+            digest = "sha256:" + rest
+            if DIGEST_RE.fullmatch(digest):
+                yield StoredObject(digest, stored.size, stored.modified_at)
+
+    def _delete_object(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.bucket.blob(name).delete(retry=self.retry)
+
+    def delete(self, digest: str) -> None:
+        self._delete_object(blob_name(digest))
+
+    def list_uploads(self) -> Iterator[StoredObject]:
+        for _rest, stored in self._listed(STAGING_PREFIX):
+            yield stored
+
+    def delete_upload(self, name: str) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"not a staging object: {name!r}")
+        self._delete_object(STAGING_PREFIX + name)

@@ -38,6 +38,11 @@ locals {
     NIXERY_LAYERING           = var.layering
     NIXERY_BUILD_CONCURRENCY  = tostring(var.build_concurrency)
     NIXERY_LEASE_SECONDS      = tostring(var.lease_seconds)
+    # Garbage collection (the builder's /gc, run by gc.tf's Cloud Scheduler job).
+    NIXERY_GC_RETENTION_DAYS = tostring(var.gc_retention_days)
+    NIXERY_GC_GRACE_SECONDS  = tostring(var.gc_grace_seconds)
+    NIXERY_BUILD_RECORDS     = tostring(var.build_records)
+    NIXERY_BUILD_RECORD_DAYS = tostring(var.build_record_days)
   }
 
   # The registry function's environment (nixery.config.FUNCTION_SETTINGS and tuned optional
@@ -71,6 +76,8 @@ locals {
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    # The daily garbage collection job (gc.tf).
+    "cloudscheduler.googleapis.com",
     "firestore.googleapis.com",
     # Creating the two runtime service accounts and their grants.
     "iam.googleapis.com",

@@ -322,3 +322,38 @@ variable "signed_url_expiry_seconds" {
   type        = number
   default     = 900
 }
+
+variable "gc_schedule" {
+  description = "When Cloud Scheduler runs garbage collection (the builder's /gc), in cron syntax, UTC."
+  type        = string
+  default     = "17 3 * * *"
+}
+
+variable "gc_retention_days" {
+  description = "Images not pulled by tag for this many days are deleted, then the blobs only they used (NIXERY_GC_RETENTION_DAYS; at least 1)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.gc_retention_days >= 1
+    error_message = "gc_retention_days must be at least 1: a registry instance re-checks the images it holds in memory once a day."
+  }
+}
+
+variable "gc_grace_seconds" {
+  description = "Nothing put or used more recently is collected (NIXERY_GC_GRACE_SECONDS): keep it above the builder's timeout, so it covers builds in flight."
+  type        = number
+  default     = 3600
+}
+
+variable "build_records" {
+  description = "Build records kept for the landing page and /builds/<id> (NIXERY_BUILD_RECORDS); the builder's garbage collection prunes to it too."
+  type        = number
+  default     = 1000
+}
+
+variable "build_record_days" {
+  description = "Days a build record is kept (NIXERY_BUILD_RECORD_DAYS)."
+  type        = number
+  default     = 30
+}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,8 @@ def test_warm_pulls_mark_an_image_at_most_once_a_day(
     for _ in range(100):
         service.manifest("hello", "latest", OCI)
     assert index.marks == 0, "warm pulls within the day write nothing"
-    day_later = service_module.time.time() + service_module.PULL_MARK_INTERVAL + 1
-    monkeypatch.setattr(service_module.time, "time", lambda: day_later)
+    day_later = time.time() + service_module.PULL_MARK_INTERVAL + 1
+    monkeypatch.setattr("time.time", lambda: day_later)
     for _ in range(10):
         service.manifest("hello", "latest", OCI)
     assert index.marks == 1, "a day on, the first pull marks it once"
@@ -76,12 +77,12 @@ def test_a_collected_image_is_built_again_even_when_cached(
 ) -> None:
     service, index, builder = registry
     first = service.manifest("hello", "latest", OCI)
-    later = service_module.time.time() + 31 * 86400
+    later = time.time() + 31 * 86400
     policy = GcPolicy(30, 3600, 1000, 30)
     report = collect(index, service.storage, policy, now=later)
     assert [d.kind for d in report.deleted] == ["image", "manifest", "build"]
     assert index.get_image(builder.builds[0]) is None
-    monkeypatch.setattr(service_module.time, "time", lambda: later)
+    monkeypatch.setattr("time.time", lambda: later)
     again = service.manifest("hello", "latest", OCI)
     assert again == first and len(builder.builds) == 2, "rebuilt, not served from memory"
     assert index.get_image(builder.builds[0]) is not None
@@ -155,7 +156,7 @@ def test_the_builder_gc_endpoint() -> None:
     service = BuildService(object(), verify, collect_garbage)  # type: ignore[arg-type]
     app = Flask("builder")
 
-    def post(path: str, token: str | None = "good") -> tuple[int, dict]:
+    def post(path: str, token: str | None = "good") -> tuple[int, dict[str, Any]]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with app.test_request_context(path, method="POST", headers=headers):
             response = service.handle(request)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,7 +63,7 @@ def blob(backend: Backend, data: bytes, media_type: str = OCI_LAYER) -> str:
     return digest
 
 
-def manifest(backend: Backend, document: dict, media_type: str) -> str:
+def manifest(backend: Backend, document: dict[str, Any], media_type: str) -> str:
     body = json.dumps(document, sort_keys=True).encode()
     stored = StoredManifest(sha256_digest(body), media_type, body)
     backend.index.put_manifest(stored)

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from nixery.index.gc import referenced_digests
 from nixery.index.sqlite import SqliteIndex
@@ -55,7 +56,7 @@ def nixery_gc(storage: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def gc_json(storage: Path) -> dict:
+def gc_json(storage: Path) -> dict[str, Any]:
     done = nixery_gc(storage, "--gc-grace-seconds", str(GRACE), "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

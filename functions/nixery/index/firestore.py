@@ -312,7 +312,7 @@ class FirestoreIndex:
 
     def _prunable(
         self, keep: int, before: float, fields: list[str]
-    ) -> dict[str, firestore.DocumentSnapshot]:
+    ) -> dict[str, firestore.DocumentSnapshot]:  # type: ignore[type-arg]
         old = self.builds.where(filter=FieldFilter("started_at", "<", before))
         surplus = (
             self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)

@@ -102,7 +102,7 @@ class SqliteIndex:
     def _one(self, sql: str, *params: object) -> tuple[Any, ...] | None:
         return self._connection().execute(sql, params).fetchone()
 
-    def _all(self, sql: str, *params: object) -> Sequence[tuple]:
+    def _all(self, sql: str, *params: object) -> Sequence[tuple[Any, ...]]:
         # Fetched whole: a generator left open would hold a read snapshot of the WAL.
         return self._connection().execute(sql, params).fetchall()
 

@@ -249,6 +249,23 @@ class Config:
         builder="optional",
     )
     threads: int = setting("NIXERY_THREADS", 16, "request threads", serve=True)
+    substituters: str | None = setting(
+        "NIXERY_SUBSTITUTERS",
+        None,
+        "binary caches (space-separated URLs) whose NARs become layers directly, without "
+        "realising the closure; paths missing there are realised by Nix; empty: always realise",
+        shown_default="the Nix configuration's `substituters`",
+        serve=True,
+        builder="optional",
+    )
+    trusted_public_keys: str | None = setting(
+        "NIXERY_TRUSTED_PUBLIC_KEYS",
+        None,
+        "keys (`name:base64`, space-separated) one of which must sign every narinfo used",
+        shown_default="the Nix configuration's `trusted-public-keys`",
+        serve=True,
+        builder="optional",
+    )
     layer_workers: int = setting(
         "NIXERY_LAYER_WORKERS",
         2,

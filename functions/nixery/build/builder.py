@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import threading
@@ -11,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nixery.build.contract import ImageRequest, PackagesNotFound, Revision
+from nixery.build.graph import ClosureGraph
 from nixery.build.gzipstream import COMPRESSOR
 from nixery.build.imageroot import ImageRoot, image_root
-from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layering
+from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layer, Layering
 from nixery.build.layers import LayerBlob, write_image_root_layer, write_store_layer
 from nixery.build.manifest import (
     Descriptor,
@@ -21,7 +23,8 @@ from nixery.build.manifest import (
     ImageConfig,
     ImageManifest,
 )
-from nixery.build.nix import Nix
+from nixery.build.nix import ImageInputs, Nix
+from nixery.build.substituter import Substituter, SubstitutionUnavailable
 from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord
 from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
@@ -85,6 +88,7 @@ class ImageBuilder:
         max_parallel_builds: int = Config.build_concurrency,
         layering: Layering = DEFAULT_LAYERING,
         on_built: Callable[[BuildTimings], None] = log_timings,
+        substituter: Substituter | None = None,
     ) -> None:
         self.nix = nix
         self.storage = storage
@@ -97,6 +101,8 @@ class ImageBuilder:
         # Builds of different images share the machine: past this many, they queue.
         self._build_slots = threading.BoundedSemaphore(max_parallel_builds)
         self._on_built = on_built
+        # Layers straight from binary caches when they hold the whole closure; else Nix realises.
+        self.substituter = substituter
 
     def build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
         with self._build_slots:
@@ -105,7 +111,10 @@ class ImageBuilder:
     def _build(self, key: str, request: ImageRequest, revision: Revision) -> ImageRecord:
         started = time.perf_counter()
         inputs = self.nix.build_image_inputs(
-            revision.nix_source, request.packages, request.platform.system
+            revision.nix_source,
+            request.packages,
+            request.platform.system,
+            closure_from=self._substitutable_closure if self.substituter else None,
         )
         if inputs.graph is None:
             raise PackagesNotFound(inputs.resolution.not_found)
@@ -115,12 +124,10 @@ class ImageBuilder:
 
         plan = self.plan_layers(graph, self.popularity, self.layer_budget)
         planned = time.perf_counter()
-        jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
-        # The image root (one walk of the top-level paths) is needed by the symlink layer and the
-        # config; both are made meanwhile on this thread, beside the pool's workers.
-        root = image_root(roots)
-        symlinks = self._symlink_layer(roots, root)
-        built = [*(job.result() for job in jobs), symlinks]
+        if inputs.realised:
+            built, root = self._realised_layers(plan, roots)
+        else:
+            built, root = self._substituted_layers(plan, graph, inputs)
         layered = time.perf_counter()
 
         record = self._publish(key, request, root, built)
@@ -136,6 +143,49 @@ class ImageBuilder:
         )
         return record
 
+    def _realised_layers(
+        self, plan: Sequence[Layer], roots: Sequence[str]
+    ) -> tuple[list[BuiltLayer], ImageRoot]:
+        jobs = [
+            self._layer_pool.submit(self._store_layer, layer.paths, write_store_layer)
+            for layer in plan
+        ]
+        # The image root (one walk of the top-level paths) is needed by the symlink layer and the
+        # config; both are made meanwhile on this thread, beside the pool's workers.
+        root = image_root(roots)
+        symlinks = self._symlink_layer(roots, root)
+        return [*(job.result() for job in jobs), symlinks], root
+
+    def _substitutable_closure(self, roots: Sequence[str]) -> ClosureGraph | None:
+        assert self.substituter is not None
+        try:
+            return self.substituter.closure(roots)
+        except SubstitutionUnavailable as error:
+            log.info("not substituting (%s): realising with Nix", error)
+            return None
+
+    def _substituted_layers(
+        self, plan: Sequence[Layer], graph: ClosureGraph, inputs: ImageInputs
+    ) -> tuple[list[BuiltLayer], ImageRoot]:
+        """Layers from the caches' NARs; on any failure, Nix realises and the layers not yet
+        written are written from the store (those written stay: their bytes are the same)."""
+        substituter = self.substituter
+        assert substituter is not None
+        jobs = [
+            self._layer_pool.submit(self._store_layer, layer.paths, substituter.write_layer)
+            for layer in plan
+        ]
+        try:
+            layers = [job.result() for job in jobs]
+            # After the layers: their NAR listings are what the image root reads.
+            root = substituter.image_root(graph)
+        except SubstitutionUnavailable as error:
+            log.warning("substituting failed (%s): realising with Nix", error)
+            concurrent.futures.wait(jobs)
+            self.nix.realise(inputs.resolution.packages, time.monotonic() + self.nix.timeout)
+            return self._realised_layers(plan, graph.roots)
+        return [*layers, self._symlink_layer(graph.roots, root)], root
+
     def _cached_layer(
         self, key: str, history: HistoryEntry, create: Callable[[], LayerBlob]
     ) -> BuiltLayer:
@@ -150,13 +200,18 @@ class ImageBuilder:
 
         return BuiltLayer(self._layer_flights.run(key, create_once), history)
 
-    def _store_layer(self, paths: Sequence[str]) -> BuiltLayer:
+    def _store_layer(
+        self, paths: Sequence[str], write: Callable[[Sequence[str], Storage], LayerBlob]
+    ) -> BuiltLayer:
         history = HistoryEntry(
             created_by="nix store paths: " + " ".join(paths),
             comment=f"{len(paths)} store paths",
         )
         return self._cached_layer(
-            _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
+            # The key does not say how the layer was made: both ways give the same bytes.
+            _layer_key("store", paths),
+            history,
+            lambda: write(paths, self.storage),
         )
 
     def _symlink_layer(self, roots: Sequence[str], root: ImageRoot) -> BuiltLayer:

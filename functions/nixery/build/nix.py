@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -47,6 +47,8 @@ class Resolution:
 class ImageInputs:
     resolution: Resolution
     graph: ClosureGraph | None  # None when some name was not found: nothing was built
+    # False when `closure_from` gave the graph: nothing was realised (the substituter path).
+    realised: bool = True
 
 
 class Nix:
@@ -63,18 +65,41 @@ class Nix:
         self._env = {**os.environ, **(extra_env or {})}
 
     def build_image_inputs(
-        self, source: NixSource, names: Sequence[str], system: str
+        self,
+        source: NixSource,
+        names: Sequence[str],
+        system: str,
+        closure_from: Callable[[Sequence[str]], ClosureGraph | None] | None = None,
     ) -> ImageInputs:
-        """Resolves, builds and reads the closure of `names`, all within one `timeout`."""
+        """Resolves, builds and reads the closure of `names`, all within one `timeout`.
+
+        `closure_from(roots)`, when given, may supply the closure graph of the resolved output
+        paths without realising them (a binary cache's); when it returns None, Nix realises."""
         deadline = time.monotonic() + self.timeout
         if source.kind != "path":
             self.fetch_source(source, deadline)
         resolution = self.resolve(source, names, system, deadline)
         if resolution.not_found:
             return ImageInputs(resolution, None)
-        self.realise(resolution.packages, deadline)
         roots = [path for package in resolution.packages for path in package.outputs.values()]
+        if closure_from is not None and (graph := closure_from(roots)) is not None:
+            return ImageInputs(resolution, graph, realised=False)
+        self.realise(resolution.packages, deadline)
         return ImageInputs(resolution, self.closure_graph(roots, deadline))
+
+    def show_config(self) -> dict[str, list[str]]:
+        """Nix's list-valued settings (substituters, trusted-public-keys, ...)."""
+        output = self.run(
+            ["nix", *NIX_COMMAND, "show-config", "--json"],
+            time.monotonic() + self.timeout,
+            "reading the Nix configuration",
+        )
+        settings = json.loads(output)
+        return {
+            name: [str(item) for item in entry["value"]]
+            for name, entry in settings.items()
+            if isinstance(entry, dict) and isinstance(entry.get("value"), list)
+        }
 
     def fetch_source(self, source: NixSource, deadline: float) -> None:
         """Fetches the source at its revision, so that failing to is SourceUnavailable."""

@@ -56,6 +56,7 @@ def fill_cache(
     subprocess.run(
         ["nix", "copy", "--to", f"file://{directory}?{options}", *paths],
         check=True,
+        capture_output=True,
         env=nix_env(),
     )
     return directory
@@ -89,6 +90,13 @@ def copy_cache(source: Path, destination: Path) -> Path:
 class _Handler(SimpleHTTPRequestHandler):
     cut: Callable[[str], int | None]
     served: list[tuple[str, int]]
+    count: Callable[[int], None]
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
+        """Every body byte counted: what a client fetched from the cache."""
+        while chunk := source.read(1 << 16):
+            outputfile.write(chunk)
+            self.count(len(chunk))
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # quiet: the tests read `served` instead
@@ -105,6 +113,7 @@ class _Handler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data[:limit])
+        self.count(min(limit, len(data)))
         self.wfile.flush()
         self.close_connection = True
         self.served.append((self.path, limit))
@@ -117,6 +126,8 @@ class CacheServer:
     def __init__(self, directory: Path) -> None:
         self.cut: Callable[[str], int | None] = lambda path: None
         self.served: list[tuple[str, int]] = []
+        self.bytes_served = 0
+        self._count_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class(directory))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -127,9 +138,14 @@ class CacheServer:
             def __init__(self, *args: object, **kwargs: object) -> None:
                 self.cut = server.cut
                 self.served = server.served
+                self.count = server._count
                 super().__init__(*args, directory=str(directory), **kwargs)  # type: ignore[arg-type]
 
         return Handler
+
+    def _count(self, size: int) -> None:
+        with self._count_lock:
+            self.bytes_served += size
 
     @property
     def url(self) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from nixery.build.builder import ImageBuilder
 from nixery.build.contract import AMD64, ImageRequest, Revision, image_key
@@ -139,6 +140,9 @@ def test_streamed_image_equals_the_realised_one(
     # Each NAR once (the image root reads the listings the layers left), nothing else.
     assert substituter.stats.nars == len(caches.salted.closure)
     assert substituter.stats.listing_nars == 0
+    # With the cache's .ls listings each NAR is decompressed once; without, twice.
+    expected_passes = 0 if compression == "xz" else len(caches.salted.closure)
+    assert substituter.stats.checking_passes == expected_passes
     # NarHash checked on what was downloaded: the figures match the cache's files.
     nar_files = sum(path.stat().st_size for path in (directory / "nar").iterdir())
     assert substituter.stats.nar_bytes == nar_files
@@ -169,9 +173,14 @@ def corrupt_nar(cache: Path, store_path: str) -> None:
     narinfo = cache / (os.path.basename(store_path).partition("-")[0] + ".narinfo")
     text = narinfo.read_text()
     url = re.search(r"^URL: (.*)$", text, re.M).group(1)  # type: ignore[union-attr]
-    nar = lzma.decompress((cache / url).read_bytes())
+    if url.endswith(".xz"):
+        nar = lzma.decompress((cache / url).read_bytes())
+        compress = lzma.compress
+    else:
+        nar = zstandard.ZstdDecompressor().decompressobj().decompress((cache / url).read_bytes())
+        compress = zstandard.ZstdCompressor().compress
     assert b"header\n" in nar
-    compressed = lzma.compress(nar.replace(b"header\n", b"HEADER\n"))
+    compressed = compress(nar.replace(b"header\n", b"HEADER\n"))
     (cache / url).write_bytes(compressed)
     file_hash = hashlib.sha256(compressed).hexdigest()
     text = re.sub(r"^FileHash: .*$", f"FileHash: sha256:{file_hash}", text, flags=re.M)
@@ -197,8 +206,10 @@ def assert_fell_back_to_the_same_image(caches: Caches, registry: Registry, diges
     assert stored_blobs(registry.storage) == caches.reference_blobs
 
 
-def test_corrupted_nar_falls_back_to_nix(caches: Caches, cold: Path) -> None:
-    broken = shutil.copytree(caches.xz, cold / "broken-cache")
+@pytest.mark.parametrize("compression", ["xz", "zstd"])  # one pass (with listings), two passes
+def test_corrupted_nar_falls_back_to_nix(caches: Caches, cold: Path, compression: str) -> None:
+    source = caches.xz if compression == "xz" else caches.zstd
+    broken = shutil.copytree(source, cold / "broken-cache")
     corrupt_nar(broken, caches.salted.outputs["shapes"])
     with CacheServer(broken) as cache:
         registry = make_registry(cold, Substituter([cache.url], [caches.key.public]))

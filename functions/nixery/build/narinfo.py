@@ -26,7 +26,9 @@ _NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 _NIX32_INDEX = {char: value for value, char in enumerate(_NIX32)}
 _SHA256_SIZE = 32
 _STORE_BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+")
-COMPRESSIONS = ("xz", "zstd", "bzip2", "none")
+# What nixery.build.substituter decompresses; a NAR compressed otherwise (br, lzip, lz4) is
+# realised by Nix instead.
+COMPRESSIONS = ("xz", "zstd", "bzip2", "gzip", "none")
 
 
 class NarInfoError(ValueError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import lzma
 import posixpath
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ class FetchStats:
     nars: int = 0
     nar_bytes: int = 0  # compressed, as transferred
     listing_nars: int = 0  # NARs fetched only for an image root's listing
+    checking_passes: int = 0  # NARs read twice (no listing beforehand: check and list first)
     spooled: SpoolStats = field(default_factory=SpoolStats)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -179,23 +182,37 @@ class Substituter:
     # --- layers ------------------------------------------------------------------------------
 
     def write_layer(self, paths: Sequence[str], storage: Storage) -> LayerBlob:
-        """The layer of `paths` (all located by `closure`), from their NARs."""
+        """The layer of `paths` (all located by `closure`), from their NARs.
+
+        With a listing known beforehand (the cache's `.ls`, or an earlier read), each NAR is
+        decompressed once: its bodies go to the tar as they arrive, and its NarHash is checked
+        when it ends, before the layer is committed (a mismatch aborts the blob). Without one,
+        a first pass checks the NAR and lists it, and a second one feeds the tar."""
         with contextlib.ExitStack() as stack:
             sources = []
             for path in sorted(paths):
-                spool, reopen, listing = self._fetch_nar(path)
+                spool, reopen, listing = self._fetch_nar(path, self._known_listing(path))
                 stack.callback(spool.close)
                 sources.append(NarSource(path, listing, reopen))
             try:
-                return write_members_layer(nar_members(sources, self.stats.spooled), storage)
-            except (NarFormatError, ValueError, OSError, lzma.LZMAError, zstandard.ZstdError) as e:
-                raise SubstitutionUnavailable(f"writing a layer from NARs: {e}") from None
+                blob = write_members_layer(nar_members(sources, self.stats.spooled), storage)
+            except _NAR_ERRORS as error:
+                raise SubstitutionUnavailable(f"writing a layer from NARs: {error}") from None
+        for source in sources:
+            self._listings.put(source.store_path, tuple(source.listing), len(source.listing))
+        return blob
+
+    def _known_listing(self, store_path: str) -> tuple[NarEntry, ...] | None:
+        """What a NAR holds, when known without reading it (trusted only once the NAR that
+        follows matches it entry for entry and by hash)."""
+        return self._listings.get(store_path) or self._listing_file(store_path)
 
     def _fetch_nar(
-        self, store_path: str
-    ) -> tuple[IO[bytes], Callable[[], Readable], list[NarEntry]]:
-        """The NAR's compressed bytes in a spool, a way to read it decompressed, and its listing,
-        after every check: nothing unverified is handed out."""
+        self, store_path: str, listing: Sequence[NarEntry] | None = None
+    ) -> tuple[IO[bytes], Callable[[], Readable], Sequence[NarEntry]]:
+        """The NAR's compressed bytes in a spool (checked against FileSize/FileHash), a way to
+        read it decompressed (checked against NarSize/NarHash as it reaches its end), and its
+        listing: `listing` if given, else read (and so checked) now."""
         located = self._locate(store_path)
         info = located.info
         url = f"{located.cache}/{info.url}"
@@ -206,19 +223,17 @@ class Substituter:
 
             def reopen() -> Readable:
                 spool.seek(0)
-                return _decompressed(spool, info.compression)
+                return _VerifyingReader(_decompressed(spool, info.compression), info, url)
 
-            nar = _HashingReader(reopen())
-            listing = nar_listing(nar)
-            if nar.size != info.nar_size or nar.sha256.digest() != info.nar_sha256:
-                raise SubstitutionUnavailable(f"{url}: NAR does not match NarSize/NarHash")
-        except (NarFormatError, lzma.LZMAError, OSError, EOFError, zstandard.ZstdError) as error:
+            if listing is None:
+                listing = nar_listing(reopen())
+                self.stats.add(checking_passes=1)
+        except _NAR_ERRORS as error:
             spool.close()
             raise SubstitutionUnavailable(f"{url}: {error}") from None
         except BaseException:
             spool.close()
             raise
-        self._listings.put(store_path, tuple(listing), weight=len(listing))
         return spool, reopen, listing
 
     def _download(self, url: str, info: NarInfo, spool: IO[bytes]) -> None:
@@ -389,19 +404,45 @@ class _ListingTree:
         return self._children[store_path].get(directory, [])
 
 
-class _HashingReader:
-    """Counts and hashes what is read through it."""
+class NarMismatch(ValueError):
+    """A NAR that is not the one its narinfo describes."""
 
-    def __init__(self, source: Readable) -> None:
+
+class _VerifyingReader:
+    """A decompressed NAR, hashed as it is read; at its end (or past NarSize) it must match the
+    narinfo's NarSize and NarHash, or reading fails."""
+
+    def __init__(self, source: Readable, info: NarInfo, url: str) -> None:
         self._source = source
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+        self._info = info
+        self._url = url
+        self._sha256 = hashlib.sha256()
+        self._size = 0
 
     def read(self, size: int, /) -> bytes:
         data = self._source.read(size)
-        self.sha256.update(data)
-        self.size += len(data)
+        self._sha256.update(data)
+        self._size += len(data)
+        if self._size > self._info.nar_size:
+            raise NarMismatch(f"{self._url}: NAR longer than NarSize {self._info.nar_size}")
+        if size and not data and not self._matches():
+            raise NarMismatch(f"{self._url}: NAR does not match NarSize/NarHash")
         return data
+
+    def _matches(self) -> bool:
+        return self._size == self._info.nar_size and self._sha256.digest() == self._info.nar_sha256
+
+
+_NAR_ERRORS = (
+    NarFormatError,
+    NarMismatch,
+    ValueError,
+    OSError,
+    EOFError,
+    lzma.LZMAError,
+    zlib.error,
+    zstandard.ZstdError,
+)
 
 
 def _decompressed(raw: IO[bytes], compression: str) -> Readable:
@@ -409,6 +450,8 @@ def _decompressed(raw: IO[bytes], compression: str) -> Readable:
         return lzma.LZMAFile(raw, "rb")
     if compression == "bzip2":
         return bz2.BZ2File(raw, "rb")
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
     if compression == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(
             raw, read_across_frames=True, closefd=False

@@ -38,6 +38,10 @@ locals {
     NIXERY_LAYERING           = var.layering
     NIXERY_BUILD_CONCURRENCY  = tostring(var.build_concurrency)
     NIXERY_LEASE_SECONDS      = tostring(var.lease_seconds)
+    # Layers straight from the binary cache's NARs; paths it lacks are realised by Nix
+    # (docs/cloud.md). The builder image's Nix uses the same cache and key.
+    NIXERY_SUBSTITUTERS        = join(" ", var.substituters)
+    NIXERY_TRUSTED_PUBLIC_KEYS = join(" ", var.trusted_public_keys)
   }
 
   # The registry function's environment (nixery.config.FUNCTION_SETTINGS and tuned optional

@@ -52,6 +52,7 @@ class Caches:
     key: SigningKey
     xz: Path  # with .ls listings
     zstd: Path
+    others: dict[str, Path]  # bzip2, gzip and none
     revision: Revision
     reference_manifest: str  # the OCI manifest's digest, built by realising
     reference_blobs: frozenset[str]
@@ -113,8 +114,12 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Caches]:
     key = generate_key(scratch / "keys", "nixery-test-cache-1")
     xz = fill_cache(scratch / "xz", key, salted.closure, "xz", listings=True)
     zstd = fill_cache(scratch / "zstd", key, salted.closure, "zstd")
+    others = {
+        compression: fill_cache(scratch / compression, key, salted.closure, compression)
+        for compression in ("bzip2", "gzip", "none")
+    }
     forget(salted, scratch / "reference")
-    yield Caches(salted, key, xz, zstd, revision, manifest, blobs)
+    yield Caches(salted, key, xz, zstd, others, revision, manifest, blobs)
     forget(salted, scratch / "reference")
 
 
@@ -145,6 +150,9 @@ def test_streamed_image_equals_the_realised_one(
     assert substituter.stats.checking_passes == expected_passes
     # NarHash checked on what was downloaded: the figures match the cache's files.
     nar_files = sum(path.stat().st_size for path in (directory / "nar").iterdir())
+    assert {path.suffix for path in (directory / "nar").iterdir()} == {
+        {"none": ".nar", "gzip": ".gz", "bzip2": ".bz2", "zstd": ".zst"}.get(compression, ".xz")
+    }
     assert substituter.stats.nar_bytes == nar_files
 
 

@@ -74,6 +74,10 @@ class NarReader:
 
     def __init__(self, source: Readable) -> None:
         self._source = source
+        # The archive is read in large pieces: most reads are 8-byte tokens, and a decompressor
+        # (and the hash behind it) costs per call, not per byte.
+        self._buffer = b""
+        self._offset = 0
 
     def entries(self) -> Iterator[tuple[NarEntry, NarBody | None]]:
         """Every node in archive order with, for regular files, its body (read it before asking
@@ -81,7 +85,7 @@ class NarReader:
         if self._read_string(_TOKEN_LIMIT) != NAR_MAGIC:
             raise NarFormatError("not a NAR: bad magic")
         yield from self._node("", 0)
-        if self._source.read(1):
+        if self._offset < len(self._buffer) or self._source.read(1):
             raise NarFormatError("trailing bytes after the archive")
 
     def _node(self, path: str, depth: int) -> Iterator[tuple[NarEntry, NarBody | None]]:
@@ -137,13 +141,26 @@ class NarReader:
             raise NarFormatError(f"{path!r}: unknown node type {kind!r}")
 
     def _read_exact(self, size: int) -> bytes:
-        data = self._source.read(size)
-        while len(data) < size:
-            more = self._source.read(size - len(data))
-            if not more:
+        end = self._offset + size
+        if end <= len(self._buffer):
+            data = self._buffer[self._offset : end]
+            self._offset = end
+            return data
+        parts = [self._buffer[self._offset :]]
+        needed = size - len(parts[0])
+        self._buffer, self._offset = b"", 0
+        while needed:
+            chunk = self._source.read(max(needed, READ_SIZE))
+            if not chunk:
                 raise NarFormatError("archive ends early")
-            data += more
-        return data
+            if len(chunk) > needed:
+                parts.append(chunk[:needed])
+                self._buffer, self._offset = chunk, needed
+                needed = 0
+            else:
+                parts.append(chunk)
+                needed -= len(chunk)
+        return b"".join(parts)
 
     def _read_u64(self) -> int:
         return struct.unpack("<Q", self._read_exact(8))[0]

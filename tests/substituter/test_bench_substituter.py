@@ -35,5 +35,6 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     ]
     fetched = {(row[0].split()[0], row[1]): float(row[2]) for row in rows}
     assert fetched[("90", "stream")] <= 0.2 * fetched[("90", "realise")]
-    assert fetched[("0", "stream")] <= 1.05 * fetched[("0", "realise")]
+    # Nothing stored: the same NARs, plus the .ls listings that spare a second pass over each.
+    assert fetched[("0", "stream")] <= 1.1 * fetched[("0", "realise")]
     assert "Both paths gave the same image digest" in match.group(1)

@@ -171,10 +171,12 @@ class ImageBuilder:
         written are written from the store (those written stay: their bytes are the same)."""
         substituter = self.substituter
         assert substituter is not None
-        jobs = [
-            self._layer_pool.submit(self._store_layer, layer.paths, substituter.write_layer)
-            for layer in plan
-        ]
+        roots = frozenset(graph.roots)
+
+        def write(paths: Sequence[str], storage: Storage) -> LayerBlob:
+            return substituter.write_layer(paths, storage, keep_listings=roots)
+
+        jobs = [self._layer_pool.submit(self._store_layer, layer.paths, write) for layer in plan]
         try:
             layers = [job.result() for job in jobs]
             # After the layers: their NAR listings are what the image root reads.

@@ -27,7 +27,7 @@ import posixpath
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
@@ -61,8 +61,8 @@ _DOWNLOAD_CHUNK = 1 << 16
 # Compressed NARs stay in memory up to this size, then go to a temporary file.
 _SPOOL_MEMORY = 1 << 20
 _NARINFO_CACHE_ENTRIES = 100_000
-# Listings of store paths (for image roots), bounded by their number of entries.
-_LISTING_CACHE_WEIGHT = 2_000_000
+# Listings of top-level store paths (for image roots), bounded by their number of entries.
+_LISTING_CACHE_WEIGHT = 200_000
 _MAX_SYMLINK_HOPS = 40
 
 
@@ -181,8 +181,12 @@ class Substituter:
 
     # --- layers ------------------------------------------------------------------------------
 
-    def write_layer(self, paths: Sequence[str], storage: Storage) -> LayerBlob:
-        """The layer of `paths` (all located by `closure`), from their NARs.
+    def write_layer(
+        self, paths: Sequence[str], storage: Storage, keep_listings: Collection[str] = ()
+    ) -> LayerBlob:
+        """The layer of `paths` (all located by `closure`), from their NARs. The listings of
+        `keep_listings` (the image's top-level paths) are kept for its image root; the others are
+        dropped, so memory does not grow with the closure.
 
         With a listing known beforehand (the cache's `.ls`, or an earlier read), each NAR is
         decompressed once: its bodies go to the tar as they arrive, and its NarHash is checked
@@ -199,7 +203,8 @@ class Substituter:
             except _NAR_ERRORS as error:
                 raise SubstitutionUnavailable(f"writing a layer from NARs: {error}") from None
         for source in sources:
-            self._listings.put(source.store_path, tuple(source.listing), len(source.listing))
+            if source.store_path in keep_listings:
+                self._listings.put(source.store_path, tuple(source.listing), len(source.listing))
         return blob
 
     def _known_listing(self, store_path: str) -> tuple[NarEntry, ...] | None:

@@ -8,7 +8,7 @@ import tomllib
 
 from tests.conftest import REPO
 
-BUILDER_ONLY = ("isal", "networkx", "gunicorn", "waitress")
+BUILDER_ONLY = ("isal", "networkx", "gunicorn", "waitress", "zstandard")
 
 
 def _requirement_lines() -> set[str]:

@@ -267,6 +267,23 @@ class Config:
         serve=True,
         builder="optional",
     )
+    substituters: str | None = setting(
+        "NIXERY_SUBSTITUTERS",
+        None,
+        "binary caches (space-separated URLs) whose NARs become layers directly, without "
+        "realising the closure; paths missing there are realised by Nix; empty: always realise",
+        shown_default="the Nix configuration's `substituters`",
+        serve=True,
+        builder="optional",
+    )
+    trusted_public_keys: str | None = setting(
+        "NIXERY_TRUSTED_PUBLIC_KEYS",
+        None,
+        "keys (`name:base64`, space-separated) one of which must sign every narinfo used",
+        shown_default="the Nix configuration's `trusted-public-keys`",
+        serve=True,
+        builder="optional",
+    )
     build_concurrency: int = setting(
         "NIXERY_BUILD_CONCURRENCY",
         4,

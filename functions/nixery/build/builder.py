@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,9 +18,10 @@ from nixery.build.contract import (
     PackagesRefused,
     Revision,
 )
+from nixery.build.graph import ClosureGraph
 from nixery.build.gzipstream import COMPRESSOR
 from nixery.build.imageroot import ImageRoot, image_root
-from nixery.build.layering import DEFAULT_LAYERING, PLANNERS
+from nixery.build.layering import DEFAULT_LAYERING, PLANNERS, Layer
 from nixery.build.layers import LayerBlob, write_image_root_layer, write_store_layer
 from nixery.build.manifest import (
     Descriptor,
@@ -28,7 +29,8 @@ from nixery.build.manifest import (
     ImageConfig,
     ImageManifest,
 )
-from nixery.build.nix import Nix, SourceInfo, describe_source
+from nixery.build.nix import ImageInputs, Nix, SourceInfo, describe_source
+from nixery.build.substituter import Substituter, SubstitutionUnavailable
 from nixery.config import Config, Layering
 from nixery.index import BlobRecord, ImageRecord, Index, LayerRecord, LayerSummary
 from nixery.oci import OCI_CONFIG, OCI_LAYER, sha256_digest
@@ -94,6 +96,7 @@ class ImageBuilder:
         max_parallel_builds: int = Config.build_concurrency,
         layering: Layering = DEFAULT_LAYERING,
         on_built: Callable[[BuildTimings], None] = log_timings,
+        substituter: Substituter | None = None,
     ) -> None:
         self.nix = nix
         self.storage = storage
@@ -110,6 +113,8 @@ class ImageBuilder:
         # does the Nix of a running builder). One check at a time per revision.
         self._source_checks: SingleFlight[SourceInfo] = SingleFlight()
         self._checked_sources: Lru[tuple[str, str], SourceInfo] = Lru(CHECKED_SOURCES_MEMORY)
+        # Layers straight from binary caches when they hold the whole closure; else Nix realises.
+        self.substituter = substituter
 
     def build(
         self,
@@ -147,6 +152,7 @@ class ImageBuilder:
             request.platform.system,
             request.policy,
             report.phase,
+            closure_from=self._substitutable_closure if self.substituter else None,
         )
         if inputs.graph is None:
             raise PackagesRefused(inputs.resolution.refusals)
@@ -156,17 +162,10 @@ class ImageBuilder:
 
         plan = self.plan_layers(graph, self.popularity, self.layer_budget)
         planned = time.perf_counter()
-        jobs = [self._layer_pool.submit(self._store_layer, layer.paths) for layer in plan]
-        # The image root (one walk of the top-level paths) is needed by the symlink layer and the
-        # config; both are made meanwhile on this thread, beside the pool's workers.
-        try:
-            root = image_root(roots)
-            symlinks = self._symlink_layer(roots, root)
-        finally:
-            # Every job ends before any failure is raised: a writer still running after the
-            # request was answered would leave its temp file behind the answer.
-            futures.wait(jobs)
-        built = [*(job.result() for job in jobs), symlinks]
+        if inputs.realised:
+            built, root = self._realised_layers(plan, roots)
+        else:
+            built, root = self._substituted_layers(plan, graph, inputs)
         layered = time.perf_counter()
 
         record = self._publish(key, request, root, built)
@@ -188,6 +187,56 @@ class ImageBuilder:
         self._on_built(timings)
         return record
 
+    def _realised_layers(
+        self, plan: Sequence[Layer], roots: Sequence[str]
+    ) -> tuple[list[BuiltLayer], ImageRoot]:
+        jobs = [
+            self._layer_pool.submit(self._store_layer, layer.paths, write_store_layer)
+            for layer in plan
+        ]
+        # The image root (one walk of the top-level paths) is needed by the symlink layer and the
+        # config; both are made meanwhile on this thread, beside the pool's workers.
+        try:
+            root = image_root(roots)
+            symlinks = self._symlink_layer(roots, root)
+        finally:
+            # Every job ends before any failure is raised: a writer still running after the
+            # request was answered would leave its temp file behind the answer.
+            concurrent.futures.wait(jobs)
+        return [*(job.result() for job in jobs), symlinks], root
+
+    def _substitutable_closure(self, roots: Sequence[str]) -> ClosureGraph | None:
+        assert self.substituter is not None
+        try:
+            return self.substituter.closure(roots)
+        except SubstitutionUnavailable as error:
+            log.info("not substituting (%s): realising with Nix", error)
+            return None
+
+    def _substituted_layers(
+        self, plan: Sequence[Layer], graph: ClosureGraph, inputs: ImageInputs
+    ) -> tuple[list[BuiltLayer], ImageRoot]:
+        """Layers from the caches' NARs; on any failure, Nix realises and the layers not yet
+        written are written from the store (those written stay: their bytes are the same)."""
+        substituter = self.substituter
+        assert substituter is not None
+        roots = frozenset(graph.roots)
+
+        def write(paths: Sequence[str], storage: Storage) -> LayerBlob:
+            return substituter.write_layer(paths, storage, keep_listings=roots)
+
+        jobs = [self._layer_pool.submit(self._store_layer, layer.paths, write) for layer in plan]
+        try:
+            layers = [job.result() for job in jobs]
+            # After the layers: their NAR listings are what the image root reads.
+            root = substituter.image_root(graph)
+        except SubstitutionUnavailable as error:
+            log.warning("substituting failed (%s): realising with Nix", error)
+            concurrent.futures.wait(jobs)
+            self.nix.realise(inputs.resolution.packages, time.monotonic() + self.nix.timeout)
+            return self._realised_layers(plan, graph.roots)
+        return [*layers, self._symlink_layer(graph.roots, root)], root
+
     def _cached_layer(
         self, key: str, history: HistoryEntry, create: Callable[[], LayerBlob]
     ) -> BuiltLayer:
@@ -208,13 +257,18 @@ class ImageBuilder:
 
         return BuiltLayer(self._layer_flights.run(key, create_once), history)
 
-    def _store_layer(self, paths: Sequence[str]) -> BuiltLayer:
+    def _store_layer(
+        self, paths: Sequence[str], write: Callable[[Sequence[str], Storage], LayerBlob]
+    ) -> BuiltLayer:
         history = HistoryEntry(
             created_by="nix store paths: " + " ".join(paths),
             comment=f"{len(paths)} store paths",
         )
         return self._cached_layer(
-            _layer_key("store", paths), history, lambda: write_store_layer(paths, self.storage)
+            # The key does not say how the layer was made: both ways give the same bytes.
+            _layer_key("store", paths),
+            history,
+            lambda: write(paths, self.storage),
         )
 
     def _symlink_layer(self, roots: Sequence[str], root: ImageRoot) -> BuiltLayer:

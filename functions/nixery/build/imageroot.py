@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 # Where the image's CA bundle is, as Nix tools and OpenSSL-based clients look for it.
 CA_BUNDLE = "/etc/ssl/certs/ca-bundle.crt"
@@ -41,10 +42,46 @@ class ImageRoot:
     world_writable: frozenset[str] = frozenset({_TMP})
 
 
-def image_root(top_level: Sequence[str]) -> ImageRoot:
+class TreeView(Protocol):
+    """The file-system questions the image root asks (symlinks followed unless said otherwise):
+    of the real file system, or of store paths not realised (nixery.build.substituter)."""
+
+    def is_dir(self, path: str) -> bool: ...
+    def is_file(self, path: str) -> bool: ...
+    def exists(self, path: str) -> bool: ...
+    def inside_its_store(self, path: str) -> bool: ...
+    def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        """(name, is a directory without following a symlink) of each entry."""
+        ...
+
+
+class _FileSystem:
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def inside_its_store(self, path: str) -> bool:
+        """A store path that is a symlink may only lead to another path of the same store."""
+        store = os.path.realpath(os.path.dirname(path))
+        return os.path.realpath(path).startswith(store + os.sep)
+
+    def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        with os.scandir(path) as entries:
+            return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+
+
+FILE_SYSTEM: TreeView = _FileSystem()
+
+
+def image_root(top_level: Sequence[str], view: TreeView = FILE_SYSTEM) -> ImageRoot:
     """The image root of the given top-level store paths (the requested packages, in order)."""
-    tree = _merge_top_level(top_level)
-    _add_conventional_links(tree, top_level)
+    tree = _merge_top_level(top_level, view)
+    _add_conventional_links(tree, top_level, view)
     return ImageRoot(
         entries=tree,
         has_bash=_BASH in tree,
@@ -52,53 +89,46 @@ def image_root(top_level: Sequence[str]) -> ImageRoot:
     )
 
 
-def _merge_top_level(top_level: Sequence[str]) -> _Tree:
+def _merge_top_level(top_level: Sequence[str], view: TreeView) -> _Tree:
     """symlinkJoin/lndir: directories merge, everything else links to its store path; first wins."""
     # /tmp is claimed before any package so that it is always a world-writable directory.
     tree: _Tree = {_TMP: None}
     for root in top_level:
-        if not os.path.isdir(root) or not _inside_its_store(root):
+        if not view.is_dir(root) or not view.inside_its_store(root):
             continue
         pending = [""]
         while pending:
             relative_dir = pending.pop()
-            with os.scandir(os.path.join(root, relative_dir)) as entries:
-                for entry in entries:
-                    member = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                    if member not in tree:
-                        tree[member] = None if is_dir else entry.path
-                    elif not (is_dir and tree[member] is None):
-                        continue  # an earlier package owns this name
-                    if is_dir:
-                        pending.append(member)
+            directory = os.path.join(root, relative_dir)
+            for name, is_dir in view.list_dir(directory):
+                member = f"{relative_dir}/{name}" if relative_dir else name
+                if member not in tree:
+                    tree[member] = None if is_dir else os.path.join(directory, name)
+                elif not (is_dir and tree[member] is None):
+                    continue  # an earlier package owns this name
+                if is_dir:
+                    pending.append(member)
     return tree
 
 
-def _inside_its_store(path: str) -> bool:
-    """A store path that is a symlink may only lead to another path of the same store."""
-    store = os.path.realpath(os.path.dirname(path))
-    return os.path.realpath(path).startswith(store + os.sep)
-
-
-def _add_conventional_links(tree: _Tree, top_level: Sequence[str]) -> None:
+def _add_conventional_links(tree: _Tree, top_level: Sequence[str], view: TreeView) -> None:
     """/bin/sh, /usr/bin/env and the CA bundle, each only when something real backs it."""
-    _add_link(tree, _SH, tree.get(_BASH))
-    _add_link(tree, _USR_ENV, tree.get(_ENV))
+    _add_link(tree, _SH, tree.get(_BASH), view)
+    _add_link(tree, _USR_ENV, tree.get(_ENV), view)
     if _CA_BUNDLE_ENTRY not in tree:
         for root in top_level:
             store_name = os.path.basename(root).partition("-")[2]
             if not store_name.startswith(_CACERT_NAME_PREFIXES):
                 continue
             bundles = (os.path.join(root, source) for source in _CA_BUNDLE_SOURCES)
-            bundle = next((path for path in bundles if os.path.isfile(path)), None)
-            if _add_link(tree, _CA_BUNDLE_ENTRY, bundle):
+            bundle = next((path for path in bundles if view.is_file(path)), None)
+            if _add_link(tree, _CA_BUNDLE_ENTRY, bundle, view):
                 break
 
 
-def _add_link(tree: _Tree, name: str, target: str | None) -> bool:
+def _add_link(tree: _Tree, name: str, target: str | None, view: TreeView) -> bool:
     """Link `name` to `target` unless that would dangle, shadow an entry or go through a link."""
-    if target is None or name in tree or not os.path.exists(target):
+    if target is None or name in tree or not view.exists(target):
         return False
     parts = name.split("/")
     parents = ["/".join(parts[:depth]) for depth in range(1, len(parts))]

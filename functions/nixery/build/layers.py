@@ -40,6 +40,11 @@ def write_symlink_layer(top_level: Sequence[str], storage: Storage) -> LayerBlob
     return write_image_root_layer(image_root(top_level), storage)
 
 
+def write_members_layer(members: Iterable[Member], storage: Storage) -> LayerBlob:
+    """Members from elsewhere (a NAR stream), already in the layer's order."""
+    return _write_layer(members, storage)
+
+
 def _write_layer(members: Iterable[Member], storage: Storage) -> LayerBlob:
     # The writer aborts on any exception, so a half-written layer is never committed.
     with storage.writer() as writer, GzipHashStream(writer) as stream:

@@ -75,6 +75,8 @@ class Resolution:
 class ImageInputs:
     resolution: Resolution
     graph: ClosureGraph | None  # None when some name was refused: nothing was built
+    # False when `closure_from` gave the graph: nothing was realised (the substituter path).
+    realised: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,13 @@ class Nix:
         system: str,
         policy: PackagePolicy = DEFAULT_POLICY,
         on_phase: Callable[[str, float], None] | None = None,
+        closure_from: Callable[[Sequence[str]], ClosureGraph | None] | None = None,
     ) -> ImageInputs:
         """Resolves, builds and reads the closure of `names`, all within one `timeout`.
         `on_phase` hears how long evaluating (fetch and resolve) and realising (build and read
-        the closure) took."""
+        the closure) took. `closure_from(roots)`, when given, may supply the closure graph of
+        the resolved output paths without realising them (a binary cache's); when it returns
+        None, Nix realises."""
         deadline = time.monotonic() + self.timeout
         started = time.monotonic()
         resolution = self.resolve(source, names, system, deadline, policy)
@@ -154,15 +159,31 @@ class Nix:
             on_phase("evaluate", evaluated - started)
         if resolution.refusals:
             return ImageInputs(resolution, None)
+        roots = [path for package in resolution.packages for path in package.outputs.values()]
+        if closure_from is not None and (substituted := closure_from(roots)) is not None:
+            return ImageInputs(resolution, substituted, realised=False)
         try:
             self.realise(resolution.packages, deadline)
-            roots = [path for package in resolution.packages for path in package.outputs.values()]
             graph = self.closure_graph(roots, deadline)
         finally:
             # Reported when it fails too: the record of a failed build shows where time went.
             if on_phase is not None:
                 on_phase("realise", time.monotonic() - evaluated)
         return ImageInputs(resolution, graph)
+
+    def show_config(self) -> dict[str, list[str]]:
+        """Nix's list-valued settings (substituters, trusted-public-keys, ...)."""
+        output = self.run(
+            ["nix", *NIX_COMMAND, "show-config", "--json"],
+            time.monotonic() + self.timeout,
+            "reading the Nix configuration",
+        )
+        settings = json.loads(output)
+        return {
+            name: [str(item) for item in entry["value"]]
+            for name, entry in settings.items()
+            if isinstance(entry, dict) and isinstance(entry.get("value"), list)
+        }
 
     def source_info(self, source: NixSource) -> SourceInfo:
         """Fetches the source at its revision (failing to is SourceUnavailable) and reads the Nix

@@ -15,8 +15,10 @@ import stat
 import tarfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
-# A member's header and the file whose bytes follow it (None for directories and symlinks).
-Member = tuple[tarfile.TarInfo, str | None]
+# A member's header and its body: the file whose bytes follow it, or those bytes in pieces as
+# they stream in from elsewhere (a NAR); None for directories and symlinks.
+Body = str | Iterable[bytes]
+Member = tuple[tarfile.TarInfo, Body | None]
 
 # The Nix store's own timestamp for every path; anything else would make layers differ per build.
 _MTIME = 1
@@ -37,12 +39,13 @@ def tar_stream(members: Iterable[Member]) -> Iterator[bytes]:
     """The bytes of a tar archive of `members`, in pieces: each header, each body (read as it is
     needed), and the end-of-archive marker padded to a whole record as GNU tar and tarfile do."""
     size = 0
-    for info, body_path in members:
+    for info, body in members:
         header = tar_header(info)
         size += len(header)
         yield header
-        if body_path is not None:
-            for piece in _body(body_path, info.size):
+        if body is not None:
+            pieces = _body(body, info.size) if isinstance(body, str) else _streamed(body, info)
+            for piece in pieces:
                 size += len(piece)
                 yield piece
     end = size + 2 * _BLOCK
@@ -65,6 +68,21 @@ def _body(path: str, size: int) -> Iterator[bytes]:
         if source.read(1):
             raise StorePathChanged(f"{path} grew while its layer was written")
     padding = -size % _BLOCK
+    if padding:
+        yield bytes(padding)
+
+
+def _streamed(pieces: Iterable[bytes], info: tarfile.TarInfo) -> Iterator[bytes]:
+    """Bytes from a stream, padded to whole blocks; exactly the size the header states."""
+    remaining = info.size
+    for piece in pieces:
+        remaining -= len(piece)
+        if remaining < 0:
+            raise ValueError(f"{info.name}: body longer than its {info.size} bytes")
+        yield piece
+    if remaining:
+        raise ValueError(f"{info.name}: body {remaining} bytes short of {info.size}")
+    padding = -info.size % _BLOCK
     if padding:
         yield bytes(padding)
 

@@ -43,6 +43,10 @@ locals {
     NIXERY_GC_GRACE_SECONDS  = tostring(var.gc_grace_seconds)
     NIXERY_BUILD_RECORDS     = tostring(var.build_records)
     NIXERY_BUILD_RECORD_DAYS = tostring(var.build_record_days)
+    # Layers straight from the binary cache's NARs; paths it lacks are realised by Nix
+    # (docs/cloud.md). The builder image's Nix uses the same cache and key.
+    NIXERY_SUBSTITUTERS        = join(" ", var.substituters)
+    NIXERY_TRUSTED_PUBLIC_KEYS = join(" ", var.trusted_public_keys)
   }
 
   # The registry function's environment (nixery.config.FUNCTION_SETTINGS and tuned optional

@@ -250,6 +250,18 @@ variable "layering" {
   }
 }
 
+variable "substituters" {
+  description = "Binary caches the builder makes layers from directly, without realising the closure (NIXERY_SUBSTITUTERS); empty: always realise with Nix."
+  type        = list(string)
+  default     = ["https://cache.nixos.org"]
+}
+
+variable "trusted_public_keys" {
+  description = "Keys (name:base64) one of which must sign every narinfo the builder uses (NIXERY_TRUSTED_PUBLIC_KEYS)."
+  type        = list(string)
+  default     = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
+}
+
 variable "build_concurrency" {
   description = "Builds of different images at once per builder instance (NIXERY_BUILD_CONCURRENCY)."
   type        = number

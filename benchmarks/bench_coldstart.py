@@ -14,8 +14,9 @@ settings), and timed from process start:
 - the import and assembly alone (`import main` and the registry function's wiring, in a fresh
   interpreter), and the share of it that `google.cloud.firestore` takes (`-X importtime`).
 
-Medians of the runs are reported. The machine is shared and noisy: compare with the baseline
-recorded below (measured the same way before the imports were made lazy), not across machines.
+The same is measured, interleaved run by run, for the baseline: `functions/` as it was before
+the function's clients were made lazy (BASELINE_REVISION, taken from git), so that both columns
+see the same load on a shared, noisy machine. Medians of the runs are reported.
 """
 
 from __future__ import annotations
@@ -48,14 +49,8 @@ POLL_SECONDS = 0.01
 FULL_RUNS = 7
 QUICK_RUNS = 2
 
-# Measured with this suite on this machine kind at 4b9afdd, before the function's imports were
-# made lazy (median of 7 runs), seconds.
-BASELINE = {
-    "assemble": 1.21,
-    "firestore_import": 0.49,
-    "first_v2": 1.74,
-    "first_manifest": 1.80,
-}
+# The last revision whose registry function made its Google clients at start-up.
+BASELINE_REVISION = "4b9afdd"
 
 # `import main` and the registry function's wiring, as functions-framework does at start-up.
 ASSEMBLE_PROBE = """\
@@ -86,8 +81,21 @@ def _answered(url: str) -> bool:
         return False
 
 
-def time_start_up(stack: DevStack, log: Path) -> StartUp:
-    """A fresh registry function: seconds from process start to its first answers."""
+def extract_baseline(directory: Path) -> Path:
+    """`functions/` at BASELINE_REVISION, in `directory`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BASELINE_REVISION, "functions"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True, timeout=60)
+    return directory / "functions"
+
+
+def time_start_up(stack: DevStack, log: Path, functions: Path) -> StartUp:
+    """A fresh registry function from `functions/main.py`: seconds from process start to its
+    first answers."""
     port = free_port()
     command = [
         sys.executable,
@@ -96,7 +104,7 @@ def time_start_up(stack: DevStack, log: Path) -> StartUp:
         "--target",
         "registry",
         "--source",
-        str(function_main()),
+        str(functions / "main.py"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -110,7 +118,8 @@ def time_start_up(stack: DevStack, log: Path) -> StartUp:
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **stack.registry_env},
+            # The nixery package beside that main.py, not the installed one.
+            env={**os.environ, **stack.registry_env, "PYTHONPATH": str(functions)},
             start_new_session=True,
         )
     process = ManagedProcess("registry", popen.pid, port, str(log), popen)
@@ -131,11 +140,11 @@ def time_start_up(stack: DevStack, log: Path) -> StartUp:
         process.stop()
 
 
-def time_assembly(stack: DevStack) -> tuple[float, bool]:
+def time_assembly(stack: DevStack, functions: Path) -> tuple[float, bool]:
     """Seconds to import main.py and wire the registry function; whether Firestore was loaded."""
     result = subprocess.run(
         [sys.executable, "-c", ASSEMBLE_PROBE],
-        cwd=function_main().parent,
+        cwd=functions,
         env={**os.environ, **stack.registry_env},
         capture_output=True,
         text=True,
@@ -162,10 +171,22 @@ def firestore_import_seconds() -> float:
     raise RuntimeError("google.cloud.firestore missing from -X importtime's output")
 
 
+def medians(starts: list[StartUp], assemblies: list[float]) -> dict[str, float]:
+    return {
+        "assemble": statistics.median(assemblies),
+        "first_v2": statistics.median(s.first_v2 for s in starts),
+        "first_manifest": statistics.median(s.first_manifest for s in starts),
+    }
+
+
 def run(quick: bool) -> str:
     os.environ.setdefault("NIX_CONFIG", OFFLINE_NIX_CONFIG)
     runs = QUICK_RUNS if quick else FULL_RUNS
     with tempfile.TemporaryDirectory(prefix="bench-coldstart-") as scratch:
+        sources = {
+            "before": extract_baseline(Path(scratch)),
+            "now": function_main().parent,
+        }
         stack = start_dev_stack(Path(scratch) / "stack", {"NIXERY_PKGS_PATH": str(TEST_PKGS)})
         try:
             warm = urllib.request.Request(
@@ -174,44 +195,46 @@ def run(quick: bool) -> str:
             )
             with urllib.request.urlopen(warm, timeout=300) as response:
                 assert response.status == 200
-            starts, assemblies, firestore = [], [], []
-            loaded_at_start = False
+            starts: dict[str, list[StartUp]] = {name: [] for name in sources}
+            assemblies: dict[str, list[float]] = {name: [] for name in sources}
+            loaded: dict[str, bool] = {}
+            firestore = []
             for index in range(runs):
-                starts.append(time_start_up(stack, Path(scratch) / f"registry-{index}.log"))
-                seconds, loaded_at_start = time_assembly(stack)
-                assemblies.append(seconds)
+                for name, functions in sources.items():
+                    log = Path(scratch) / f"registry-{name}-{index}.log"
+                    starts[name].append(time_start_up(stack, log, functions))
+                    seconds, loaded[name] = time_assembly(stack, functions)
+                    assemblies[name].append(seconds)
                 firestore.append(firestore_import_seconds())
         finally:
             stack.stop()
-    measured = {
-        "assemble": statistics.median(assemblies),
-        "firestore_import": statistics.median(firestore),
-        "first_v2": statistics.median(s.first_v2 for s in starts),
-        "first_manifest": statistics.median(s.first_manifest for s in starts),
-    }
+    measured = {name: medians(starts[name], assemblies[name]) for name in sources}
     rows = [
         ("import main.py and wire the registry function", "assemble"),
-        ("of which google.cloud.firestore's import, alone", "firestore_import"),
         ("process start to the first answered `GET /v2/`", "first_v2"),
         ("process start to the first warm manifest `GET`", "first_manifest"),
     ]
     lines = [
         f"## {TITLE}",
         "",
-        f"A fresh registry function (`functions/main.py`, target `registry`, under "
+        "A fresh registry function (`functions/main.py`, target `registry`, under "
         f"functions-framework as the dev stack runs it) against the emulators, started {runs} "
-        "time(s); medians in seconds. `hello` was built beforehand, so the manifest is warm "
-        "(served from Firestore). The baseline was measured the same way before the function's "
-        "imports were made lazy (Firestore, GCS, signing and ID tokens on first use, pages on "
-        "first page). Firestore is "
-        + ("still" if loaded_at_start else "no longer")
-        + " imported at start-up. Script: `benchmarks/bench_coldstart.py`.",
+        "time(s) for each column, interleaved; medians in seconds. `hello` was built "
+        "beforehand, so the manifest is warm (two Firestore reads). *Before* is `functions/` "
+        f"at {BASELINE_REVISION}, which made every Google client at start-up; *now* makes them "
+        "on first use (Firestore on the first manifest, GCS and signing on the first blob, ID "
+        "tokens on the first build). Firestore loaded at start-up: before "
+        f"{'yes' if loaded['before'] else 'no'}, now {'yes' if loaded['now'] else 'no'}; "
+        "`google.cloud.firestore`'s import alone takes "
+        f"{statistics.median(firestore):.2f} s (`-X importtime`), paid by the first manifest "
+        "request now. Script: `benchmarks/bench_coldstart.py`.",
         "",
-        "| measure | before | now |",
-        "|---|---:|---:|",
+        "| measure | before | now | now / before |",
+        "|---|---:|---:|---:|",
     ]
     for label, key in rows:
-        lines.append(f"| {label} | {BASELINE[key]:.2f} | {measured[key]:.2f} |")
+        before, now = measured["before"][key], measured["now"][key]
+        lines.append(f"| {label} | {before:.2f} | {now:.2f} | {now / before:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.builder_container import builder_docker, builder_image  # noqa: F401 (fixtures)
 from tests.conftest import TEST_PKGS, require_tools
 from tests.e2e.registry_process import RegistryProcess
 

@@ -65,6 +65,7 @@ def pkgs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test package set plus `sleepy`, a build that takes seconds and is new every run; with
     its own busybox inside, so that a builder container sees all of it in this directory."""
     directory = tmp_path_factory.mktemp("stack-pkgs")
+    directory.chmod(0o755)  # readable by the builder image's non-root user
     self_contained_package_set(TEST_PKGS, directory / "pkgs")
     (directory / "default.nix").write_text(
         f"""args:

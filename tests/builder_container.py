@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_tools
+from nixery.cloud.devstack import BuilderContainer, DevStack, start_dev_stack
+from tests.conftest import OFFLINE_NIX_CONFIG, REPO, require_tools
 from tests.daemons import DOCKER_20_10_CLI, Dockerd
 
 SUITE = "trixie"
@@ -276,3 +277,22 @@ def container_nix_shims(directory: Path, log: Path, commands: tuple[str, ...]) -
         )
         shim.chmod(0o755)
     return directory
+
+
+def start_test_stack(
+    request: pytest.FixtureRequest, state: Path, pkgs: Path, settings: dict[str, str] | None = None
+) -> DevStack:
+    """The dev stack on the package set at `pkgs`: its builder a process on the host, or with
+    NIXERY_TEST_BUILDER=container the builder image (the `builder_image` fixture), given a
+    self-contained copy of the set it can read."""
+    if not builder_in_container():
+        return start_dev_stack(state, {"NIXERY_PKGS_PATH": str(pkgs), **(settings or {})})
+    image: BuiltImage = request.getfixturevalue("builder_image")
+    state.mkdir(parents=True, exist_ok=True)
+    copy = self_contained_package_set(pkgs, state / "pkgs")
+    return start_dev_stack(
+        state,
+        {"NIXERY_PKGS_PATH": str(copy), **(settings or {})},
+        builder_env={"NIX_CONFIG": os.environ.get("NIX_CONFIG", OFFLINE_NIX_CONFIG)},
+        builder_container=BuilderContainer(image.tag, DOCKER_20_10_CLI, image.docker.env),
+    )

@@ -238,9 +238,9 @@ def self_contained_package_set(source: Path, directory: Path) -> Path:
     return directory
 
 
-# `NIXERY_TEST_BUILDER=container` runs the dev-stack tests that honour it (tests/cloud/
+# `TEST_BUILDER=container` runs the dev-stack tests that honour it (tests/cloud/
 # test_stack.py) with the builder as this image, on its Nix, instead of a process on the host's.
-BUILDER_SWITCH = "NIXERY_TEST_BUILDER"
+BUILDER_SWITCH = "TEST_BUILDER"
 
 
 def builder_in_container() -> bool:
@@ -283,7 +283,7 @@ def start_test_stack(
     request: pytest.FixtureRequest, state: Path, pkgs: Path, settings: dict[str, str] | None = None
 ) -> DevStack:
     """The dev stack on the package set at `pkgs`: its builder a process on the host, or with
-    NIXERY_TEST_BUILDER=container the builder image (the `builder_image` fixture), given a
+    TEST_BUILDER=container the builder image (the `builder_image` fixture), given a
     self-contained copy of the set it can read."""
     if not builder_in_container():
         return start_dev_stack(state, {"NIXERY_PKGS_PATH": str(pkgs), **(settings or {})})

@@ -1,7 +1,7 @@
 """The cloud deployment end to end on the dev stack: the registry function, the builder, the
 Firestore and GCS emulators, each a real process on 127.0.0.1, pulled from by skopeo.
 
-With NIXERY_TEST_BUILDER=container the builder is the builder image (tests/builder_container.py)
+With TEST_BUILDER=container the builder is the builder image (tests/builder_container.py)
 run by Docker, on its own Nix (2.26), as the dev stack's `--builder-image` runs it.
 """
 

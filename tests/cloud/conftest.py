@@ -1,5 +1,7 @@
-"""The cloud tests run against the emulators (see tests/emulators.py)."""
+"""The cloud tests run against the emulators (see tests/emulators.py); the builder image
+(tests/builder_container.py) is built for those that run the builder as a container."""
 
+from tests.builder_container import builder_docker, builder_image  # noqa: F401 (fixtures)
 from tests.emulators import (  # noqa: F401 (fixtures)
     firestore_client,
     firestore_emulator,

@@ -14,7 +14,8 @@ import html5lib
 import pytest
 import requests
 
-from nixery.cloud.devstack import DevStack, StackError, start_dev_stack
+from nixery.cloud.devstack import DevStack, StackError
+from tests.builder_container import start_test_stack
 from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import skopeo_inspect
 from tests.emulators import FIRESTORE_EMULATOR_INSTALL
@@ -24,11 +25,13 @@ TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevStack]:
     require_tools("nix-build", "skopeo")
     state = tmp_path_factory.mktemp("pages-stack")
     try:
-        stack = start_dev_stack(state, {"NIXERY_PKGS_PATH": str(TEST_PKGS)})
+        stack = start_test_stack(request, state, TEST_PKGS)
     except StackError as reason:
         unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
     try:

@@ -1,5 +1,9 @@
 """The cloud deployment end to end on the dev stack: the registry function, the builder, the
-Firestore and GCS emulators, each a real process on 127.0.0.1, pulled from by skopeo."""
+Firestore and GCS emulators, each a real process on 127.0.0.1, pulled from by skopeo.
+
+With TEST_BUILDER=container the builder is the builder image (tests/builder_container.py)
+run by Docker, on its own Nix (2.26), as the dev stack's `--builder-image` runs it.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,20 +30,30 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
 from nixery.cloud.devstack import (
+    BuilderContainer,
     DevStack,
     ManagedProcess,
     StackError,
     free_port,
+    start_builder_container,
     start_dev_stack,
     write_service_account_key,
 )
 from nixery.cloud.devstack import start_function as start_function_process
 from nixery.cloud.idtoken import key_file_token_source
+from tests.builder_container import (
+    BuiltImage,
+    builder_in_container,
+    container_nix_shims,
+    image_path,
+    self_contained_package_set,
+)
 from tests.cloud.faultproxy import FaultyProxy
 from tests.cloud.v4check import UrlRejected, verify_v4_url, with_query
 from tests.conftest import TEST_PKGS, require_tools, unavailable
+from tests.daemons import DOCKER_20_10_CLI
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
-from tests.e2e.registry_process import counting_nix_shims
+from tests.e2e.registry_process import NIX_COMMANDS
 from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 
 pytestmark = pytest.mark.cloud
@@ -49,12 +64,15 @@ ABSENT = "sha256:" + "0" * 64
 
 @pytest.fixture(scope="module")
 def pkgs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test package set plus `sleepy`, a build that takes seconds and is new every run."""
+    """The test package set plus `sleepy`, a build that takes seconds and is new every run; with
+    its own busybox inside, so that a builder container sees all of it in this directory."""
     directory = tmp_path_factory.mktemp("stack-pkgs")
+    directory.chmod(0o755)  # readable by the builder image's non-root user
+    self_contained_package_set(TEST_PKGS, directory / "pkgs")
     (directory / "default.nix").write_text(
         f"""args:
 let
-  pkgs = import {TEST_PKGS} args;
+  pkgs = import ./pkgs args;
   slow = seconds: name: derivation {{
     inherit name;
     system = pkgs.busybox.system;
@@ -91,16 +109,31 @@ class NixCalls:
 
 @pytest.fixture(scope="module")
 def stack_and_calls(
-    tmp_path_factory: pytest.TempPathFactory, pkgs_dir: Path
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pkgs_dir: Path
 ) -> Iterator[tuple[DevStack, NixCalls]]:
     require_tools("nix-build", "skopeo", "umoci", "chroot")
     state = tmp_path_factory.mktemp("dev-stack")
-    nix_log = state / "nix-calls.log"
-    shims = counting_nix_shims(state / "shims", nix_log)
+    # The Nix calls are logged by shims the builder finds first on its PATH (in the container,
+    # a directory it shares with the host).
+    shims = container_nix_shims(
+        state / "nix-shims", state / "nix-shims" / "calls.log", NIX_COMMANDS
+    )
+    nix_log = shims / "calls.log"
     settings = {"NIXERY_PKGS_PATH": str(pkgs_dir), "NIXERY_LEASE_SECONDS": "3"}
+    container = None
+    builder_path = os.environ["PATH"]
+    if builder_in_container():
+        image: BuiltImage = request.getfixturevalue("builder_image")
+        container = BuilderContainer(
+            image.tag, DOCKER_20_10_CLI, image.docker.env, shared_paths=(str(shims),)
+        )
+        builder_path = image_path(image)
     try:
         stack = start_dev_stack(
-            state, settings, builder_env={"PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}
+            state,
+            settings,
+            builder_env={"PATH": f"{shims}{os.pathsep}{builder_path}"},
+            builder_container=container,
         )
     except StackError as reason:
         unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
@@ -283,22 +316,52 @@ def test_a_build_longer_than_the_wait_is_a_503_and_finishes_anyway(
     assert len(nix_calls.evaluations("patient")) == 1
 
 
-def _second_instance(stack: DevStack, tmp_path: Path, **builder_env: str) -> list[ManagedProcess]:
-    """Another builder instance and a registry function instance that calls it."""
+class Instances:
+    """Processes a test started (and containers, when the builder is one), stopped together."""
+
+    def __init__(self) -> None:
+        self.processes: list[ManagedProcess] = []
+        self.cleanups: list[Callable[[], None]] = []
+
+    def __getitem__(self, index: int) -> ManagedProcess:
+        return self.processes[index]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        for cleanup in self.cleanups:
+            cleanup()
+
+
+def _second_instance(stack: DevStack, tmp_path: Path, **builder_env: str) -> Instances:
+    """Another builder instance (a second container, when the stack's builder is one) and a
+    registry function instance that calls it."""
     port = free_port()
     builder_url = f"http://127.0.0.1:{port}/"
-    builder = start_function_process(
-        "build",
-        tmp_path / "builder2.log",
-        {**os.environ, **stack.builder_env, "NIXERY_BUILDER_AUDIENCE": builder_url, **builder_env},
-        port,
-    )
-    registry = start_function_process(
-        "registry",
-        tmp_path / "registry2.log",
-        {**os.environ, **stack.registry_env, "NIXERY_BUILDER_URL": builder_url},
-    )
-    return [registry, builder]
+    env = {**stack.builder_env, "NIXERY_BUILDER_AUDIENCE": builder_url, **builder_env}
+    instances = Instances()
+    try:
+        if stack.builder_container is None:
+            builder = start_function_process(
+                "build", tmp_path / "builder2.log", {**os.environ, **env}, port
+            )
+        else:
+            container = replace(stack.builder_container, name=f"{stack.builder_container.name}-2")
+            instances.cleanups.append(container.remove)
+            builder = start_builder_container(
+                container, tmp_path / "builder2.log", env, port, stack.state_dir
+            )
+        instances.processes.append(builder)
+        registry = start_function_process(
+            "registry",
+            tmp_path / "registry2.log",
+            {**os.environ, **stack.registry_env, "NIXERY_BUILDER_URL": builder_url},
+        )
+        instances.processes.insert(0, registry)
+    except BaseException:
+        instances.stop()
+        raise
+    return instances
 
 
 def test_parallel_pulls_on_two_instances_build_once(
@@ -333,8 +396,7 @@ def test_parallel_pulls_on_two_instances_build_once(
         }
         assert len(manifests) == 1, "every client got the same manifest digest"
     finally:
-        for process in second:
-            process.stop()
+        second.stop()
 
 
 def test_builder_killed_mid_build_leaves_nothing_and_the_next_request_builds(
@@ -349,6 +411,8 @@ def test_builder_killed_mid_build_leaves_nothing_and_the_next_request_builds(
         time.sleep(0.1)
     assert nix_calls.realising("sleepy"), "the build never started"
     os.killpg(stack.processes["build"].pid, signal.SIGKILL)
+    if stack.builder_container is not None:
+        stack.builder_container.remove()  # the docker CLI's death leaves its container running
     waiting.join(timeout=60)
     assert answer and answer[0].status_code == 503, answer and answer[0].text
     assert answer[0].headers.get("Retry-After")
@@ -396,6 +460,5 @@ def test_storage_failure_mid_upload_publishes_nothing_and_a_retry_is_clean(
         assert layers <= published
         assert staging_objects(stack) == []
     finally:
-        for process in second:
-            process.stop()
+        second.stop()
         proxy.close()

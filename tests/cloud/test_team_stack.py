@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from nixery.cloud.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
+from nixery.cloud.devstack import DevStack, ManagedProcess, StackError
 from nixery.cloud.devstack import start_function as start_function_process
+from tests.builder_container import start_test_stack
 from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.emulators import FIRESTORE_EMULATOR_INSTALL
@@ -23,12 +24,14 @@ pytestmark = pytest.mark.cloud
 
 @pytest.fixture(scope="module")
 def team_function(
-    tmp_path_factory: pytest.TempPathFactory, standin: TokenInfoStandIn
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    standin: TokenInfoStandIn,
 ) -> Iterator[ManagedProcess]:
     require_tools("nix-build", "skopeo", "umoci")
     state = tmp_path_factory.mktemp("team-stack")
     try:
-        stack: DevStack = start_dev_stack(state, {"NIXERY_PKGS_PATH": str(TEST_PKGS)})
+        stack: DevStack = start_test_stack(request, state, TEST_PKGS)
     except StackError as reason:
         unavailable(f"the dev stack cannot run here: {reason}", FIRESTORE_EMULATOR_INSTALL)
     team = {

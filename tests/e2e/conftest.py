@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.builder_container import builder_docker, builder_image  # noqa: F401 (fixtures)
 from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.registry_process import RegistryProcess
 

@@ -1,22 +1,27 @@
 """The cloud deployment's settings and its Google clients (GCS, Firestore, signing credentials),
-shared by the registry function and the builder service."""
+shared by the registry function and the builder service.
+
+Google's client libraries are imported where a client is made, not with this module: they are
+most of the function's start-up (Firestore's gRPC stack alone is about 0.5 s of imports), and the
+registry function makes its clients on first use (docs/cloud.md, "Cold start").
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import google.auth
-from google.cloud import firestore
-from google.cloud import storage as gcs
-from google.cloud.storage.retry import DEFAULT_RETRY
-from google.oauth2 import service_account
-
-from nixery.cloud.signing import UrlSigner
 from nixery.config import Config, ConfigError, load_config
-from nixery.index.firestore import FirestoreIndex
-from nixery.storage.gcs import GcsStorage
+
+if TYPE_CHECKING:
+    import google.auth.credentials
+    from google.cloud import storage as gcs
+
+    from nixery.cloud.signing import UrlSigner
+    from nixery.index.firestore import FirestoreIndex
+    from nixery.storage.gcs import GcsStorage
 
 
 def cloud_config() -> Config:
@@ -27,16 +32,26 @@ def cloud_config() -> Config:
 
 
 def bucket(config: Config) -> gcs.Bucket:
+    from google.cloud import storage as gcs
+
     return gcs.Client(project=config.gcp_project).bucket(config.gcs_bucket)
 
 
 def storage(config: Config, bucket: gcs.Bucket, signer: UrlSigner | None) -> GcsStorage:
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    from nixery.storage.gcs import GcsStorage
+
     # How long one GCS call keeps retrying transient errors before the build gives up.
     retry = DEFAULT_RETRY.with_timeout(config.gcs_retry_seconds)
     return GcsStorage(bucket, signer, retry=retry)
 
 
 def index(config: Config) -> FirestoreIndex:
+    from google.cloud import firestore
+
+    from nixery.index.firestore import FirestoreIndex
+
     client = firestore.Client(project=config.gcp_project, database=config.firestore_database)
     return FirestoreIndex(client, prefix=config.firestore_prefix)
 
@@ -45,5 +60,7 @@ def signing_credentials() -> google.auth.credentials.Credentials | None:
     """A key file signs locally; otherwise the runtime identity signs through IAM signBlob."""
     key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if key_file and json.loads(Path(key_file).read_text()).get("type") == "service_account":
+        from google.oauth2 import service_account
+
         return service_account.Credentials.from_service_account_file(key_file)
     return None

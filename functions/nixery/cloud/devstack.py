@@ -294,12 +294,16 @@ class BuilderContainer:
     The container shares the host's network (the emulators and the function are on 127.0.0.1)
     and listens on 127.0.0.1 only; it runs as the image's own non-root user with the image's
     Nix. `docker_env` is the environment of the docker CLI (DOCKER_HOST, DOCKER_CONFIG).
+    `shared_paths`: more host directories the container sees, read-write, at the same absolute
+    paths (what the package source imports from outside its own directory, a log the tests
+    read).
     """
 
     image: str
     docker_cli: str = "docker"
     docker_env: Mapping[str, str] | None = None
     name: str = field(default_factory=lambda: f"nixery-dev-builder-{uuid.uuid4().hex[:12]}")
+    shared_paths: tuple[str, ...] = ()
 
     def state(self) -> dict[str, object]:
         return {
@@ -307,6 +311,7 @@ class BuilderContainer:
             "docker_cli": self.docker_cli,
             "docker_env": dict(self.docker_env) if self.docker_env is not None else None,
             "name": self.name,
+            "shared_paths": list(self.shared_paths),
         }
 
     def remove(self) -> None:
@@ -370,6 +375,9 @@ def start_builder_container(
     command = [container.docker_cli, "run", "--rm", "--name", container.name, "--network", "host"]
     for path in _shared_paths(env):
         command += ["--volume", f"{path}:{path}:ro"]
+    for path in container.shared_paths:
+        absolute = str(Path(path).absolute())
+        command += ["--volume", f"{absolute}:{absolute}"]
     repo = _local_repository(env)
     if repo is not None:
         # A repository on the host belongs to someone other than the image's user, and the
@@ -458,7 +466,11 @@ class DevStack:
             processes,
             state["builder_env"],
             state["registry_env"],
-            BuilderContainer(**container) if container else None,
+            BuilderContainer(
+                **{**container, "shared_paths": tuple(container.get("shared_paths", ()))}
+            )
+            if container
+            else None,
         )
 
     def start_builder(self, port: int, log_path: Path) -> ManagedProcess:

@@ -1,44 +1,81 @@
 """The registry function's wiring: manifests from Firestore, blobs by redirect to signed GCS
 URLs, builds by the Cloud Run builder. Its imports never reach Nix, layering or compression
-(tests/test_layout.py)."""
+(tests/test_layout.py).
+
+Its Google clients are made on first use, not at start-up: their imports are most of a cold
+start (Firestore's gRPC stack alone about 0.5 s), and a pull's first request, `GET /v2/`, needs
+none of them. A warm manifest needs only Firestore; GCS and URL signing wait for the first blob,
+ID tokens for the first build (docs/cloud.md, "Cold start").
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
 from nixery.auth.access import access_from_config
 from nixery.build.contract import PackagePolicy, parse_platforms
 from nixery.cloud import clients
-from nixery.cloud.idtoken import key_file_token_source, metadata_token_source
 from nixery.cloud.remote import RemoteBuilder
-from nixery.cloud.signing import UrlSigner
 from nixery.config import Config, ConfigError
+from nixery.index import Index
 from nixery.registry.api import RegistryApi
 from nixery.registry.records import BuildRecorder
 from nixery.registry.service import RegistryService
 from nixery.registry.sources import package_source
+from nixery.storage import Storage
+from nixery.util.lazy import OnFirstUse
+
+if TYPE_CHECKING:
+    from nixery.storage.gcs import GcsStorage
 
 
-def registry_service(config: Config) -> RegistryService:
-    """The Cloud Function: manifests from Firestore, blobs by redirect, builds by the builder."""
-    if not config.builder_url:
-        raise ConfigError("the registry function needs NIXERY_BUILDER_URL")
+def blob_storage(config: Config) -> GcsStorage:
+    """GCS, serving blobs by redirect to URLs signed for the bucket."""
+    from nixery.cloud.signing import UrlSigner
+
     bucket = clients.bucket(config)
     signer = UrlSigner(
         bucket,
         expiry=timedelta(seconds=config.signed_url_expiry),
         credentials=clients.signing_credentials(),
     )
-    if config.id_token_key_file:
-        tokens = key_file_token_source(config.id_token_key_file, config.builder_url)
-    else:
-        tokens = metadata_token_source(config.builder_url)
-    builder = RemoteBuilder(config.builder_url, tokens, timeout=config.build_wait)
-    index = clients.index(config)
+    return clients.storage(config, bucket, signer)
+
+
+def id_token_source(config: Config) -> Callable[[], str]:
+    """The ID tokens the function sends the builder, its source made on the first build."""
+    audience = config.builder_url
+    if not audience:
+        raise ConfigError("the registry function needs NIXERY_BUILDER_URL")
+
+    @functools.cache
+    def source() -> Callable[[], str]:
+        from nixery.cloud.idtoken import key_file_token_source, metadata_token_source
+
+        if config.id_token_key_file:
+            return key_file_token_source(config.id_token_key_file, audience)
+        return metadata_token_source(audience)
+
+    return lambda: source()()
+
+
+def registry_service(config: Config) -> RegistryService:
+    """The Cloud Function: manifests from Firestore, blobs by redirect, builds by the builder."""
+    if not config.builder_url:
+        raise ConfigError("the registry function needs NIXERY_BUILDER_URL")
+    if config.id_token_key_file and not config.id_token_key_file.is_file():
+        # Read on the first build; a missing file is still a start-up error.
+        raise ConfigError(f"NIXERY_ID_TOKEN_KEY_FILE: no file at {config.id_token_key_file}")
+    builder = RemoteBuilder(config.builder_url, id_token_source(config), timeout=config.build_wait)
+    index = cast(Index, OnFirstUse(lambda: clients.index(config)))
+    storage = cast(Storage, OnFirstUse(lambda: blob_storage(config)))
     return RegistryService(
         package_source(config),
         index,
-        clients.storage(config, bucket, signer),
+        storage,
         builder,
         max_packages=config.max_packages,
         client_build_limit=config.client_build_limit,

@@ -1,1 +1,1 @@
-"""Small general tools: a bounded LRU and single-flight de-duplication."""
+"""Small general tools: a bounded LRU, single-flight de-duplication, objects made on first use."""

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -45,8 +44,14 @@ TERMINATION_GRACE_SECONDS = 5.0
 NIX_COMMAND = ("--extra-experimental-features", "nix-command")
 # A client refused because the server is stopping may retry on its successor this soon.
 SHUTDOWN_RETRY_SECONDS = 5.0
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# Each Nix command gets SIGTERM when the thread that started it (the server's, which waits for
+# it) dies, so that nothing of a build outlives a killed server; Nix passes SIGTERM on to its
+# builders. Set by util-linux's setpriv, which then execs Nix: a preexec_fn would run Python in
+# the forked child of a threaded process, where gRPC's fork handlers (the cloud builder talks to
+# Firestore) abort it.
+DIE_WITH_PARENT: tuple[str, ...] = (
+    ("setpriv", "--pdeathsig", "TERM", "--") if shutil.which("setpriv") else ()
+)
 # How much of Nix's error message a refusal carries: its first lines say what went wrong.
 MESSAGE_LINES = 3
 # What nixpkgs' aliases.nix throws for a name it dropped or renamed.
@@ -360,13 +365,12 @@ class Nix:
             if self._stopping:
                 raise self._shutting_down(what)
             process = subprocess.Popen(
-                list(args),
+                [*DIE_WITH_PARENT, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self._env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
             )
             self._running_groups.add(process.pid)
         try:
@@ -535,19 +539,6 @@ def _path_of(item: object) -> str:
     if not isinstance(item, dict) or not isinstance(item.get("path"), str):
         raise ValueError(f"path info entry without a path: {item!r}")
     return item["path"]
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when the thread that started it (the server's, which
-    waits for it) dies, and exits at once if the server is already gone. Nix passes SIGTERM on
-    to its builders."""
-
-    def arrange() -> None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return arrange
 
 
 def _read_all(stream: IO[bytes], chunks: list[bytes]) -> None:

@@ -76,6 +76,10 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]
         self.write(body)
 
 
+# A TLS record of type handshake (22) from TLS 1.x: no HTTP request starts with these bytes.
+TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
 class RegistryChannel(HTTPChannel):  # type: ignore[misc]
     """A connection that remembers when its current request began arriving."""
 
@@ -83,6 +87,12 @@ class RegistryChannel(HTTPChannel):  # type: ignore[misc]
     reading_since: float | None = None
 
     def received(self, data: bytes) -> bool:
+        if self.request is None and data.startswith(TLS_HANDSHAKE_RECORD):
+            # A client probing for HTTPS first (docker tries https:// before http:// for an
+            # insecure registry): hang up at once, so it falls back to plain HTTP now instead
+            # of after its 10 s TLS handshake timeout on every pull.
+            self.handle_close()
+            return False
         if self.request is None and data:
             self.reading_since = time.monotonic()
         result: bool = super().received(data)

@@ -523,7 +523,7 @@ def _parse(setting: Setting, raw: str) -> object:
     label = setting.variable
     if setting.choices:
         if raw not in setting.choices:
-            # The default first: "must be 'per-path' or 'nixery'".
+            # The default first: "must be 'chunked', 'nixery', ...".
             ordered = sorted(setting.choices, key=lambda choice: choice != setting.default)
             quoted = [repr(choice) for choice in ordered]
             allowed = ", ".join(quoted[:-1]) + " or " + quoted[-1]

@@ -1,5 +1,6 @@
-"""Which store paths share an image layer: Nixery's dominator-tree grouping, made deterministic,
-and a per-path grouping that shares more between overlapping images (`NIXERY_LAYERING`).
+"""Which store paths share an image layer (`NIXERY_LAYERING`): a few prefix-stable chunks (the
+default), Nixery's dominator-tree grouping made deterministic, and two one-layer-per-path
+groupings.
 
 Nixery's algorithm (`plan_layers`) follows Nixery (blog post "nixery-layers", 2019; `layers/layers.go`):
 

@@ -414,11 +414,11 @@ def plan_chunked_layers(
     )
     chunks: list[list[int]] = [[]]
     for i in order:
-        if len(chunks) == budget:  # the last layer takes every remaining path
-            chunks[-1].append(i)
-            continue
         chunks[-1].append(i)
-        if chunk_ends_after(closure.paths[i], closure.nar_sizes[i], chunk_bytes):
+        # At the budget, the last layer takes every remaining path.
+        if len(chunks) < budget and chunk_ends_after(
+            closure.paths[i], closure.nar_sizes[i], chunk_bytes
+        ):
             chunks.append([])
     if not chunks[-1]:
         chunks.pop()

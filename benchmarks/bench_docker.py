@@ -1,10 +1,11 @@
-"""Pulls by a real dockerd (Debian's 20.10, overlay2): fresh pulls and the incremental pairs.
+"""Pulls by a real dockerd (Debian's 20.10, overlay2): fresh pulls and the incremental pairs,
+on loopback and over bandwidth-limited links.
 
     python -m benchmarks.bench_docker [--quick]
 
 For each layout, `nixery serve` runs with it on fresh storage, every image is built once
-before any timing (a pull times the client, not the build), and a fresh private dockerd
-(`tests/daemons.py`) pulls:
+before any timing (a pull times the client, not the build), and for each link a fresh private
+dockerd (`tests/daemons.py`) pulls:
 
 - fresh: the 1- and 10-package images of the generated family and `syntheticall` (the whole
   family, 300+ paths: 100 package names do not fit the 255-character name limit);
@@ -12,50 +13,96 @@ before any timing (a pull times the client, not the build), and a fresh private 
   separately. The layers dockerd reports as "Already exists" for B are checked against the
   chain-prefix count of the manifests (B's leading layers identical to A's).
 
-Layouts: the default (`per-path`), the prefix-stable order (`prefix`), Nixery's grouping
-(`nixery`) and one layer per image (`prefix` with budget 1: one store layer plus the symlink
-layer). Target, in one run: the
-pairs' total wall time (A and B pulls together) of the default <= 0.8x that of each other.
+Links: loopback (dockerd talks to `nixery serve` directly), and `benchmarks/_throttle.py`'s
+proxy at 100 and 20 Mbit/s shared by all of a pull's connections (no added latency).
+
+Layouts: the default, the chunked grouping at other budgets, Nixery's grouping (`nixery`),
+one layer per image (`prefix` with budget 1: one store layer plus the symlink layer), and the
+previous default `per-path` (loopback only: about 0.1 s per layer makes it the slowest by far,
+measured before). Target, in one run and per link: the pairs' total wall time (A and B pulls
+together) of the default <= 0.8x that of `nixery` and of one layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._serving import start_nixery
+from benchmarks._throttle import ThrottledLink
 from benchmarks.bench_incremental import QUICK_SIZES, SIZES, choose_pairs, family_name
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
 from tests.daemons import Dockerd, docker_available
 
 TARGET_RATIO = 0.8
 FULL_PAIRS = 8
-LAYOUTS: dict[str, dict[str, str]] = {
-    f"`{DEFAULT_LAYERING}` (default)": {
-        "NIXERY_LAYERING": DEFAULT_LAYERING,
-        "NIXERY_LAYER_BUDGET": str(DEFAULT_BUDGET),
-    },
-    "`prefix`": {"NIXERY_LAYERING": "prefix", "NIXERY_LAYER_BUDGET": str(DEFAULT_BUDGET)},
-    "`nixery`": {"NIXERY_LAYERING": "nixery", "NIXERY_LAYER_BUDGET": str(DEFAULT_BUDGET)},
-    "one layer": {"NIXERY_LAYERING": "prefix", "NIXERY_LAYER_BUDGET": "1"},
-}
-DEFAULT_LAYOUT = next(iter(LAYOUTS))
+QUICK_PAIRS = 1
+LOOPBACK = "loopback"
+# Link label -> bits per second (None: dockerd talks to nixery serve directly).
+LINKS: dict[str, float | None] = {LOOPBACK: None, "100 Mbit/s": 100e6, "20 Mbit/s": 20e6}
+QUICK_LINKS = (LOOPBACK, "100 Mbit/s")
+CHUNKED_BUDGETS = (4, 8, 16, 24)
+
+
+@dataclass(frozen=True)
+class Layout:
+    label: str
+    env: dict[str, str]
+    links: tuple[str, ...]  # the links it is pulled over
+    quick: bool  # part of quick mode
+
+
+def _layout(layering: str, budget: int, label: str, links: tuple[str, ...], quick: bool) -> Layout:
+    default = layering == DEFAULT_LAYERING and budget == DEFAULT_BUDGET
+    return Layout(
+        label + (" (default)" if default else ""),
+        {"NIXERY_LAYERING": layering, "NIXERY_LAYER_BUDGET": str(budget)},
+        links,
+        quick or default,
+    )
+
+
+ALL_LINKS = tuple(LINKS)
+LAYOUTS: list[Layout] = sorted(
+    [
+        *(
+            _layout("chunked", budget, f"`chunked` {budget}", ALL_LINKS, False)
+            for budget in CHUNKED_BUDGETS
+        ),
+        _layout("nixery", 94, "`nixery`", ALL_LINKS, True),
+        _layout("prefix", 1, "one layer", ALL_LINKS, True),
+        _layout("per-path", 94, "`per-path`", (LOOPBACK,), False),
+    ],
+    key=lambda layout: not layout.label.endswith("(default)"),
+)
+DEFAULT_LAYOUT = LAYOUTS[0].label
+if not DEFAULT_LAYOUT.endswith("(default)"):
+    # A default outside the candidates is measured too, first.
+    LAYOUTS.insert(
+        0,
+        _layout(DEFAULT_LAYERING, DEFAULT_BUDGET, f"`{DEFAULT_LAYERING}`", ALL_LINKS, True),
+    )
+    DEFAULT_LAYOUT = LAYOUTS[0].label
+ANCHORS = ("`nixery`", "one layer")
 
 
 def fresh_images(quick: bool) -> list[tuple[str, str]]:
-    """(label, image name)"""
-    images = [("1 package", family_name(7))]
-    if not quick:
-        images += [
-            ("10 packages", "/".join(family_name(i * 29 % 300) for i in range(10))),
-            ("syntheticall (300+ paths)", "syntheticall"),
-        ]
-    return images
+    """(label, image name). Quick mode has none: each pair's A pull is a fresh pull too."""
+    if quick:
+        return []
+    return [
+        ("1 package", family_name(7)),
+        ("10 packages", "/".join(family_name(i * 29 % 300) for i in range(10))),
+        ("syntheticall (300+ paths)", "syntheticall"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -98,100 +145,168 @@ def _chain_prefix(held: list[str], wanted: list[str]) -> int:
 
 
 @dataclass(frozen=True)
-class LayoutResult:
+class LinkResult:
     fresh: dict[str, Pull]
     pairs: list[tuple[Pull, Pull, int]]  # A, B, chain-prefix layers predicted from manifests
 
+    @property
+    def pairs_seconds(self) -> float:
+        return sum(a.seconds + b.seconds for a, b, _ in self.pairs)
 
-def measure_layout(scratch: Path, env: dict[str, str], quick: bool) -> LayoutResult:
-    pairs = choose_pairs(2 if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
-    server = start_nixery(scratch, env)
+
+@contextlib.contextmanager
+def _link(label: str, port: int) -> Iterator[str]:
+    """The registry's host:port as dockerd reaches it over the link."""
+    rate = LINKS[label]
+    if rate is None:
+        yield f"127.0.0.1:{port}"
+        return
+    with ThrottledLink(port, rate) as link:
+        yield link.host_port
+
+
+def measure_layout(scratch: Path, layout: Layout, quick: bool) -> dict[str, LinkResult]:
+    """Link label -> its pulls."""
+    pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
+    links = [link for link in layout.links if not quick or link in QUICK_LINKS]
+    started = time.monotonic()
+    server = start_nixery(scratch, layout.env)
     try:
         images = [image for _, image in fresh_images(quick)]
         images += [image for pair in pairs for image in (pair.a_image, pair.b_image)]
         digests = {image: _layer_digests(server.host_port, image) for image in images}
-        fresh: dict[str, Pull] = {}
-        for label, image in fresh_images(quick):
-            with Dockerd(scratch / "docker") as docker:
-                fresh[label] = _pull(docker, f"{server.host_port}/{image}")
-        results = []
-        for pair in pairs:
-            with Dockerd(scratch / "docker") as docker:
-                first = _pull(docker, f"{server.host_port}/{pair.a_image}")
-                second = _pull(docker, f"{server.host_port}/{pair.b_image}")
-            predicted = _chain_prefix(digests[pair.a_image], digests[pair.b_image])
-            results.append((first, second, predicted))
-        return LayoutResult(fresh, results)
+        _progress(f"{layout.label}: serving and built in {time.monotonic() - started:.1f} s")
+        results = {}
+        for link in links:
+            started = time.monotonic()
+            with _link(link, server.port) as host_port:
+                fresh: dict[str, Pull] = {}
+                for label, image in fresh_images(quick):
+                    with Dockerd(scratch / "docker") as docker:
+                        fresh[label] = _pull(docker, f"{host_port}/{image}")
+                pulled = []
+                for pair in pairs:
+                    with Dockerd(scratch / "docker") as docker:
+                        first = _pull(docker, f"{host_port}/{pair.a_image}")
+                        second = _pull(docker, f"{host_port}/{pair.b_image}")
+                    predicted = _chain_prefix(digests[pair.a_image], digests[pair.b_image])
+                    pulled.append((first, second, predicted))
+            results[link] = LinkResult(fresh, pulled)
+            _progress(f"{layout.label}, {link}: pulled in {time.monotonic() - started:.1f} s")
+        return results
     finally:
         server.stop()
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+Results = dict[str, dict[str, LinkResult]]  # layout label -> link label -> pulls
 
 
 def run(quick: bool) -> str:
     if not docker_available():
         raise RuntimeError("dockerd is not installed (scripts/setup-system --test)")
-    results: dict[str, LayoutResult] = {}
+    results: Results = {}
     with tempfile.TemporaryDirectory(prefix="nixery-bench-docker-") as name:
-        for number, (label, env) in enumerate(LAYOUTS.items()):
-            results[label] = measure_layout(Path(name) / str(number), env, quick)
+        for number, layout in enumerate(LAYOUTS):
+            if quick and not layout.quick:
+                continue
+            results[layout.label] = measure_layout(Path(name) / str(number), layout, quick)
     return report(results, quick)
 
 
-def report(results: dict[str, LayoutResult], quick: bool) -> str:
+def _cell(pull: Pull | None) -> str:
+    return "-" if pull is None else f"{pull.seconds:.2f} ({pull.layers})"
+
+
+def report(results: Results, quick: bool) -> str:
     labels = list(results)
+    links = [link for link in LINKS if any(link in results[label] for label in labels)]
     lines = [
         "## Docker pulls",
         "",
         "A fresh private dockerd 20.10 (overlay2) per pull series, `nixery serve` on loopback, "
         "images built before timing. Seconds of `docker pull` wall time; layers as dockerd "
-        "listed them. One layer = `NIXERY_LAYERING=prefix NIXERY_LAYER_BUDGET=1`."
-        + (" **Quick mode**: one image, 2 small pairs." if quick else ""),
-        "",
-        "Fresh pulls:",
-        "",
-        "| image | " + " | ".join(f"{label} s (layers)" for label in labels) + " |",
-        "|---|" + "--:|" * len(labels),
+        "listed them. Links: loopback, and a throttling proxy on 127.0.0.1 "
+        "(`benchmarks/_throttle.py`) whose connections share the stated rate (no added "
+        "latency). `chunked` N = `NIXERY_LAYERING=chunked NIXERY_LAYER_BUDGET=N`; one layer = "
+        "`NIXERY_LAYERING=prefix NIXERY_LAYER_BUDGET=1`; `nixery` and `per-path` at budget 94. "
+        "`per-path` (the previous default) is pulled on loopback only."
+        + (" **Quick mode**: one small pair, loopback and 100 Mbit/s." if quick else ""),
     ]
-    for image, _ in fresh_images(quick):
-        cells = [
-            f"{results[label].fresh[image].seconds:.2f} ({results[label].fresh[image].layers})"
-            for label in labels
+    if fresh_images(quick):
+        lines += [
+            "",
+            "Fresh pulls, s (layers):",
+            "",
+            "| image | link | " + " | ".join(labels) + " |",
+            "|---|---|" + "--:|" * len(labels),
         ]
-        lines.append(f"| {image} | " + " | ".join(cells) + " |")
+        for image, _ in fresh_images(quick):
+            for link in links:
+                cells = [
+                    _cell(results[label][link].fresh[image] if link in results[label] else None)
+                    for label in labels
+                ]
+                lines.append(f"| {image} | {link} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Incremental pairs (the first pairs of `Incremental pulls`): A then B on one fresh "
-        'dockerd; B\'s "Already exists" layers against the chain-prefix count from the '
-        "manifests.",
+        "dockerd, A s / B s (B's layers dockerd reused / the chain-prefix count predicted from "
+        "the manifests).",
         "",
-        "| pair | "
-        + " | ".join(f"{label}: A s / B s (reused / predicted)" for label in labels)
-        + " |",
-        "|--:|" + "--:|" * len(labels),
+        "| pair | link | " + " | ".join(labels) + " |",
+        "|--:|---|" + "--:|" * len(labels),
     ]
     mismatches = 0
-    for number in range(len(results[labels[0]].pairs)):
-        cells = []
-        for label in labels:
-            first, second, predicted = results[label].pairs[number]
-            mismatches += second.already_existed != predicted
-            cells.append(
-                f"{first.seconds:.2f} / {second.seconds:.2f} ({second.already_existed} / {predicted})"
-            )
-        lines.append(f"| {number + 1} | " + " | ".join(cells) + " |")
-    totals = {
-        label: sum(a.seconds + b.seconds for a, b, _ in results[label].pairs) for label in labels
-    }
-    lines += ["", "| layout | pairs total s | vs default |", "|---|--:|--:|"]
+    pair_count = len(results[labels[0]][LOOPBACK].pairs)
+    for number in range(pair_count):
+        for link in links:
+            cells = []
+            for label in labels:
+                if link not in results[label]:
+                    cells.append("-")
+                    continue
+                first, second, predicted = results[label][link].pairs[number]
+                mismatches += second.already_existed != predicted
+                cells.append(
+                    f"{first.seconds:.2f} / {second.seconds:.2f} "
+                    f"({second.already_existed} / {predicted})"
+                )
+            lines.append(f"| {number + 1} | {link} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Pairs total, s (vs the default on the same link):",
+        "",
+        "| layout | " + " | ".join(links) + " |",
+        "|---|" + "--:|" * len(links),
+    ]
     for label in labels:
-        lines.append(
-            f"| {label} | {totals[label]:.2f} | {totals[label] / totals[DEFAULT_LAYOUT]:.2f}x |"
-        )
+        cells = []
+        for link in links:
+            if link not in results[label]:
+                cells.append("-")
+                continue
+            total = results[label][link].pairs_seconds
+            default = results[DEFAULT_LAYOUT][link].pairs_seconds
+            cells.append(f"{total:.2f} ({total / default:.2f}x)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    for label in ("`nixery`", "one layer"):
-        ratio = totals[DEFAULT_LAYOUT] / totals[label]
-        verdict = "met" if ratio <= TARGET_RATIO else "**not met**"
+    for link in links:
+        default = results[DEFAULT_LAYOUT][link].pairs_seconds
+        verdicts = []
+        for anchor in ANCHORS:
+            if anchor not in results or link not in results[anchor]:
+                continue
+            ratio = default / results[anchor][link].pairs_seconds
+            met = "met" if ratio <= TARGET_RATIO else "**not met**"
+            verdicts.append(f"{ratio:.2f}x {anchor} ({met})")
         lines.append(
-            f"- Target: default pairs total <= {TARGET_RATIO}x {label}: {ratio:.2f}x, {verdict}."
+            f"- Target, {link}: default pairs total <= {TARGET_RATIO}x `nixery` and one layer: "
+            + ", ".join(verdicts)
+            + "."
         )
     lines.append(
         '- Chain-prefix count validated against dockerd\'s "Already exists": '
@@ -203,7 +318,9 @@ def report(results: dict[str, LayoutResult], quick: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one image, 2 small pairs (CI)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one pair, 3 layouts, loopback and 100 Mbit/s (CI)"
+    )
     print(run(parser.parse_args().quick))
 
 

@@ -8,10 +8,11 @@ pairs are fixed by a seed: A is k packages (k from 2 to 14; B at most 17, the mo
 removed and one to three added.
 
 Every layer is written by the registry's own layer writer (`nixery.build.layers`) from the real store
-paths, so sizes are compressed bytes as served; the plan is `plan_layers` or
-`plan_per_path_layers` with no popularity data (the default) and the default budget
-(`DEFAULT_BUDGET`, NIXERY_LAYER_BUDGET's default) of store path layers, plus the image's symlink
-layer, exactly as `ImageBuilder` does.
+paths, so sizes are compressed bytes as served; the plan is one of `PLANNERS` at a budget of store
+path layers, plus the image's symlink layer, exactly as `ImageBuilder` does. Configurations
+(`CONFIGS`): the default (`chunked` at NIXERY_LAYER_BUDGET's default), `chunked` at budgets 4, 8,
+16 and 24, and the anchors at Nixery's budget of 94: `per-path` (the previous default), `prefix`
+and `nixery`.
 
 - downloaded: the compressed sizes of B's layers whose digests A's manifest does not list;
 - ideal: each store path B has and A lacks, tarred and compressed alone by the same writer,
@@ -32,9 +33,8 @@ Downloads are counted both ways clients reuse layers:
 Each is measured without popularity data and with the counts `nixery popcount` computes for
 the test package set.
 
-Under the default budget no image of these pairs needs merging (B holds at most 17 family
-members, the most a 255-character image name can name, under 95 store paths), so the full run
-also uses a budget of 24, where both groupings must merge, to show how each degrades.
+At budget 94 no image of these pairs needs merging (B holds at most 17 family members, the most
+a 255-character image name can name, under 95 store paths).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from pathlib import Path
 from benchmarks._serving import OFFLINE_NIX_CONFIG, TEST_PKGS
 from nixery.build.contract import NixSource
 from nixery.build.graph import ClosureGraph
-from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, LAYERINGS, PLANNERS
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, PLANNERS
 from nixery.build.layers import LayerBlob, write_store_layer, write_symlink_layer
 from nixery.build.nix import Nix
 from nixery.build.popcount import popcount
@@ -71,7 +71,30 @@ TARGET_MEDIAN_EXCESS = 1.3  # content-addressed
 TARGET_CHAIN_EXCESS_WITH_POPULARITY = 1.5
 TARGET_CHAIN_EXCESS_WITHOUT = 3.0
 POPULARITY_SOURCES = ("none", "popcount")
-TIGHT_BUDGET = 24
+ANCHOR_BUDGET = 94  # Nixery's, and NIXERY_LAYER_BUDGET's default before `chunked`
+CHUNKED_BUDGETS = (4, 8, 16, 24)
+Config = tuple[Layering, int]  # grouping, budget
+DEFAULT_CONFIG: Config = (DEFAULT_LAYERING, DEFAULT_BUDGET)
+CONFIGS: tuple[Config, ...] = tuple(
+    dict.fromkeys(
+        [
+            DEFAULT_CONFIG,
+            *(("chunked", budget) for budget in CHUNKED_BUDGETS),
+            ("per-path", ANCHOR_BUDGET),
+            ("prefix", ANCHOR_BUDGET),
+            ("nixery", ANCHOR_BUDGET),
+        ]
+    )
+)
+# The columns of the pair table (all configurations are in the summary).
+TABLE_CONFIGS: tuple[Config, ...] = tuple(
+    dict.fromkeys([DEFAULT_CONFIG, ("per-path", ANCHOR_BUDGET), ("nixery", ANCHOR_BUDGET)])
+)
+
+
+def config_label(config: Config) -> str:
+    layering, budget = config
+    return f"`{layering}` {budget}" + (" (default)" if config == DEFAULT_CONFIG else "")
 
 
 def family_name(index: int) -> str:
@@ -220,48 +243,45 @@ class Outcome:
     ideal: int
     ideal_together: int
     one_layer: int
-    downloaded: dict[Layering, int]  # content-addressed, no popularity data
-    layers_a: dict[Layering, int]
-    layers_b: dict[Layering, int]
-    # (layering, popularity source) -> bytes downloaded, content-addressed / chain-prefix
-    content: dict[tuple[Layering, str], int]
-    chain: dict[tuple[Layering, str], int]
+    layers_a: dict[Config, int]  # no popularity data
+    layers_b: dict[Config, int]
+    # (configuration, popularity source) -> bytes downloaded, content-addressed / chain-prefix
+    content: dict[tuple[Config, str], int]
+    chain: dict[tuple[Config, str], int]
 
-    def excess(self, layering: Layering) -> float:
-        return self.downloaded[layering] / self.ideal
+    def excess(self, config: Config, popularity: str = "none") -> float:
+        return self.content[config, popularity] / self.ideal
 
-    def chain_excess(self, layering: Layering, popularity: str = "none") -> float:
-        return self.chain[layering, popularity] / self.ideal
+    def chain_excess(self, config: Config, popularity: str = "none") -> float:
+        return self.chain[config, popularity] / self.ideal
 
 
-def measure(quick: bool) -> dict[int, list[Outcome]]:
-    """Layer budget -> the outcome of every pair."""
-    budgets: tuple[int, ...]
+def measure(quick: bool) -> list[Outcome]:
+    """The outcome of every pair, for every configuration."""
     if quick:
-        pairs, budgets = choose_pairs(QUICK_PAIR_COUNT, QUICK_SIZES), (DEFAULT_BUDGET,)
+        pairs = choose_pairs(QUICK_PAIR_COUNT, QUICK_SIZES)
     else:
-        pairs, budgets = choose_pairs(PAIR_COUNT, SIZES), (DEFAULT_BUDGET, TIGHT_BUDGET)
+        pairs = choose_pairs(PAIR_COUNT, SIZES)
     images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
     with tempfile.TemporaryDirectory(prefix="nixery-bench-incremental-") as name:
         bench = Workbench(Path(name), images)
-        return {budget: [_outcome(bench, pair, budget) for pair in pairs] for budget in budgets}
+        return [_outcome(bench, pair) for pair in pairs]
 
 
-def _outcome(bench: Workbench, pair: Pair, budget: int) -> Outcome:
-    downloaded: dict[Layering, int] = {}
-    layers_a: dict[Layering, int] = {}
-    layers_b: dict[Layering, int] = {}
-    content: dict[tuple[Layering, str], int] = {}
-    chain: dict[tuple[Layering, str], int] = {}
-    for layering in LAYERINGS:
+def _outcome(bench: Workbench, pair: Pair) -> Outcome:
+    layers_a: dict[Config, int] = {}
+    layers_b: dict[Config, int] = {}
+    content: dict[tuple[Config, str], int] = {}
+    chain: dict[tuple[Config, str], int] = {}
+    for config in CONFIGS:
+        layering, budget = config
         for source in POPULARITY_SOURCES:
             held = bench.image_layers(pair.a_image, layering, budget, source)
             wanted = bench.image_layers(pair.b_image, layering, budget, source)
-            content[layering, source] = downloaded_bytes(held, wanted)
-            chain[layering, source] = chain_prefix_bytes(held, wanted)
+            content[config, source] = downloaded_bytes(held, wanted)
+            chain[config, source] = chain_prefix_bytes(held, wanted)
             if source == "none":
-                downloaded[layering] = content[layering, source]
-                layers_a[layering], layers_b[layering] = len(held), len(wanted)
+                layers_a[config], layers_b[config] = len(held), len(wanted)
     closure_a = bench.closure(pair.a_image).nodes
     closure_b = bench.closure(pair.b_image).nodes
     ideal, together = bench.ideal_bytes(pair.a_image, pair.b_image)
@@ -273,7 +293,6 @@ def _outcome(bench: Workbench, pair: Pair, budget: int) -> Outcome:
         ideal=ideal,
         ideal_together=together,
         one_layer=bench.one_layer_bytes(pair.b_image),
-        downloaded=downloaded,
         layers_a=layers_a,
         layers_b=layers_b,
         content=content,
@@ -299,11 +318,11 @@ def _pair_table(outcomes: list[Outcome]) -> list[str]:
     lines = [
         "| A | B vs A | paths A/B (new) | ideal kB (together) | one layer kB (excess) "
         + " ".join(
-            f"| `{layering}` kB (excess) | chain-prefix kB (excess) | layers"
-            for layering in LAYERINGS
+            f"| {config_label(config)} kB (excess) | chain-prefix kB (excess) | layers"
+            for config in TABLE_CONFIGS
         )
         + " |",
-        "|---|---|--:|--:|--:" + "|--:|--:|--:" * len(LAYERINGS) + "|",
+        "|---|---|--:|--:|--:" + "|--:|--:|--:" * len(TABLE_CONFIGS) + "|",
     ]
     for outcome in outcomes:
         cells = [
@@ -313,66 +332,60 @@ def _pair_table(outcomes: list[Outcome]) -> list[str]:
             f"{outcome.ideal / kb:,.0f} ({outcome.ideal_together / kb:,.0f})",
             f"{outcome.one_layer / kb:,.0f} ({outcome.one_layer / outcome.ideal:.2f})",
         ]
-        for layering in LAYERINGS:
+        for config in TABLE_CONFIGS:
             cells.append(
-                f"{outcome.downloaded[layering] / kb:,.0f} ({outcome.excess(layering):.2f})"
+                f"{outcome.content[config, 'none'] / kb:,.0f} ({outcome.excess(config):.2f})"
             )
             cells.append(
-                f"{outcome.chain[layering, 'none'] / kb:,.0f} "
-                f"({outcome.chain_excess(layering):.2f})"
+                f"{outcome.chain[config, 'none'] / kb:,.0f} ({outcome.chain_excess(config):.2f})"
             )
-            cells.append(f"{outcome.layers_a[layering]} -> {outcome.layers_b[layering]}")
+            cells.append(f"{outcome.layers_a[config]} -> {outcome.layers_b[config]}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _summary_rows(budget: int, outcomes: list[Outcome]) -> list[str]:
+def _summary_rows(outcomes: list[Outcome]) -> list[str]:
     one_layer = [outcome.one_layer / outcome.ideal for outcome in outcomes]
     together = [outcome.ideal_together / outcome.ideal for outcome in outcomes]
     median_one = statistics.median(one_layer)
     rows = [
-        f"| {budget} | ideal, paths compressed together | - | {statistics.median(together):.2f} "
+        f"| ideal, paths compressed together | - | {statistics.median(together):.2f} "
         f"| {max(together):.2f} | {statistics.median(together):.2f} | - | - |",
-        f"| {budget} | one layer per image | - | {median_one:.2f} | {max(one_layer):.2f} "
+        f"| one layer per image | - | {median_one:.2f} | {max(one_layer):.2f} "
         f"| {median_one:.2f} | 2 | - |",
     ]
-    for layering in LAYERINGS:
-        most = max(max(o.layers_a[layering], o.layers_b[layering]) for o in outcomes)
-        default = " (default)" if layering == DEFAULT_LAYERING else ""
+    for config in CONFIGS:
+        most = max(max(o.layers_a[config], o.layers_b[config]) for o in outcomes)
         for source in POPULARITY_SOURCES:
-            content = [o.content[layering, source] / o.ideal for o in outcomes]
-            chain = [o.chain[layering, source] / o.ideal for o in outcomes]
-            verdict = "(anchor)"
-            if budget != DEFAULT_BUDGET:
-                verdict = "(no target)"
-            elif layering == DEFAULT_LAYERING:
+            content = [o.excess(config, source) for o in outcomes]
+            chain = [o.chain_excess(config, source) for o in outcomes]
+            verdict = "(anchor)" if config[0] != "chunked" else "(candidate)"
+            if config == DEFAULT_CONFIG:
                 chain_target = (
                     TARGET_CHAIN_EXCESS_WITH_POPULARITY
                     if source == "popcount"
                     else TARGET_CHAIN_EXCESS_WITHOUT
                 )
-                met = (
-                    statistics.median(content) <= TARGET_MEDIAN_EXCESS
-                    and statistics.median(chain) <= chain_target
-                    and most <= budget + 1
-                )
-                verdict = f"content <= {TARGET_MEDIAN_EXCESS}, chain <= {chain_target}: " + (
-                    "met" if met else "**not met**"
+                content_met = statistics.median(content) <= TARGET_MEDIAN_EXCESS
+                chain_met = statistics.median(chain) <= chain_target
+                verdict = (
+                    f"content <= {TARGET_MEDIAN_EXCESS}: {'met' if content_met else '**not met**'}"
+                    f"; chain <= {chain_target}: {'met' if chain_met else '**not met**'}"
                 )
             rows.append(
-                f"| {budget} | `{layering}`{default} | {source} "
+                f"| {config_label(config)} | {source} "
                 f"| {statistics.median(content):.2f} | {max(content):.2f} "
                 f"| {statistics.median(chain):.2f} | {most} | {verdict} |"
             )
     return rows
 
 
-def report(results: dict[int, list[Outcome]], quick: bool) -> str:
-    count = len(results[DEFAULT_BUDGET])
+def report(outcomes: list[Outcome], quick: bool) -> str:
     lines = [
         "## Incremental pulls",
         "",
-        f"{count} pairs (A pulled, then B) from the generated family `synthetic.p000`..`p299` "
+        f"{len(outcomes)} pairs (A pulled, then B) from the generated family "
+        f"`synthetic.p000`..`p299` "
         f"(seed {SEED}; A = 2-14 packages, B = A with 0-2 removed and 1-3 added). Sizes are "
         "compressed kB as written by the registry's layer writer; layer counts include the "
         "symlink layer. *ideal*: each store path B adds, tarred and compressed alone, plus B's "
@@ -380,36 +393,27 @@ def report(results: dict[int, list[Outcome]], quick: bool) -> str:
         "as one layer. *excess* = downloaded / ideal. Downloads are counted the two ways "
         "clients reuse layers: *content-addressed* (containerd, podman, modern Docker: any "
         "layer A has) and *chain-prefix* (Docker's graph-driver store: only B's leading layers "
-        "identical to A's). The pair tables use no popularity data; the summary also uses the "
-        "counts of `nixery popcount` over the test package set."
+        "identical to A's). Groupings are named with their budget (`NIXERY_LAYER_BUDGET`). "
+        "The pair table uses no popularity data; the summary also uses the counts of "
+        "`nixery popcount` over the test package set."
         + (" **Quick mode**: 3 small pairs." if quick else ""),
         "",
-        f"Budget {DEFAULT_BUDGET} (the default), no popularity data:",
+        "Pairs, no popularity data:",
         "",
-        *_pair_table(results[DEFAULT_BUDGET]),
-    ]
-    if TIGHT_BUDGET in results:
-        lines += [
-            "",
-            f"Budget {TIGHT_BUDGET} (`NIXERY_LAYER_BUDGET={TIGHT_BUDGET}`: every grouping merges):",
-            "",
-            *_pair_table(results[TIGHT_BUDGET]),
-        ]
-    lines += [
+        *_pair_table(outcomes),
         "",
-        f"Targets at budget {DEFAULT_BUDGET} for the default grouping: content-addressed median "
+        "Targets for the default grouping: content-addressed median "
         f"excess <= {TARGET_MEDIAN_EXCESS}; chain-prefix median excess <= "
         f"{TARGET_CHAIN_EXCESS_WITH_POPULARITY} with popularity data and <= "
-        f"{TARGET_CHAIN_EXCESS_WITHOUT} without; no image over the budget (+1 symlink layer). "
-        "Nixery's grouping and `per-path` are the anchors.",
+        f"{TARGET_CHAIN_EXCESS_WITHOUT} without. Nixery's grouping and `per-path` are the "
+        "anchors.",
         "",
-        "| budget | grouping | popularity | content-addressed median excess | max "
+        "| grouping | popularity | content-addressed median excess | max "
         "| chain-prefix median excess | max layers | target |",
-        "|--:|---|---|--:|--:|--:|--:|---|",
+        "|---|---|--:|--:|--:|--:|---|",
+        *_summary_rows(outcomes),
+        "",
     ]
-    for budget, outcomes in results.items():
-        lines += _summary_rows(budget, outcomes)
-    lines.append("")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ def test_source_precedence_and_overrides(tmp_path: Path) -> None:
         ({"NIXERY_STORAGE_BACKEND": "gcs"}, "GCS_BUCKET"),
         ({"NIXERY_PKGS_PATH": "/definitely/not/here"}, "does not exist"),
         ({"NIXERY_LAYER_BUDGET": "500"}, "125 layers"),
-        ({"NIXERY_LAYERING": "fastest"}, "'per-path', 'nixery' or 'prefix'"),
+        ({"NIXERY_LAYERING": "fastest"}, "'chunked', 'nixery', 'per-path' or 'prefix'"),
         ({"NIXERY_SIGNED_URL_EXPIRY": "604801"}, "between 60 and 604800"),
     ],
 )

@@ -15,12 +15,15 @@ import pytest
 from nixery.build.graph import ClosureGraph, StorePathInfo, name_version
 from nixery.build.layering import (
     BIG_CLOSURE_THRESHOLD,
+    CHUNK_BYTES,
     DEFAULT_BUDGET,
     FORCED_POPULARITY,
     LAYERINGS,
     PLANNERS,
     POPULARITY_THRESHOLD,
     Layer,
+    chunk_ends_after,
+    plan_chunked_layers,
     plan_layers,
     plan_per_path_layers,
     plan_prefix_layers,
@@ -213,10 +216,11 @@ def test_rating_ties_are_broken_by_paths() -> None:
     ]
 
 
-def test_default_budget_is_nixerys() -> None:
-    assert DEFAULT_BUDGET == 94
+def test_default_budget_keeps_docker_pulls_to_a_few_layers() -> None:
+    assert DEFAULT_BUDGET == 8
     graph = make_graph([f"p{i}" for i in range(100)], {})
     assert len(plan_layers(graph, {})) == DEFAULT_BUDGET
+    assert len(plan_layers(graph, {}, 94)) == 94  # Nixery's budget, as NIXERY_LAYER_BUDGET=94
 
 
 @pytest.mark.parametrize("budget", [0, -1])
@@ -345,7 +349,7 @@ def assert_invariants(
 def test_random_closure_invariants(budget: int, layering: Layering) -> None:
     graph, popularity = random_graph(2024, 300)
     layers = PLANNERS[layering](graph, popularity, budget)
-    assert_invariants(graph, layers, budget, by_rating=layering != "prefix")
+    assert_invariants(graph, layers, budget, by_rating=layering not in ("prefix", "chunked"))
 
 
 def test_prefix_layers_share_a_leading_run_between_images_sharing_a_base() -> None:
@@ -368,6 +372,60 @@ def test_prefix_merges_the_paths_that_sort_last() -> None:
     merged = plan_prefix_layers(graph, popularity, 10)
     assert merged[:9] == full[:9]
     assert set(merged[9].paths) == {path for layer in full[9:] for path in layer.paths}
+
+
+# The chunked grouping.
+
+
+def test_a_chunk_ends_after_a_path_by_the_path_alone_and_in_proportion_to_its_size() -> None:
+    paths = [store_path(f"p{i}") for i in range(4000)]
+    assert all(chunk_ends_after(path, CHUNK_BYTES) for path in paths[:50])
+    assert not any(chunk_ends_after(path, 0) for path in paths[:50])
+    cuts = sum(chunk_ends_after(path, CHUNK_BYTES // 10) for path in paths)
+    assert 300 < cuts < 500  # about one path in ten
+    assert [chunk_ends_after(path, 300_000) for path in paths] == [
+        chunk_ends_after(path, 300_000) for path in paths
+    ]
+
+
+def test_chunked_is_the_prefix_order_cut_into_chunks() -> None:
+    graph, popularity = random_graph(11, 300)
+    per_path = plan_prefix_layers(graph, popularity, 10_000)
+    chunks = plan_chunked_layers(graph, popularity, 10_000)
+    assert 1 < len(chunks) < len(per_path)
+    order = [layer.paths[0] for layer in per_path]
+    position = {path: i for i, path in enumerate(order)}
+    start = 0
+    for chunk in chunks:
+        members = sorted(chunk.paths, key=position.__getitem__)
+        assert members == order[start : start + len(members)]  # consecutive in prefix order
+        last = members[-1]
+        assert chunk_ends_after(last, graph.nodes[last].nar_size) or chunk is chunks[-1]
+        assert not any(chunk_ends_after(p, graph.nodes[p].nar_size) for p in members[:-1])
+        start += len(members)
+
+
+def test_chunked_merges_the_chunks_beyond_the_budget() -> None:
+    graph, popularity = random_graph(11, 300)
+    full = plan_chunked_layers(graph, popularity, 10_000)
+    for budget in (1, 2, 4):
+        merged = plan_chunked_layers(graph, popularity, budget)
+        assert len(merged) == budget
+        assert merged[: budget - 1] == full[: budget - 1]
+        assert set(merged[-1].paths) == {p for layer in full[budget - 1 :] for p in layer.paths}
+
+
+def test_chunked_layers_share_leading_chunks_between_images_sharing_a_base() -> None:
+    """Two images over one base: the chunks before the first path one lacks are identical."""
+    base = {f"lib{i}": [f"lib{i - 1}"] if i else [] for i in range(40)}
+    sizes = {f"lib{i}": 700_000 for i in range(40)} | {"app1": 50_000, "app2": 60_000}
+    one = make_graph(["app1"], {**base, "app1": ["lib39"]}, sizes)
+    two = make_graph(["app2"], {**base, "app2": ["lib39"]}, sizes)
+    first, second = plan_chunked_layers(one, {}, 24), plan_chunked_layers(two, {}, 24)
+    assert len(first) > 3
+    assert first[:-1] == second[:-1]  # only the chunk with the app differs
+    assert first[-1] != second[-1]
+    assert plan_chunked_layers(two, {}, 24) == second  # deterministic
 
 
 def test_unmerged_layers_are_entered_only_through_their_head() -> None:
@@ -522,4 +580,4 @@ def test_the_config_names_every_layering() -> None:
     from nixery.config import SETTING, Config
 
     assert set(SETTING["layering"].choices) == set(PLANNERS) == set(LAYERINGS)
-    assert Config().layering == "per-path"
+    assert Config().layering == "chunked"

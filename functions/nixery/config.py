@@ -28,7 +28,7 @@ DEFAULT_CHANNEL = "nixos-unstable"
 Need = Literal["required", "optional", "local"]
 Component = Literal["serve", "function", "builder"]
 # nixery.build.layering.PLANNERS; named here so the Cloud Function need not import networkx.
-Layering = Literal["nixery", "per-path", "prefix"]
+Layering = Literal["chunked", "nixery", "per-path", "prefix"]
 # The keys of nixery.build.contract.PLATFORMS (tests/test_multiplatform.py checks they agree),
 # named here so that settings are checked at start-up without importing the build side.
 SUPPORTED_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8")
@@ -234,19 +234,24 @@ class Config:
     )
     layer_budget: int = setting(
         "NIXERY_LAYER_BUDGET",
-        # Docker refuses images with more than 125 layers; Nixery keeps the same margin for
-        # the layers it adds itself (customisation layer, symlinks) and for base images.
-        94,
-        "store-path layers per image (plus the symlink layer)",
+        # Docker pays about 0.1 s per layer it pulls (benchmarks/bench_docker.py): the default
+        # `chunked` grouping keeps images to a few layers. Docker refuses images with more
+        # than 125 layers; Nixery's own budget, 94, keeps a margin for the layers it adds
+        # (customisation layer, symlinks) and for base images: set it for `per-path`/`prefix`.
+        8,
+        "store-path layers per image (plus the symlink layer); `per-path` and `prefix` "
+        "want more (Nixery used 94)",
         bounds=Bounds(1, 120, "Docker allows 125 layers"),
         serve=True,
         builder="optional",
     )
     layering: Layering = setting(
         "NIXERY_LAYERING",
-        # Per-path shares more between overlapping images (benchmarks/bench_incremental.py);
-        # `prefix` did not beat it on a real dockerd (benchmarks/bench_docker.py).
-        "per-path",
+        # Fewest seconds of real docker pulls, fresh and incremental together, of the layouts
+        # that still share layers (benchmarks/bench_docker.py, BENCHMARKS.md "Docker pulls").
+        "chunked",
+        "`chunked`: store paths in an order that depends on the path alone, cut into chunks "
+        "of about 2 MB at cut points that depend on the path alone, the rarest merged last; "
         "`per-path`: a layer per store path, the least valuable merged beyond the budget; "
         "`prefix`: a layer per store path in an order that depends on the path alone, the "
         "rarest merged last; `nixery`: Nixery's popularity and dominator-tree grouping. "
@@ -573,7 +578,7 @@ def _parse(setting: Setting, raw: str) -> object:
     label = setting.variable
     if setting.choices:
         if raw not in setting.choices:
-            # The default first: "must be 'per-path' or 'nixery'".
+            # The default first: "must be 'chunked', 'nixery', ...".
             ordered = sorted(setting.choices, key=lambda choice: choice != setting.default)
             quoted = [repr(choice) for choice in ordered]
             allowed = ", ".join(quoted[:-1]) + " or " + quoted[-1]

@@ -59,10 +59,6 @@ def parse_error(code: int, reason: str) -> RegistryError:
     return RegistryError(errors.UNSUPPORTED, "malformed HTTP request", reason, status=400)
 
 
-# The first byte of a TLS record that carries a handshake (a ClientHello).
-TLS_HANDSHAKE = b"\x16"
-
-
 class JsonErrorTask(ErrorTask):  # type: ignore[misc]
     """waitress's answer to a request it rejects, in the registry's JSON form instead of text, so
     clients see the same errors everywhere."""
@@ -80,6 +76,10 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]
         self.write(body)
 
 
+# A TLS record of type handshake (22) from TLS 1.x: no HTTP request starts with these bytes.
+TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
 class RegistryChannel(HTTPChannel):  # type: ignore[misc]
     """A connection that remembers when its current request began arriving."""
 
@@ -87,7 +87,7 @@ class RegistryChannel(HTTPChannel):  # type: ignore[misc]
     reading_since: float | None = None
 
     def received(self, data: bytes) -> bool:
-        if self.request is None and not self.requests and data[:1] == TLS_HANDSHAKE:
+        if self.request is None and not self.requests and data.startswith(TLS_HANDSHAKE_RECORD):
             # A TLS ClientHello on this plain-HTTP port (docker and podman try HTTPS first):
             # answered at once in HTTP, which is what makes them fall back to plain HTTP, instead
             # of waiting out the request-read timeout for a request line that never comes.

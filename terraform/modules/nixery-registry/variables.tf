@@ -234,19 +234,19 @@ variable "nix_timeout_seconds" {
 }
 
 variable "layer_budget" {
-  description = "Store-path layers per image (NIXERY_LAYER_BUDGET, 2-120)."
+  description = "Store-path layers per image (NIXERY_LAYER_BUDGET, 1-120)."
   type        = number
-  default     = 94
+  default     = 8
 }
 
 variable "layering" {
-  description = "How store paths are grouped into layers (NIXERY_LAYERING): \"per-path\" (one layer per path, merging beyond the budget) or \"nixery\" (Nixery's popularity and dominator grouping)."
+  description = "How store paths are grouped into layers (NIXERY_LAYERING): \"chunked\" (prefix-stable chunks of about 2 MB), \"per-path\" (one layer per path, merging beyond the budget), \"prefix\" (one layer per path in a path-determined order) or \"nixery\" (Nixery's popularity and dominator grouping)."
   type        = string
-  default     = "per-path"
+  default     = "chunked"
 
   validation {
-    condition     = contains(["per-path", "nixery"], var.layering)
-    error_message = "layering is \"per-path\" or \"nixery\"."
+    condition     = contains(["chunked", "per-path", "prefix", "nixery"], var.layering)
+    error_message = "layering is \"chunked\", \"per-path\", \"prefix\" or \"nixery\"."
   }
 }
 

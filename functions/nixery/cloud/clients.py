@@ -31,14 +31,28 @@ def bucket(config: Config) -> gcs.Bucket:
 
 
 def storage(config: Config, bucket: gcs.Bucket, signer: UrlSigner | None) -> GcsStorage:
-    # How long one GCS call keeps retrying transient errors before the build gives up.
+    """The builder's storage: a GCS call keeps retrying transient errors for
+    NIXERY_GCS_RETRY_SECONDS (uploads are worth finishing), each attempt within the deadline."""
     retry = DEFAULT_RETRY.with_timeout(config.gcs_retry_seconds)
-    return GcsStorage(bucket, signer, retry=retry)
+    return GcsStorage(bucket, signer, retry=retry, timeout=_attempt_timeout(config.call_deadline))
+
+
+def request_storage(config: Config, bucket: gcs.Bucket, signer: UrlSigner | None) -> GcsStorage:
+    """The function's storage: a client waits, so each call, retries included, ends within
+    NIXERY_CALL_DEADLINE (each attempt within a third of it)."""
+    deadline = min(config.call_deadline, config.gcs_retry_seconds)
+    retry = DEFAULT_RETRY.with_timeout(deadline)
+    return GcsStorage(bucket, signer, retry=retry, timeout=_attempt_timeout(deadline / 3))
+
+
+def _attempt_timeout(seconds: float) -> tuple[float, float]:
+    """(connect, read) seconds for one HTTP attempt."""
+    return (min(10.0, seconds), seconds)
 
 
 def index(config: Config) -> FirestoreIndex:
     client = firestore.Client(project=config.gcp_project, database=config.firestore_database)
-    return FirestoreIndex(client, prefix=config.firestore_prefix)
+    return FirestoreIndex(client, prefix=config.firestore_prefix, deadline=config.call_deadline)
 
 
 def signing_credentials() -> google.auth.credentials.Credentials | None:

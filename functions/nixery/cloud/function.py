@@ -28,17 +28,18 @@ def registry_service(config: Config) -> RegistryService:
         bucket,
         expiry=timedelta(seconds=config.signed_url_expiry),
         credentials=clients.signing_credentials(),
+        deadline=config.call_deadline,
     )
     if config.id_token_key_file:
         tokens = key_file_token_source(config.id_token_key_file, config.builder_url)
     else:
-        tokens = metadata_token_source(config.builder_url)
+        tokens = metadata_token_source(config.builder_url, config.call_deadline)
     builder = RemoteBuilder(config.builder_url, tokens, timeout=config.build_wait)
     index = clients.index(config)
     return RegistryService(
         package_source(config),
         index,
-        clients.storage(config, bucket, signer),
+        clients.request_storage(config, bucket, signer),
         builder,
         max_packages=config.max_packages,
         client_build_limit=config.client_build_limit,

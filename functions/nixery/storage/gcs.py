@@ -108,7 +108,7 @@ class GcsBlobWriter(AbortUnlessCommitted):
             upload, transport = session
             with contextlib.suppress(Exception):
                 if upload.resumable_url:
-                    transport.delete(upload.resumable_url, timeout=30)
+                    transport.delete(upload.resumable_url, timeout=self._storage.timeout)
         # BlobWriter is an IOBase: when collected it calls close(), which would send the
         # buffered rest and finalise the aborted upload as a staging object. Discard the buffer.
         buffer = getattr(self._upload, "_buffer", None)

@@ -10,9 +10,16 @@ for it, so that bad or missing settings stop the process at start-up with one cl
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports grpc (Firestore's transport): the builder forks Nix with a preexec_fn,
+# and with gRPC's fork handlers on, the child sometimes failed before exec, leaving "epoll_wait
+# error: Bad file descriptor" as the whole build log (3 of 12 dev-stack multi-platform runs; 0 of
+# 16 with this). Nothing here forks a process that goes on using gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import functools
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import flask

@@ -306,7 +306,16 @@ class Config:
     gcs_retry_seconds: float = setting(
         "NIXERY_GCS_RETRY_SECONDS",
         120.0,
-        "how long one GCS call retries transient errors",
+        "how long one GCS call of the builder retries transient errors",
+        function="optional",
+        builder="optional",
+    )
+    call_deadline: float = setting(
+        "NIXERY_CALL_DEADLINE",
+        20.0,
+        "seconds one Firestore, GCS or Google auth call may take, retries included, while the "
+        "function answers a request (a dependency that does not answer: 503 after it)",
+        bounds=Bounds(1, 300, "seconds"),
         function="optional",
         builder="optional",
     )

@@ -56,7 +56,12 @@ _ROBOT_LINE_RE = re.compile(
 )
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
-SCRYPT_AT_ONCE = 2
+# One check at a time: on a small machine a second concurrent scrypt takes the core that
+# verified requests need (measured with 50 bad logins: good requests' p99 67 ms with two at
+# once, 25 ms with one, for the same refusal rate; BENCHMARKS.md "Credential floods"). Waiting
+# checks are not refused early: a fast 503 lets a flood retry at once and costs more CPU than
+# the queue (measured: p99 298 ms with at most 16 waiting).
+SCRYPT_AT_ONCE = 1
 
 
 @dataclass(frozen=True)
@@ -240,9 +245,8 @@ class GoogleTokens:
             answer = self._fetch(self.tokeninfo_url, token)
         except TokenInfoUnavailable as error:
             log.warning("cannot verify a Google token: %s", error)
-            raise VerifierUnavailable(
-                f"cannot verify the Google token: {error}", retry_after=5
-            ) from None
+            # The verifier's address and the error's text stay in the log.
+            raise VerifierUnavailable("cannot verify the Google token now", retry_after=5) from None
         now = self._clock()
         verdict = self._judge(answer, now)
         self._cache.put(key, verdict)

@@ -105,6 +105,11 @@ class BuildService:
                 return BuildOutcome.of_error(error, report)
             except Exception as error:
                 # Storage or index trouble: nothing partial is visible, so a retry starts clean.
-                log.exception("build of %s failed", build.repository)
-                unavailable = BuilderUnavailable(f"the build failed ({error}); retry")
+                # The exception's text (addresses, paths) is for the log, which the build id
+                # the client is shown finds.
+                log.exception("build of %s failed: %s", build.repository, type(error).__name__)
+                reference = f" (build {build.build_id})" if build.build_id else ""
+                unavailable = BuilderUnavailable(
+                    f"the builder could not finish the build{reference}; retry"
+                )
                 return BuildOutcome.of_error(unavailable, report)

@@ -41,8 +41,9 @@ def blob_storage(config: Config) -> GcsStorage:
         bucket,
         expiry=timedelta(seconds=config.signed_url_expiry),
         credentials=clients.signing_credentials(),
+        deadline=config.call_deadline,
     )
-    return clients.storage(config, bucket, signer)
+    return clients.request_storage(config, bucket, signer)
 
 
 def id_token_source(config: Config) -> Callable[[], str]:
@@ -57,7 +58,7 @@ def id_token_source(config: Config) -> Callable[[], str]:
 
         if config.id_token_key_file:
             return key_file_token_source(config.id_token_key_file, audience)
-        return metadata_token_source(audience)
+        return metadata_token_source(audience, config.call_deadline)
 
     return lambda: source()()
 

@@ -19,6 +19,7 @@ import google.auth.jwt
 import google.auth.transport.requests
 import google.oauth2.id_token
 
+from nixery.cloud.deadlines import DeadlineRequest
 from nixery.util.lru import Lru
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -52,9 +53,10 @@ class CachedTokenSource:
             return token
 
 
-def metadata_token_source(audience: str) -> CachedTokenSource:
-    """Production: the runtime service account's ID tokens for `audience`."""
-    request = google.auth.transport.requests.Request()
+def metadata_token_source(audience: str, deadline: float) -> CachedTokenSource:
+    """Production: the runtime service account's ID tokens for `audience`, each fetch within
+    `deadline` seconds."""
+    request = DeadlineRequest(deadline)
     return CachedTokenSource(lambda: google.oauth2.id_token.fetch_id_token(request, audience))
 
 

@@ -61,7 +61,12 @@ class RemoteBuilder:
     ) -> ImageRecord:
         headers = {"Content-Type": "application/json"}
         if self.token_source is not None:
-            headers["Authorization"] = f"Bearer {self.token_source()}"
+            try:
+                headers["Authorization"] = f"Bearer {self.token_source()}"
+            except Exception as error:
+                # The metadata server (within the call deadline); its text is for the log.
+                log.warning("no ID token for the builder: %s", error)
+                raise BuilderUnavailable("cannot authenticate to the builder now") from None
         body = build.to_json()
         try:
             response = self.session.post(

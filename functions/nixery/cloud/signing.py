@@ -18,6 +18,7 @@ import google.auth.iam
 import google.auth.transport.requests
 from google.cloud.storage import Bucket
 
+from nixery.cloud.deadlines import DeadlineRequest
 from nixery.config import Config
 from nixery.util.lru import Lru
 from nixery.util.singleflight import SingleFlight
@@ -27,6 +28,7 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_EXPIRY = timedelta(seconds=Config.signed_url_expiry)  # NIXERY_SIGNED_URL_EXPIRY
 # Cached URLs at most (about 1 kB each); past this the least recently used go first.
 CACHE_MAX_URLS = 10_000
+DEFAULT_DEADLINE_SECONDS = Config.call_deadline  # NIXERY_CALL_DEADLINE
 
 
 class _BlobSigningCredentials(google.auth.credentials.Signing):
@@ -65,6 +67,7 @@ class UrlSigner:
         clock: Callable[[], float] = time.monotonic,
         *,
         sign_blob: SignBlob | None = None,
+        deadline: float = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
         if credentials is None:
             credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
@@ -73,6 +76,8 @@ class UrlSigner:
         self.credentials = credentials
         self._clock = clock
         self._sign_blob = sign_blob
+        # Credential refreshes and signBlob calls, each within this (google-auth waits 120 s).
+        self._request = DeadlineRequest(deadline)
         # A URL is reused while more than half of its lifetime is left.
         self._cache: Lru[str, str] = Lru(CACHE_MAX_URLS, clock=clock)
         self._signing: SingleFlight[str] = SingleFlight()
@@ -142,7 +147,7 @@ class UrlSigner:
         with self._credentials_lock:
             # The service account email reads "default" until the first refresh.
             if not self.credentials.valid:
-                self.credentials.refresh(google.auth.transport.requests.Request())
+                self.credentials.refresh(self._request)
                 self.credential_refreshes += 1
             email = getattr(self.credentials, "service_account_email", None)
             if not email or email == "default":
@@ -151,7 +156,5 @@ class UrlSigner:
                 )
             sign_blob = self._sign_blob
             if sign_blob is None:
-                sign_blob = google.auth.iam.Signer(
-                    google.auth.transport.requests.Request(), self.credentials, email
-                ).sign
+                sign_blob = google.auth.iam.Signer(self._request, self.credentials, email).sign
         return _BlobSigningCredentials(email, sign_blob)

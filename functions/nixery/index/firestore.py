@@ -3,19 +3,28 @@
 Every record is keyed by its content or by a hash of its inputs, so writes are `create()` and
 the first one wins: no read-modify-write transactions, which contend badly on hot documents.
 The build lease uses `create()` as its lock and an update-time precondition for takeovers.
+
+Every call has a deadline (`deadline` seconds, retries of transient errors included; each attempt
+at most a third of it): a Firestore that stops answering makes a method raise StorageUnavailable
+(503 + Retry-After at the API edge) after that long, never hang the request. The error's text
+(addresses, gRPC status) goes to the log, not to the client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from google.api_core import exceptions as api_exceptions
 from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFound
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -29,6 +38,9 @@ from nixery.index import (
     ManifestEntry,
     StoredManifest,
 )
+from nixery.storage import StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 # A Firestore document is at most 1 MiB including field names and overhead; a manifest is a
 # few KB, so anything near the limit is a bug upstream rather than something to split.
@@ -38,6 +50,35 @@ MAX_MANIFEST_BYTES = 900 * 1024
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.:+-]{1,256}")
 # A lost race for a lease retries this often before giving up (returning "not acquired").
 _LEASE_ATTEMPTS = 5
+# How long one call may take, retries included, unless the caller says otherwise.
+DEFAULT_DEADLINE_SECONDS = 30.0
+# Transient failures worth another attempt within the deadline (an attempt that timed out too).
+_TRANSIENT = if_exception_type(
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.InternalServerError,
+    api_exceptions.DeadlineExceeded,
+    api_exceptions.TooManyRequests,
+    api_exceptions.Aborted,
+)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unavailable_on_failure(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Firestore failing or out of time (past the call's deadline) is StorageUnavailable; its
+    text stays in the log. The outcomes a method handles itself (AlreadyExists, NotFound, a
+    failed precondition) never get here."""
+
+    @functools.wraps(method)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except api_exceptions.GoogleAPIError as error:
+            log.warning("Firestore %s failed: %s", method.__name__, error)
+            raise StorageUnavailable(f"Firestore {method.__name__}: {error}") from error
+
+    return guarded
 
 
 def _seconds(value: object, fallback: datetime | None) -> float:
@@ -57,9 +98,22 @@ def document_id(key: str) -> str:
 
 
 class FirestoreIndex:
-    def __init__(self, client: firestore.Client, prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: firestore.Client,
+        prefix: str = "",
+        deadline: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.deadline = deadline
+        # Passed to every call: `retry` bounds the whole call, `timeout` each attempt.
+        self._call: dict[str, Any] = {
+            "retry": Retry(
+                predicate=_TRANSIENT, initial=0.2, maximum=2.0, multiplier=2.0, timeout=deadline
+            ),
+            "timeout": max(1.0, deadline / 3),
+        }
         self.images = client.collection(prefix + "images")
         self.manifests = client.collection(prefix + "manifests")
         self.layers = client.collection(prefix + "layers")
@@ -69,34 +123,35 @@ class FirestoreIndex:
         self.builds = client.collection(prefix + "builds")
 
     def _get(self, collection: firestore.CollectionReference, key: str) -> dict[str, Any] | None:
-        snapshot = collection.document(document_id(key)).get()
+        snapshot = collection.document(document_id(key)).get(**self._call)
         return snapshot.to_dict() if snapshot.exists else None
 
-    @staticmethod
-    def _create(collection: firestore.CollectionReference, key: str, data: dict[str, Any]) -> None:
+    def _create(
+        self, collection: firestore.CollectionReference, key: str, data: dict[str, Any]
+    ) -> None:
         with contextlib.suppress(AlreadyExists):
-            collection.document(document_id(key)).create(data)
+            collection.document(document_id(key)).create(data, **self._call)
 
-    @staticmethod
     def _create_or_stamp(
-        collection: firestore.CollectionReference, key: str, data: dict[str, Any], field: str
+        self, collection: firestore.CollectionReference, key: str, data: dict[str, Any], field: str
     ) -> None:
         """Create the document, or if it exists set only its `field` (a time) to `data`'s."""
         reference = collection.document(document_id(key))
         try:
-            reference.create(data)
+            reference.create(data, **self._call)
         except AlreadyExists:
             try:
-                reference.update({field: data[field]})
+                reference.update({field: data[field]}, **self._call)
             except NotFound:
                 # Collected between the two calls: create it again (the first writer is us).
                 with contextlib.suppress(AlreadyExists):
-                    reference.create(data)
+                    reference.create(data, **self._call)
 
-    @staticmethod
-    def _stamp(collection: firestore.CollectionReference, key: str, field: str, at: float) -> bool:
+    def _stamp(
+        self, collection: firestore.CollectionReference, key: str, field: str, at: float
+    ) -> bool:
         try:
-            collection.document(document_id(key)).update({field: at})
+            collection.document(document_id(key)).update({field: at}, **self._call)
         except NotFound:
             return False
         return True
@@ -107,23 +162,28 @@ class FirestoreIndex:
         """Delete if the document's `field` is before `before`: a precondition on the update
         time we read makes check and delete one step (a stamp meanwhile fails the delete)."""
         reference = collection.document(document_id(key))
-        snapshot = reference.get()
+        snapshot = reference.get(**self._call)
         if not snapshot.exists:
             return False
         if _seconds((snapshot.to_dict() or {}).get(field), snapshot.create_time) >= before:
             return False
         try:
-            reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
+            reference.delete(
+                option=self.client.write_option(last_update_time=snapshot.update_time),
+                **self._call,
+            )
         except (FailedPrecondition, NotFound):
             return False
         return True
 
+    @_unavailable_on_failure
     def get_image(self, key: str) -> ImageRecord | None:
         data = self._get(self.images, key)
         if data is None:
             return None
         return ImageRecord(data["key"], data["oci_digest"], data["docker_digest"])
 
+    @_unavailable_on_failure
     def put_image(self, record: ImageRecord) -> None:
         self._create(
             self.images,
@@ -142,7 +202,7 @@ class FirestoreIndex:
 
     def list_images(self) -> Iterator[ImageEntry]:
         fields = ["key", "oci_digest", "docker_digest", "pulled_at", "created_at"]
-        for snapshot in self.images.select(fields).stream():
+        for snapshot in self.images.select(fields).stream(**self._call):
             data = snapshot.to_dict() or {}
             record = ImageRecord(data["key"], data["oci_digest"], data["docker_digest"])
             pulled_at = data.get("pulled_at", data.get("created_at"))
@@ -151,12 +211,14 @@ class FirestoreIndex:
     def delete_image(self, key: str, pulled_before: float) -> bool:
         return self._delete_if_older(self.images, key, "pulled_at", pulled_before)
 
+    @_unavailable_on_failure
     def get_manifest(self, digest: str) -> StoredManifest | None:
         data = self._get(self.manifests, digest)
         if data is None:
             return None
         return StoredManifest(data["digest"], data["media_type"], bytes(data["body"]))
 
+    @_unavailable_on_failure
     def put_manifest(self, manifest: StoredManifest) -> None:
         if len(manifest.body) > MAX_MANIFEST_BYTES:
             raise ValueError(
@@ -178,7 +240,7 @@ class FirestoreIndex:
 
     def list_manifests(self) -> Iterator[ManifestEntry]:
         # Without the bodies: sizes are stored beside them (older documents count as 0 bytes).
-        for snapshot in self.manifests.select(["digest", "size", "stored_at"]).stream():
+        for snapshot in self.manifests.select(["digest", "size", "stored_at"]).stream(**self._call):
             data = snapshot.to_dict() or {}
             stored_at = _seconds(data.get("stored_at"), snapshot.create_time)
             yield ManifestEntry(data["digest"], int(data.get("size", 0)), stored_at)
@@ -186,12 +248,14 @@ class FirestoreIndex:
     def delete_manifest(self, digest: str, stored_before: float) -> bool:
         return self._delete_if_older(self.manifests, digest, "stored_at", stored_before)
 
+    @_unavailable_on_failure
     def get_layer(self, key: str) -> LayerRecord | None:
         data = self._get(self.layers, key)
         if data is None:
             return None
         return LayerRecord(data["key"], data["digest"], data["diff_id"], int(data["size"]))
 
+    @_unavailable_on_failure
     def put_layer(self, record: LayerRecord) -> None:
         self._create(
             self.layers,
@@ -204,12 +268,14 @@ class FirestoreIndex:
             },
         )
 
+    @_unavailable_on_failure
     def get_blob(self, digest: str) -> BlobRecord | None:
         data = self._get(self.blobs, digest)
         if data is None:
             return None
         return BlobRecord(data["digest"], int(data["size"]), data["media_type"])
 
+    @_unavailable_on_failure
     def put_blob(self, record: BlobRecord) -> None:
         self._create_or_stamp(
             self.blobs,
@@ -227,7 +293,7 @@ class FirestoreIndex:
         return self._stamp(self.blobs, digest, "used_at", time.time())
 
     def list_blobs(self) -> Iterator[BlobEntry]:
-        for snapshot in self.blobs.select(["digest", "size", "used_at"]).stream():
+        for snapshot in self.blobs.select(["digest", "size", "used_at"]).stream(**self._call):
             data = snapshot.to_dict() or {}
             used_at = _seconds(data.get("used_at"), snapshot.create_time)
             yield BlobEntry(data["digest"], int(data["size"]), used_at)
@@ -237,15 +303,17 @@ class FirestoreIndex:
             return False
         # The layer cache's records of the blob: a single-field equality, Firestore's own index.
         naming = self.layers.where(filter=FieldFilter("digest", "==", digest)).select([])
-        for snapshot in naming.stream():
-            snapshot.reference.delete()
+        for snapshot in naming.stream(**self._call):
+            snapshot.reference.delete(**self._call)
         return True
 
+    @_unavailable_on_failure
     def add_repository(self, name: str) -> None:
         # One document per name: adding one never rewrites a shared document (no hot spot, no
         # array growing toward 1 MiB).
         self._create(self.repositories, name, {"name": name})
 
+    @_unavailable_on_failure
     def list_repositories(self, after: str, limit: int) -> list[str]:
         # A range and an order on the same single field: served by Firestore's automatic
         # single-field index, no composite index to deploy. Strings order by UTF-8 bytes.
@@ -254,8 +322,9 @@ class FirestoreIndex:
             .order_by("name")
             .limit(limit)
         )
-        return [str(snapshot.get("name")) for snapshot in query.stream()]
+        return [str(snapshot.get("name")) for snapshot in query.stream(**self._call)]
 
+    @_unavailable_on_failure
     def try_acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> bool:
         reference = self.leases.document(document_id(key))
         for _ in range(_LEASE_ATTEMPTS):
@@ -266,11 +335,11 @@ class FirestoreIndex:
                 "expires_at": now + timedelta(seconds=ttl_seconds),
             }
             try:
-                reference.create(lease)
+                reference.create(lease, **self._call)
                 return True
             except AlreadyExists:
                 pass
-            snapshot = reference.get()
+            snapshot = reference.get(**self._call)
             if not snapshot.exists:
                 continue  # released between our create and read: try creating again
             if snapshot.get("owner") != owner and snapshot.get("expires_at") > now:
@@ -278,36 +347,45 @@ class FirestoreIndex:
             try:
                 # Renewal or takeover, only if nobody wrote the lease since we read it.
                 reference.update(
-                    lease, option=self.client.write_option(last_update_time=snapshot.update_time)
+                    lease,
+                    option=self.client.write_option(last_update_time=snapshot.update_time),
+                    **self._call,
                 )
                 return True
             except (FailedPrecondition, NotFound):
                 continue  # someone else renewed, took over or released it: look again
         return False
 
+    @_unavailable_on_failure
     def release_lease(self, key: str, owner: str) -> None:
         reference = self.leases.document(document_id(key))
-        snapshot = reference.get()
+        snapshot = reference.get(**self._call)
         if not snapshot.exists or snapshot.get("owner") != owner:
             return
         # Failing means it expired and was taken over meanwhile: no longer ours to release.
         with contextlib.suppress(FailedPrecondition, NotFound):
-            reference.delete(option=self.client.write_option(last_update_time=snapshot.update_time))
+            reference.delete(
+                option=self.client.write_option(last_update_time=snapshot.update_time),
+                **self._call,
+            )
 
+    @_unavailable_on_failure
     def put_build(self, record: BuildRecord) -> None:
         # The record as one JSON string (at most ~70 KB with its log, far under 1 MiB), beside
         # the one field queries order by: no composite index needed.
         self.builds.document(document_id(record.id)).set(
-            {"started_at": record.started_at, "record": record.to_json()}
+            {"started_at": record.started_at, "record": record.to_json()}, **self._call
         )
 
+    @_unavailable_on_failure
     def get_build(self, build_id: str) -> BuildRecord | None:
         data = self._get(self.builds, build_id)
         return BuildRecord.from_json(data["record"]) if data else None
 
+    @_unavailable_on_failure
     def recent_builds(self, limit: int) -> list[BuildRecord]:
         query = self.builds.order_by("started_at", direction=firestore.Query.DESCENDING)
-        snapshots = query.limit(limit).stream()
+        snapshots = query.limit(limit).stream(**self._call)
         return [BuildRecord.from_json(snapshot.get("record")) for snapshot in snapshots]
 
     def _prunable(
@@ -319,18 +397,25 @@ class FirestoreIndex:
             .offset(keep)
             .select(fields)
         )
-        dropped = {snapshot.reference.path: snapshot for snapshot in old.select(fields).stream()}
-        dropped.update({snapshot.reference.path: snapshot for snapshot in surplus.stream()})
+        dropped = {
+            snapshot.reference.path: snapshot
+            for snapshot in old.select(fields).stream(**self._call)
+        }
+        dropped.update(
+            {snapshot.reference.path: snapshot for snapshot in surplus.stream(**self._call)}
+        )
         return dropped
 
+    @_unavailable_on_failure
     def prunable_builds(self, keep: int, before: float) -> list[str]:
         # The records themselves (the ids may be hashed into document ids): only for a dry run.
         prunable = self._prunable(keep, before, ["record"]).values()
         records = [BuildRecord.from_json(snapshot.get("record")) for snapshot in prunable]
         return [record.id for record in sorted(records, key=lambda r: (r.started_at, r.id))]
 
+    @_unavailable_on_failure
     def prune_builds(self, keep: int, before: float) -> int:
         dropped = self._prunable(keep, before, [])
         for snapshot in dropped.values():
-            snapshot.reference.delete()
+            snapshot.reference.delete(**self._call)
         return len(dropped)

@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import urllib.parse
+import uuid
 from typing import BinaryIO, cast
 
 from flask import Flask, Request, Response, request
@@ -17,7 +18,7 @@ from nixery import errors
 from nixery.auth.access import Access, Identity, PublicAccess
 from nixery.errors import ERROR_CONTENT_TYPE, RegistryError
 from nixery.registry import pages
-from nixery.registry.errormap import registry_error
+from nixery.registry.errormap import SOURCE_UNAVAILABLE, registry_error
 from nixery.registry.records import BUILD_ID_RE, public_source
 from nixery.registry.service import RegistryService
 from nixery.registry.sources import SourceError
@@ -26,6 +27,8 @@ from nixery.util.logs import log_context, project_id, trace_of
 log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+# Names the request in the log; every answer carries it.
+REQUEST_ID_HEADER = "X-Request-Id"
 READ_METHODS = ("GET", "HEAD")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Far above what docker, podman or skopeo send (an access token is about 2 KiB), far below
@@ -262,7 +265,8 @@ class RegistryApi:
             revision = self.service.source.resolve("latest")
             commit = revision.commit if revision is not None else None
         except SourceError as error:
-            source_error = str(error)
+            log.warning("landing page: %s", error)
+            source_error = SOURCE_UNAVAILABLE
         landing = pages.Landing(
             host=http_request.host,
             source=public_source(self.service.source.source_id),
@@ -388,11 +392,15 @@ class _Limited:
 
 def handle(api: RegistryApi, http_request: Request) -> Response:
     """One request, any failure turned into the registry's JSON error form, and one log line
-    for it (with the trace Cloud Logging groups a request's lines by)."""
+    for it (with the trace Cloud Logging groups a request's lines by, and a request id that
+    every line of the request carries and the client is shown: X-Request-Id, and in the
+    message of a 5xx)."""
     trace = trace_of(http_request.headers.get("X-Cloud-Trace-Context"), project_id())
+    request_id = uuid.uuid4().hex[:16]
     started = time.monotonic()
-    with log_context(trace=trace):
-        response = _answer(api, http_request)
+    with log_context(trace=trace, request_id=request_id):
+        response = _answer(api, http_request, request_id)
+        response.headers[REQUEST_ID_HEADER] = request_id
         log.info(
             "%s %s %d",
             http_request.method,
@@ -403,17 +411,42 @@ def handle(api: RegistryApi, http_request: Request) -> Response:
     return response
 
 
-def _answer(api: RegistryApi, http_request: Request) -> Response:
+def _answer(api: RegistryApi, http_request: Request, request_id: str) -> Response:
     try:
         return api.dispatch(http_request)
     except HTTPException as error:
         return error_response(_from_http_exception(error))
     except Exception as error:
         known = registry_error(error, http_request.host_url)
-        if known is not None:
-            return error_response(known)
-        log.exception("unhandled error for %s %s", http_request.method, http_request.path)
-        return error_response(RegistryError(errors.UNKNOWN, "internal error"))
+        if known is None:
+            log.exception("unhandled error for %s %s", http_request.method, http_request.path)
+            known = RegistryError(errors.UNKNOWN, "internal error")
+        elif known.status >= 500:
+            # What failed inside (addresses, exception text) is logged, never sent.
+            log.warning(
+                "%s %s failed: %s: %s",
+                http_request.method,
+                http_request.path,
+                type(error).__name__,
+                error,
+            )
+        if known.status >= 500:
+            known = with_request_id(known, request_id)
+        return error_response(known)
+
+
+def with_request_id(error: RegistryError, request_id: str) -> RegistryError:
+    """The error naming the request id its log lines carry, for the operator to find them."""
+    detail = error.detail if isinstance(error.detail, dict) else {}
+    if error.detail is not None and not isinstance(error.detail, dict):
+        detail = {"detail": error.detail}
+    return RegistryError(
+        error.error_code,
+        f"{error.message} (request id {request_id})",
+        {**detail, "request_id": request_id},
+        error.headers,
+        error.status,
+    )
 
 
 def _http_request_entry(

@@ -29,6 +29,7 @@ from nixery.storage import BlobNotFound, StorageUnavailable
 CLIENT_LOG_LINES = 40
 # A source that cannot be consulted (network, git) is usually back within this.
 SOURCE_RETRY_SECONDS = 30
+SOURCE_UNAVAILABLE = "the package source cannot be consulted now; try again later"
 # A full disk needs an operator (or a GC) to free space; an I/O hiccup passes sooner.
 STORAGE_FULL_RETRY_SECONDS = 300
 STORAGE_RETRY_SECONDS = 30
@@ -82,8 +83,9 @@ def registry_error(error: Exception, base_url: str = "") -> RegistryError | None
             headers=retry_after(STORAGE_RETRY_SECONDS),
         )
     if isinstance(error, SourceError):
+        # The cause (a fetch error, git's output) is logged under the request id.
         return RegistryError(
-            errors.UNAVAILABLE, str(error), headers=retry_after(SOURCE_RETRY_SECONDS)
+            errors.UNAVAILABLE, SOURCE_UNAVAILABLE, headers=retry_after(SOURCE_RETRY_SECONDS)
         )
     if isinstance(error, BuildLimitReached):
         return RegistryError(

@@ -5,6 +5,10 @@ object and `commit` copies that server-side to the final name. A resumable uploa
 object until it is finalised, so an upload that fails midway leaves nothing; a staging object
 that outlives a crash between finalising and deleting it is for a bucket lifecycle rule on
 `staging/` to remove.
+
+Every call has a deadline: `timeout` bounds each HTTP attempt, `retry` (its own deadline) the
+retries. The lookups a request makes (`size`, `open`) raise StorageUnavailable when GCS fails or
+does not answer in time, so a frozen GCS is a 503 at the API edge, its text only in the log.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from google.api_core.exceptions import NotFound, PreconditionFailed
+import requests
+from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
+from google.auth.exceptions import GoogleAuthError
 from google.cloud.storage import Blob, Bucket
 from google.cloud.storage.retry import DEFAULT_RETRY, DEFAULT_RETRY_IF_GENERATION_SPECIFIED
 
 from nixery.oci import DIGEST_RE, digest_hex
-from nixery.storage import AbortUnlessCommitted, BlobNotFound, StoredObject
+from nixery.storage import AbortUnlessCommitted, BlobNotFound, StorageUnavailable, StoredObject
 
 if TYPE_CHECKING:
     from google.api_core.retry import Retry
@@ -39,6 +45,8 @@ STAGING_CONTENT_TYPE = "application/octet-stream"
 # Each upload buffers one chunk in memory; resumable chunks must be multiples of 256 KiB.
 DEFAULT_UPLOAD_CHUNK_SIZE = 8 * 1024 * 1024
 DEFAULT_READ_CHUNK_SIZE = 8 * 1024 * 1024
+# Seconds one HTTP attempt may take (connect, then each read); the library's default is 60.
+DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class GcsBlobWriter(AbortUnlessCommitted):
                 content_type=STAGING_CONTENT_TYPE,
                 retry=storage.retry,
                 ignore_flush=True,
+                timeout=storage.timeout,
             ),
         )
         self._finished = False
@@ -100,7 +109,7 @@ class GcsBlobWriter(AbortUnlessCommitted):
             upload, transport = session
             with contextlib.suppress(Exception):
                 if upload.resumable_url:
-                    transport.delete(upload.resumable_url, timeout=30)
+                    transport.delete(upload.resumable_url, timeout=self._storage.timeout)
         # BlobWriter is an IOBase: when collected it calls close(), which would send the
         # buffered rest and finalise the aborted upload as a staging object. Discard the buffer.
         buffer = getattr(self._upload, "_buffer", None)
@@ -109,7 +118,7 @@ class GcsBlobWriter(AbortUnlessCommitted):
 
     def _delete_staging(self) -> None:
         try:
-            self.staging.delete(retry=self._storage.retry)
+            self.staging.delete(retry=self._storage.retry, timeout=self._storage.timeout)
         except NotFound:
             pass
         except Exception as error:
@@ -126,12 +135,14 @@ class GcsStorage:
         upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK_SIZE,
         read_chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
         retry: Retry | None = DEFAULT_RETRY,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ) -> None:
         self.bucket = bucket
         self.signer = signer
         self.upload_chunk_size = upload_chunk_size
         self.read_chunk_size = read_chunk_size
         self.retry = retry
+        self.timeout = timeout
 
     def writer(self) -> GcsBlobWriter:
         return GcsBlobWriter(self)
@@ -142,7 +153,7 @@ class GcsStorage:
         # if_generation_match on a rewrite (fake-gcs-server does not: there a late copy
         # overwrites the same bytes); on GCS the precondition closes the race between check and
         # copy (tests/cloud/test_gcs_failures.py, the publish race tests).
-        if final.exists(retry=self.retry):
+        if final.exists(retry=self.retry, timeout=self.timeout):
             return
         final.content_type = media_type
         rewrite_retry = DEFAULT_RETRY_IF_GENERATION_SPECIFIED if self.retry else None
@@ -151,7 +162,11 @@ class GcsStorage:
             while True:
                 # Large or cross-location copies take several calls, each resuming the token.
                 token, _written, _total = final.rewrite(
-                    staging, token=token, if_generation_match=0, retry=rewrite_retry
+                    staging,
+                    token=token,
+                    if_generation_match=0,
+                    retry=rewrite_retry,
+                    timeout=self.timeout,
                 )
                 if token is None:
                     break
@@ -161,25 +176,44 @@ class GcsStorage:
             # GCS (and fake-gcs-server) apply the destination metadata sent with the rewrite;
             # gcp-storage-emulator did not.
             final.content_type = media_type
-            final.patch(if_metageneration_match=final.metageneration, retry=self.retry)
+            final.patch(
+                if_metageneration_match=final.metageneration,
+                retry=self.retry,
+                timeout=self.timeout,
+            )
+
+    def _metadata(self, digest: str) -> Blob | None:
+        # Object metadata, not an HTTP HEAD of the media.
+        try:
+            return self.bucket.get_blob(blob_name(digest), retry=self.retry, timeout=self.timeout)
+        except (GoogleAPIError, requests.RequestException) as error:
+            log.warning("GCS lookup of %s failed: %s", digest, error)
+            raise StorageUnavailable(f"GCS lookup of {digest}: {error}") from error
 
     def size(self, digest: str) -> int | None:
-        # Object metadata, not an HTTP HEAD of the media.
-        blob = self.bucket.get_blob(blob_name(digest), retry=self.retry)
+        blob = self._metadata(digest)
         return None if blob is None else blob.size
 
     def open(self, digest: str) -> BinaryIO:
-        blob = self.bucket.get_blob(blob_name(digest), retry=self.retry)
+        blob = self._metadata(digest)
         if blob is None:
             raise BlobNotFound(digest)
         # The reader asks for this blob's generation, so every range comes from one object.
-        return cast(BinaryIO, blob.open("rb", chunk_size=self.read_chunk_size))
+        reader = blob.open(
+            "rb", chunk_size=self.read_chunk_size, retry=self.retry, timeout=self.timeout
+        )
+        return cast(BinaryIO, reader)
 
     def redirect_url(self, digest: str) -> str | None:
         name = blob_name(digest)
         if self.signer is None:
             return None
-        return self.signer.signed_url(name)
+        try:
+            return self.signer.signed_url(name)
+        except (GoogleAuthError, GoogleAPIError, requests.RequestException) as error:
+            # Keyless signing asks IAM signBlob (and refreshes a token) within the deadline.
+            log.warning("signing a URL for %s failed: %s", digest, error)
+            raise StorageUnavailable(f"signing {name}: {error}") from error
 
     def _listed(self, prefix: str) -> Iterator[tuple[str, StoredObject]]:
         # Pages of 1000 objects, the listing's maximum: one Class A operation per page.

@@ -22,7 +22,15 @@ LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 TRACE_FIELD = "logging.googleapis.com/trace"
 # Fields a record may carry (as `extra=`) that the JSON form writes out as they are.
-_EXTRA_FIELDS = ("httpRequest", "build_id", "phase", "seconds", "outcome", "repository")
+_EXTRA_FIELDS = (
+    "httpRequest",
+    "request_id",
+    "build_id",
+    "phase",
+    "seconds",
+    "outcome",
+    "repository",
+)
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "nixery_log_context", default=None
@@ -91,6 +99,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         build_id = getattr(record, "build_id", None)
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            text = f"{text} [request {request_id}]"
         return f"{text} [build {build_id}]" if build_id else text
 
 

@@ -335,13 +335,7 @@ def plan_prefix_layers(
     closure = _indexed_closure(graph, budget)
     if closure is None:
         return ()
-    counts = _closure_path_counts(closure.references)
-    order = sorted(
-        range(len(closure.paths)),
-        key=lambda i: prefix_order_key(
-            closure.paths[i], popularity, closure.nar_sizes[i], counts[i]
-        ),
-    )
+    order = _prefix_order(closure, popularity)
     layers = [
         Layer(
             paths=(closure.paths[i],),
@@ -406,13 +400,7 @@ def plan_chunked_layers(
     closure = _indexed_closure(graph, budget)
     if closure is None:
         return ()
-    counts = _closure_path_counts(closure.references)
-    order = sorted(
-        range(len(closure.paths)),
-        key=lambda i: prefix_order_key(
-            closure.paths[i], popularity, closure.nar_sizes[i], counts[i]
-        ),
-    )
+    order = _prefix_order(closure, popularity)
     chunks: list[list[int]] = [[]]
     for i in order:
         chunks[-1].append(i)
@@ -432,6 +420,17 @@ def plan_chunked_layers(
             size=sum(closure.nar_sizes[i] for i in chunk),
         )
         for chunk in chunks
+    )
+
+
+def _prefix_order(closure: _IndexedClosure, popularity: Mapping[str, int]) -> list[int]:
+    """The closure's path indices in `prefix_order_key` order."""
+    counts = _closure_path_counts(closure.references)
+    return sorted(
+        range(len(closure.paths)),
+        key=lambda i: prefix_order_key(
+            closure.paths[i], popularity, closure.nar_sizes[i], counts[i]
+        ),
     )
 
 

@@ -161,38 +161,30 @@ class RegistryService:
                 key, request, reference, revision, client, started_at, resolve_seconds
             )
 
+        build: Callable[[PendingBuild], ImageRecord]
         if len(self.platforms) > 1 and form != "manifest":
             multi = IndexRequest(request.repository, request.packages, self.platforms, self.policy)
             key = index_key(revision, multi)
-            record = self._record(
-                key,
-                client,
-                lambda: self._guarded(
-                    key,
-                    request.repository,
-                    revision,
-                    lambda: start(key),
-                    pinned,
-                    lambda pending: self.builder.build_index(key, multi, revision),
-                ),
-            )
             docker = form == "docker"
+
+            def build(pending: PendingBuild) -> ImageRecord:
+                return self.builder.build_index(key, multi, revision)
+
         else:
             # Keyed by the resolved image key, never the raw tag: a moved tag is a new key.
             key = image_key(revision, request)
-            record = self._record(
-                key,
-                client,
-                lambda: self._guarded(
-                    key,
-                    request.repository,
-                    revision,
-                    lambda: start(key),
-                    pinned,
-                    lambda pending: self.builder.build(key, request, revision, pending.report),
-                ),
-            )
             docker = prefers_docker(accept)
+
+            def build(pending: PendingBuild) -> ImageRecord:
+                return self.builder.build(key, request, revision, pending.report)
+
+        record = self._record(
+            key,
+            client,
+            lambda: self._guarded(
+                key, request.repository, revision, lambda: start(key), pinned, build
+            ),
+        )
         self._remember_repository(repository)
         digest = record.docker_digest if docker else record.oci_digest
         manifest = self._stored_manifest(digest)

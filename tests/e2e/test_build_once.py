@@ -19,8 +19,14 @@ def _resolutions(registry: RegistryProcess) -> int:
     return len([call for call in registry.nix_calls("nix-instantiate") if "resolve.nix" in call])
 
 
+# What a registry asks Nix at start-up, once per process, before any build: the source's
+# minimum Nix version and the configured substituters.
+START_UP_CALLS = ("source-info.nix", "show-config")
+
+
 def _build_calls(registry: RegistryProcess) -> int:
-    return len([call for call in registry.nix_calls() if "source-info.nix" not in call])
+    calls = registry.nix_calls()
+    return len([call for call in calls if not any(part in call for part in START_UP_CALLS)])
 
 
 def _get(registry: RegistryProcess, image: str) -> requests.Response:

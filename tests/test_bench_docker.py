@@ -6,17 +6,16 @@ No wall time is asserted (the machine is shared).
 
 from __future__ import annotations
 
-import pytest
 from benchmarks import bench_docker
 
-from tests.conftest import require_tools
+from tests.conftest import require_tools, unavailable
 from tests.daemons import docker_available
 
 
 def test_docker_quick_mode_reports_every_layout_and_validates_the_chain_prefix_count() -> None:
     require_tools("nix-build", "skopeo")
     if not docker_available():
-        pytest.skip("dockerd is not installed (scripts/setup-system --test)")
+        unavailable("dockerd is not installed")
     section = bench_docker.run(quick=True)
     assert section.startswith("## Docker pulls\n")
     for layout in bench_docker.LAYOUTS:

@@ -14,6 +14,7 @@ import pytest
 from nixery.oci import sha256_digest
 from nixery.storage import StorageUnavailable
 from nixery.storage.filesystem import FilesystemStorage
+from tests.conftest import unavailable
 
 # Smaller than the writer's buffer, as a layer's gzip stream writes: the disk fills while bytes
 # wait in the buffer, so abort's close() fails again on its flush (the old leak).
@@ -23,7 +24,7 @@ CHUNK = b"".join(sha256_digest(str(index).encode()).encode() for index in range(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        unavailable("mounting a tmpfs needs root", "run the tests as root, as scripts/test does")
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount_point)], check=True)

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from nixery.cloud.devstack import DevStack, ManagedProcess, StackError, start_dev_stack
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import OCI_MANIFEST
 
 pytestmark = pytest.mark.cloud
@@ -78,7 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pkgs_dir: Path) -> Iterator[
     try:
         stack = start_dev_stack(tmp_path_factory.mktemp("frozen-stack"), settings)
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}")
     try:
         yield stack
     finally:

@@ -17,7 +17,7 @@ from nixery.cloud.devstack import start_function as start_function_process
 from nixery.cloud.idtoken import key_file_token_source
 from nixery.index.firestore import FirestoreIndex
 from nixery.storage.gcs import GcsStorage
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.e2e.conftest import pull_and_unpack
 
 pytestmark = pytest.mark.cloud
@@ -35,7 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
             state, settings, builder_env={"NIXERY_GC_GRACE_SECONDS": str(GRACE_SECONDS)}
         )
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}")
     try:
         yield stack
     finally:

@@ -11,7 +11,7 @@ import requests
 
 from nixery.cloud.devstack import DevStack, StackError, start_dev_stack
 from tests.aarch64 import MULTIARCH_NIX_CONFIG, ensure_aarch64_busybox
-from tests.conftest import TEST_PKGS, require_tools
+from tests.conftest import TEST_PKGS, require_tools, unavailable
 
 pytestmark = pytest.mark.cloud
 
@@ -32,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
             builder_env={"NIX_CONFIG": MULTIARCH_NIX_CONFIG, "PATH": os.environ["PATH"]},
         )
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}")
     try:
         yield started
     finally:

@@ -14,7 +14,7 @@ import requests
 
 from nixery.cloud.devstack import BuilderContainer, DevStack, StackError, start_dev_stack
 from tests.builder_container import BuiltImage, self_contained_package_set
-from tests.conftest import OFFLINE_NIX_CONFIG, TEST_PKGS, require_tools
+from tests.conftest import OFFLINE_NIX_CONFIG, TEST_PKGS, require_tools, unavailable
 from tests.daemons import DOCKER_20_10_CLI
 from tests.e2e.test_refusals import REASONS
 
@@ -40,7 +40,7 @@ def stack(
             builder_container=container,
         )
     except StackError as reason:
-        pytest.skip(f"the dev stack cannot run here: {reason}")
+        unavailable(f"the dev stack cannot run here: {reason}")
     try:
         yield started
     finally:

@@ -16,13 +16,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
 from nixery.auth.access import access_from_config
-from nixery.build.contract import PackagePolicy, parse_platforms
 from nixery.cloud import clients
 from nixery.cloud.remote import RemoteBuilder
 from nixery.config import Config, ConfigError
 from nixery.index import Index
 from nixery.registry.api import RegistryApi
-from nixery.registry.records import BuildRecorder
 from nixery.registry.service import RegistryService
 from nixery.registry.sources import package_source
 from nixery.storage import Storage
@@ -73,18 +71,7 @@ def registry_service(config: Config) -> RegistryService:
     builder = RemoteBuilder(config.builder_url, id_token_source(config), timeout=config.build_wait)
     index = cast(Index, OnFirstUse(lambda: clients.index(config)))
     storage = cast(Storage, OnFirstUse(lambda: blob_storage(config)))
-    return RegistryService(
-        package_source(config),
-        index,
-        storage,
-        builder,
-        max_packages=config.max_packages,
-        client_build_limit=config.client_build_limit,
-        records=BuildRecorder(index, config.build_records, config.build_record_days),
-        platforms=parse_platforms(config.platforms),
-        policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
-        failed_build_memory=config.failed_build_memory,
-    )
+    return RegistryService.from_config(config, package_source(config), index, storage, builder)
 
 
 # Google's front end appends the address it saw as the last X-Forwarded-For entry; everything

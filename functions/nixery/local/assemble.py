@@ -13,14 +13,13 @@ from flask import Flask
 from nixery.auth.access import access_from_config
 from nixery.build.assemble import build_coordinator
 from nixery.build.builder import ImageBuilder
-from nixery.build.contract import BuildError, NixTooOld, PackagePolicy, parse_platforms
+from nixery.build.contract import BuildError, NixTooOld
 from nixery.build.nix import Nix
 from nixery.config import Config, ConfigError, find_nix_dir
 from nixery.index.sqlite import SqliteIndex
 from nixery.local.ownership import StorageLock
 from nixery.registry.api import create_app
 from nixery.registry.errormap import nix_too_old_message
-from nixery.registry.records import BuildRecorder
 from nixery.registry.service import RegistryService
 from nixery.registry.sources import PackageSource, SourceError, package_source
 from nixery.storage.filesystem import FilesystemStorage
@@ -62,18 +61,8 @@ def embedded_registry(
     nix = Nix(find_nix_dir(), config.gcroots_dir, config.nix_timeout)
     coordinator = build_coordinator(config, storage, index, nix)
     source = source or package_source(config)
-    service = RegistryService(
-        source,
-        index,
-        storage,
-        coordinator,
-        max_packages=config.max_packages,
-        client_build_limit=config.client_build_limit,
-        records=BuildRecorder(index, config.build_records, config.build_record_days),
-        cold_wait_limit=cold_wait_limit(config.threads),
-        platforms=parse_platforms(config.platforms),
-        policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
-        failed_build_memory=config.failed_build_memory,
+    service = RegistryService.from_config(
+        config, source, index, storage, coordinator, cold_wait_limit(config.threads)
     )
     builder = coordinator.builder
 

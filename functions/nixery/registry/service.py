@@ -24,6 +24,7 @@ from nixery.build.contract import (
     SourceUnavailable,
     image_key,
     index_key,
+    parse_platforms,
 )
 from nixery.config import Config
 from nixery.index import BlobRecord, ImageRecord, Index, StoredManifest
@@ -132,6 +133,31 @@ class RegistryService:
         self._clock = clock
         self._failed: Lru[str, tuple[BuildFailed, str]] = Lru(FAILED_BUILD_MEMORY, clock=clock)
         self.records = records if records is not None else BuildRecorder(index)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        source: PackageSource,
+        index: Index,
+        storage: Storage,
+        builder: Builder,
+        cold_wait_limit: int | None = None,
+    ) -> RegistryService:
+        """The service with the settings both deployments read (nixery.config)."""
+        return cls(
+            source,
+            index,
+            storage,
+            builder,
+            max_packages=config.max_packages,
+            client_build_limit=config.client_build_limit,
+            records=BuildRecorder(index, config.build_records, config.build_record_days),
+            cold_wait_limit=cold_wait_limit,
+            platforms=parse_platforms(config.platforms),
+            policy=PackagePolicy(config.allow_unfree, config.permitted_insecure_packages),
+            failed_build_memory=config.failed_build_memory,
+        )
 
     def manifest(
         self, repository: str, reference: str, accept: str | None, client: str = ""

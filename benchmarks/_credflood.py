@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks._slowload import WarmResult
+from benchmarks._slowload import WarmResult, timed_get
 
 # The robot of tests/team.py; its name is known, so every bad token costs a real scrypt.
 FLOOD_ROBOT = "ci-bot"
@@ -101,20 +101,11 @@ def gets_for(
     failures = 0
     until = time.monotonic() + seconds
     while not latencies or time.monotonic() < until:
-        started = time.perf_counter()
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        try:
-            connection.request("GET", path, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                failures += 1
-        except OSError:
+        latency = timed_get(port, path, headers, timeout)
+        if latency is None:
             failures += 1
-        finally:
-            connection.close()
+        else:
+            latencies.append(latency)
         if failures >= 5 and not latencies:
             break
     return WarmResult(latencies, failures)

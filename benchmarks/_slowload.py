@@ -158,21 +158,28 @@ def warm_gets(
     for _ in range(count):
         if failures >= give_up_after:
             break
-        started = time.perf_counter()
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        try:
-            connection.request("GET", path, headers=headers or {})
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                latencies.append((time.perf_counter() - started) * 1000)
-            else:
-                failures += 1
-        except OSError:
+        latency = timed_get(port, path, headers or {}, timeout)
+        if latency is None:
             failures += 1
-        finally:
-            connection.close()
+        else:
+            latencies.append(latency)
     return WarmResult(latencies, failures)
+
+
+def timed_get(port: int, path: str, headers: dict[str, str], timeout: float) -> float | None:
+    """Milliseconds from connect to the last byte of one GET on a new connection, as a new client
+    makes it; None for a timeout, a refused connection or a status other than 200."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return (time.perf_counter() - started) * 1000 if response.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        connection.close()
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

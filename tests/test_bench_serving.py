@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from benchmarks import bench_incremental, bench_warm
+from benchmarks import _orders, bench_incremental, bench_warm
 
 from nixery.build.layering import DEFAULT_LAYERING
 from tests.conftest import TEST_PKGS, require_tools
@@ -75,3 +75,36 @@ def test_incremental_layers_are_the_layers_nixery_serves(tmp_path: Path) -> None
                 (blob.digest, blob.size) for blob in bench.image_layers(image, DEFAULT_LAYERING)
             ]
             assert served == measured
+
+
+def test_the_order_study_counts_what_one_layer_per_path_downloads(tmp_path: Path) -> None:
+    """`benchmarks._orders` predicts, from paths alone, the chain-prefix download of `prefix`
+    layering (one layer per path) as the registry's layer writer makes it."""
+    require_tools("nix-build")
+    pair = bench_incremental.choose_pairs(1, bench_incremental.QUICK_SIZES)[0]
+    bench = bench_incremental.Workbench(tmp_path / "bench", [pair.a_image, pair.b_image])
+    graph = bench.union_closure([pair.a_image, pair.b_image])
+    path_size = {path: bench.store_layer([path]).size for path in graph.nodes}
+    wanted = bench.closure(pair.b_image)
+    links = bench.symlink_layer(wanted.roots).size
+    prepared = _orders.pair_paths(bench.closure(pair.a_image), wanted, path_size, links)
+    assert prepared.ideal == bench.ideal_bytes(pair.a_image, pair.b_image)[0]
+
+    for popularity in ("none", "popcount"):
+        order = _orders.key_orders(graph, bench.popularity(popularity))[
+            "`prefix_order_key` (the default's)"
+        ]
+        served = bench_incremental.chain_prefix_bytes(
+            bench.image_layers(pair.a_image, "prefix", 94, popularity),
+            bench.image_layers(pair.b_image, "prefix", 94, popularity),
+        )
+        assert served > links  # B downloads store paths, not only its symlinks
+        predicted = _orders.chain_excess(prepared, _orders.positions(order), path_size)
+        assert predicted * prepared.ideal == pytest.approx(served)
+
+    start = sorted(graph.nodes)
+    fitted = _orders.fitted_order(start, [prepared], path_size, 50, seed=1)
+    assert sorted(fitted) == start
+    assert _orders.median_excess([prepared], _orders.positions(fitted), path_size) <= (
+        _orders.median_excess([prepared], _orders.positions(start), path_size)
+    )

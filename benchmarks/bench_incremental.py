@@ -33,6 +33,10 @@ Downloads are counted both ways clients reuse layers:
 Each is measured without popularity data and with the counts `nixery popcount` computes for
 the test package set.
 
+Then what any layout can reach (`benchmarks/_orders.py`): the chain-prefix excess of one layer
+per path in orders that depend on the path alone, and of an order fitted to the pairs, on the
+pairs and on held-out pairs drawn with another seed.
+
 At budget 94 no image of these pairs needs merging (B holds at most 17 family members, the most
 a 255-character image name can name, under 95 store paths).
 """

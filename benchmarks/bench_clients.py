@@ -1,0 +1,285 @@
+"""Pulls by the content-addressed clients: containerd (`ctr`) and podman, the incremental pairs
+per layout, on loopback and over a bandwidth-limited link.
+
+    python -m benchmarks.bench_clients [--quick]
+
+containerd and podman reuse any layer whose digest they hold, so what they download for B is the
+content-addressed count of `bench_incremental`; what each layer costs them in time is what this
+measures. For each layout, `nixery serve` runs with it on fresh storage and builds every image
+before timing; for each client and link, each pair's A then B is pulled into fresh client
+storage (a fresh private dockerd for its containerd, a fresh podman root), each pull timed. The
+layers a client reused for B are predicted from the manifests (B's digests that A lists) and
+checked against the blobs the client really fetched while pulling B (the registry's access log).
+
+Layouts: the default, one layer per path (`per-path`, which sends B's new paths alone), one layer
+per image and Nixery's grouping. Links: loopback and `benchmarks/_throttle.py`'s 20 Mbit/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks._serving import start_nixery
+from benchmarks._throttle import ThrottledLink
+from benchmarks.bench_incremental import QUICK_SIZES, SIZES, Pair, choose_pairs
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
+from tests.daemons import Dockerd, Podman, docker_available, podman_available
+
+FULL_PAIRS = 8
+QUICK_PAIRS = 1
+LOOPBACK = "loopback"
+LINKS: dict[str, float | None] = {LOOPBACK: None, "20 Mbit/s": 20e6}
+QUICK_LINKS = (LOOPBACK,)
+DEFAULT_LABEL = f"`{DEFAULT_LAYERING}` {DEFAULT_BUDGET} (default)"
+# Label -> (NIXERY_LAYERING, NIXERY_LAYER_BUDGET); the default first.
+LAYOUTS: dict[str, tuple[str, int]] = {
+    DEFAULT_LABEL: (DEFAULT_LAYERING, DEFAULT_BUDGET),
+    "`per-path` 94": ("per-path", 94),
+    "one layer": ("prefix", 1),
+    "`nixery` 94": ("nixery", 94),
+}
+QUICK_LAYOUTS = (DEFAULT_LABEL, "`per-path` 94")
+
+
+@dataclass(frozen=True)
+class PairPull:
+    a_seconds: float
+    b_seconds: float
+    b_layers: int
+    b_reused: int  # B's layers whose digests A lists
+    b_bytes: int  # compressed bytes of B's layers A does not list
+    b_fetched: int  # B's layer blobs the client GET while pulling B (the access log)
+
+    @property
+    def b_downloaded(self) -> int:
+        return self.b_layers - self.b_reused
+
+
+@dataclass(frozen=True)
+class Manifest:
+    layers: list[tuple[str, int]]  # (digest, size)
+
+
+def _manifest(host_port: str, image: str) -> Manifest:
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{host_port}/{image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
+    return Manifest([(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]])
+
+
+Puller = Callable[[str], None]
+# An access log line of `nixery serve` for a blob it sent.
+BLOB_GET = re.compile(r"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) 200")
+
+
+@contextlib.contextmanager
+def _client(name: str, scratch: Path) -> Iterator[Puller]:
+    """A function that pulls a reference into fresh, private storage of the client."""
+    if name == "containerd":
+        with Dockerd(scratch / "docker") as docker:
+
+            def pull_ctr(reference: str) -> None:
+                _check(docker.ctr("images", "pull", "--plain-http", f"{reference}:latest"))
+
+            yield pull_ctr
+        return
+    with Podman(scratch / "podman") as podman:
+
+        def pull_podman(reference: str) -> None:
+            _check(podman.run("pull", "--tls-verify=false", reference))
+
+        yield pull_podman
+
+
+def _check(result: subprocess.CompletedProcess[str]) -> None:
+    if result.returncode != 0:
+        raise RuntimeError(f"{result.args} failed: {result.stderr}")
+
+
+@contextlib.contextmanager
+def _link(label: str, port: int) -> Iterator[str]:
+    rate = LINKS[label]
+    if rate is None:
+        yield f"127.0.0.1:{port}"
+        return
+    with ThrottledLink(port, rate) as link:
+        yield link.host_port
+
+
+def _timed(pull: Puller, reference: str) -> float:
+    started = time.monotonic()
+    pull(reference)
+    return time.monotonic() - started
+
+
+def _fetched_blobs(access_log: Path, offset: int) -> set[str]:
+    """Digests of the blobs GET (200) in the registry's access log after `offset`."""
+    with access_log.open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    return set(BLOB_GET.findall(text))
+
+
+def _pair_pull(
+    client: str,
+    scratch: Path,
+    host_port: str,
+    pair: Pair,
+    manifests: dict[str, Manifest],
+    access_log: Path,
+) -> PairPull:
+    with _client(client, scratch) as pull:
+        first = _timed(pull, f"{host_port}/{pair.a_image}")
+        offset = access_log.stat().st_size
+        second = _timed(pull, f"{host_port}/{pair.b_image}")
+        fetched = _fetched_blobs(access_log, offset)
+    held = {digest for digest, _ in manifests[pair.a_image].layers}
+    wanted = dict(manifests[pair.b_image].layers)
+    return PairPull(
+        first,
+        second,
+        len(wanted),
+        sum(digest in held for digest in wanted),
+        sum(size for digest, size in wanted.items() if digest not in held),
+        len(fetched & set(wanted)),
+    )
+
+
+# (layout label, client, link) -> the pairs' pulls
+Results = dict[tuple[str, str, str], list[PairPull]]
+
+
+def clients_available() -> list[str]:
+    return [
+        name
+        for name, available in (("containerd", docker_available()), ("podman", podman_available()))
+        if available
+    ]
+
+
+def measure(quick: bool) -> Results:
+    pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
+    links = QUICK_LINKS if quick else tuple(LINKS)
+    layouts = QUICK_LAYOUTS if quick else tuple(LAYOUTS)
+    clients = clients_available()
+    if not clients:
+        raise RuntimeError("neither dockerd's containerd nor podman is installed")
+    results: Results = {}
+    with tempfile.TemporaryDirectory(prefix="nixery-bench-clients-") as name:
+        for number, label in enumerate(layouts):
+            layering, budget = LAYOUTS[label]
+            scratch = Path(name) / str(number)
+            env = {"NIXERY_LAYERING": layering, "NIXERY_LAYER_BUDGET": str(budget)}
+            server = start_nixery(scratch, env)
+            try:
+                images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
+                manifests = {image: _manifest(server.host_port, image) for image in images}
+                for link in links:
+                    with _link(link, server.port) as host_port:
+                        for client in clients:
+                            started = time.monotonic()
+                            results[label, client, link] = [
+                                _pair_pull(
+                                    client,
+                                    scratch / "client",
+                                    host_port,
+                                    pair,
+                                    manifests,
+                                    Path(server.log_path),
+                                )
+                                for pair in pairs
+                            ]
+                            _progress(
+                                f"{label}, {client}, {link}: {time.monotonic() - started:.1f} s"
+                            )
+            finally:
+                server.stop()
+    return results
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def report(results: Results, quick: bool) -> str:
+    layouts = list(dict.fromkeys(label for label, _, _ in results))
+    clients = list(dict.fromkeys(client for _, client, _ in results))
+    links = list(dict.fromkeys(link for _, _, link in results))
+    pair_count = len(next(iter(results.values())))
+    lines = [
+        "## Content-addressed pulls: containerd and podman",
+        "",
+        ("The first pair" if pair_count == 1 else f"The first {pair_count} pairs")
+        + " of `Incremental pulls`, A then B into fresh client "
+        "storage: dockerd 20.10's containerd (`ctr images pull --plain-http`) and podman "
+        "(`--tls-verify=false`), from `nixery serve` with each layout, images built before "
+        "timing. Links: loopback and `benchmarks/_throttle.py`'s proxy. Seconds are the pairs' "
+        "totals (A pulls + B pulls); B's layers reused and downloaded bytes are counted from the "
+        "manifests (digests A lists)."
+        + (" **Quick mode**: one small pair, loopback, two layouts." if quick else ""),
+        "",
+        "| client | link | "
+        + " | ".join(f"{label} s (vs default) | B reused / layers, kB" for label in layouts)
+        + " |",
+        "|---|---|" + "--:|--:|" * len(layouts),
+    ]
+    for client in clients:
+        for link in links:
+            default = _total(results[DEFAULT_LABEL, client, link])
+            cells = []
+            for label in layouts:
+                pulls = results[label, client, link]
+                total = _total(pulls)
+                reused = sum(pull.b_reused for pull in pulls)
+                layers = sum(pull.b_layers for pull in pulls)
+                kilobytes = sum(pull.b_bytes for pull in pulls) / 1000
+                cells.append(f"{total:.2f} ({total / default:.2f}x)")
+                cells.append(f"{reused} / {layers}, {kilobytes:,.0f}")
+            lines.append(f"| {client} | {link} | " + " | ".join(cells) + " |")
+    disagreeing = [
+        pull for pulls in results.values() for pull in pulls if pull.b_fetched != pull.b_downloaded
+    ]
+    lines += [
+        "",
+        "- Reuse counted from the manifests checked against the blobs each client fetched for B "
+        "(the registry's access log): "
+        + (
+            f"every pull agrees ({sum(len(pulls) for pulls in results.values())} pulls)."
+            if not disagreeing
+            else f"**{len(disagreeing)} pulls disagree**."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _total(pulls: list[PairPull]) -> float:
+    return sum(pull.a_seconds + pull.b_seconds for pull in pulls)
+
+
+def run(quick: bool) -> str:
+    return report(measure(quick), quick)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one pair, loopback (CI)")
+    print(run(parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()

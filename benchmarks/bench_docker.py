@@ -28,11 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +95,18 @@ if not DEFAULT_LAYOUT.endswith("(default)"):
 ANCHORS = ("`nixery`", "one layer")
 
 
+def _spread_family(count: int) -> str:
+    """`count` members of the family spread over it (every 29th), as one image name."""
+    return "/".join(family_name(i * 29 % 300) for i in range(count))
+
+
 def fresh_images(quick: bool) -> list[tuple[str, str]]:
     """(label, image name). Quick mode has none: each pair's A pull is a fresh pull too."""
     if quick:
         return []
     return [
         ("1 package", family_name(7)),
-        ("10 packages", "/".join(family_name(i * 29 % 300) for i in range(10))),
+        ("10 packages", _spread_family(10)),
         ("syntheticall (300+ paths)", "syntheticall"),
     ]
 
@@ -124,7 +130,14 @@ def _pull(docker: Dockerd, ref: str) -> Pull:
     return Pull(seconds, existed + done, existed)
 
 
-def _layer_digests(host_port: str, image: str) -> list[str]:
+@dataclass(frozen=True)
+class ManifestLayer:
+    digest: str
+    size: int  # compressed bytes
+
+
+def _manifest_layers(host_port: str, image: str) -> list[ManifestLayer]:
+    """The layers of the image's manifest; fetching it makes `nixery serve` build the image."""
     raw = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{host_port}/{image}"],
         capture_output=True,
@@ -132,7 +145,11 @@ def _layer_digests(host_port: str, image: str) -> list[str]:
         check=True,
         timeout=900,
     ).stdout
-    return [layer["digest"] for layer in json.loads(raw)["layers"]]
+    return [ManifestLayer(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
+
+
+def _layer_digests(host_port: str, image: str) -> list[str]:
+    return [layer.digest for layer in _manifest_layers(host_port, image)]
 
 
 def _chain_prefix(held: list[str], wanted: list[str]) -> int:
@@ -196,6 +213,139 @@ def measure_layout(scratch: Path, layout: Layout, quick: bool) -> dict[str, Link
         return results
     finally:
         server.stop()
+
+
+COST_BUDGETS = (1, 4, 16, 48)
+QUICK_COST_BUDGETS = (1, 8)
+COST_ROUNDS = 3
+QUICK_COST_ROUNDS = 1
+
+
+def cost_image(quick: bool) -> str:
+    """The fresh 10-package image; 3 packages in quick mode (fewer paths to build and pull)."""
+    return _spread_family(3 if quick else 10)
+
+
+@dataclass(frozen=True)
+class CostSample:
+    budget: int
+    round: int
+    layers: int  # as dockerd listed them; checked against the manifest
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """`seconds = c0 + cl x layers`, fitted to fresh pulls of one image at several budgets."""
+
+    image: str
+    built: dict[int, tuple[int, int]]  # budget -> manifest layers, compressed layer bytes
+    samples: list[CostSample]
+    c0: float
+    cl: float
+    r2: float
+
+    def pull_seconds(self, layers: int, size: int, bits_per_second: float | None) -> float:
+        """The model's pull: fixed cost, per-layer cost, and the bytes at the link's rate. On
+        loopback the bytes cost nothing beyond what c0 and cl already hold."""
+        transfer = 0.0 if bits_per_second is None else size * 8 / bits_per_second
+        return self.c0 + self.cl * layers + transfer
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
+    """Least squares `y = c0 + cl x`: (c0, cl, R²)."""
+    cl, c0 = statistics.linear_regression(xs, ys)
+    mean = statistics.fmean(ys)
+    total = sum((y - mean) ** 2 for y in ys)
+    residual = sum((y - c0 - cl * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return c0, cl, 1.0 - residual / total if total > 0 else 1.0
+
+
+def _remove_image(docker: Dockerd, ref: str) -> None:
+    """Delete the image and its layers, so the next pull of any budget downloads every layer."""
+    for args in (("rmi", ref), ("image", "prune", "-af")):
+        result = docker.run(*args)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr}")
+    left = docker.run("images", "-qa").stdout.strip()
+    if left:
+        raise RuntimeError(f"images left after docker rmi {ref}: {left}")
+
+
+def measure_layer_cost(scratch: Path, quick: bool) -> LayerCost:
+    """Fresh loopback pulls of one image at each budget of the prefix grouping: the same store
+    paths in 1 to L store layers (plus the symlink layer), so the layer count is what varies.
+    One dockerd for the whole series (a fresh one per pull would time its start-up caches
+    differently), the image removed after each pull; rounds rotate the order so drift in the
+    shared machine's load spreads over every budget."""
+    budgets = QUICK_COST_BUDGETS if quick else COST_BUDGETS
+    rounds = QUICK_COST_ROUNDS if quick else COST_ROUNDS
+    image = cost_image(quick)
+    servers = {}
+    try:
+        built: dict[int, tuple[int, int]] = {}
+        for budget in budgets:
+            started = time.monotonic()
+            servers[budget] = start_nixery(
+                scratch / f"cost-{budget}",
+                {"NIXERY_LAYERING": "prefix", "NIXERY_LAYER_BUDGET": str(budget)},
+            )
+            layers = _manifest_layers(servers[budget].host_port, image)
+            built[budget] = (len(layers), sum(layer.size for layer in layers))
+            _progress(
+                f"per-layer cost, budget {budget}: {len(layers)} layers, "
+                f"built in {time.monotonic() - started:.1f} s"
+            )
+        samples = []
+        with Dockerd(scratch / "cost-docker") as docker:
+            for number in range(rounds):
+                for budget in budgets[number % len(budgets) :] + budgets[: number % len(budgets)]:
+                    ref = f"{servers[budget].host_port}/{image}"
+                    pull = _pull(docker, ref)
+                    if pull.already_existed or pull.layers != built[budget][0]:
+                        raise RuntimeError(
+                            f"budget {budget}: {pull.layers} layers pulled, "
+                            f"{pull.already_existed} already existed; the manifest lists "
+                            f"{built[budget][0]}: not a fresh pull"
+                        )
+                    samples.append(CostSample(budget, number + 1, pull.layers, pull.seconds))
+                    _remove_image(docker, ref)
+        _progress(f"per-layer cost: {len(samples)} pulls")
+    finally:
+        for server in servers.values():
+            server.stop()
+    c0, cl, r2 = fit_line(
+        [float(sample.layers) for sample in samples], [sample.seconds for sample in samples]
+    )
+    return LayerCost(image, built, samples, c0, cl, r2)
+
+
+def cost_report(cost: LayerCost) -> list[str]:
+    lines = [
+        "### Per-layer cost",
+        "",
+        f"Fresh loopback pulls of `{cost.image}` served by one `nixery serve` per budget L "
+        "(`NIXERY_LAYERING=prefix NIXERY_LAYER_BUDGET=L`: the same store paths in up to L "
+        "layers, plus the symlink layer), on one dockerd, the image and its layers removed "
+        "(`docker rmi`, `docker image prune -af`) after each pull; no pull found a layer "
+        f"already there. {len({sample.round for sample in cost.samples})} round(s), each "
+        "pulling every L once in rotated order.",
+        "",
+        "| L | layers | compressed kB | pulls, s |",
+        "|--:|--:|--:|---|",
+    ]
+    for budget, (layers, size) in cost.built.items():
+        seconds = [f"{s.seconds:.2f}" for s in cost.samples if s.budget == budget]
+        lines.append(f"| {budget} | {layers} | {size / 1000:,.0f} | {', '.join(seconds)} |")
+    lines += [
+        "",
+        f"Least squares, seconds = c0 + cl x layers: **c0 = {cost.c0:.3f} s, "
+        f"cl = {cost.cl:.4f} s per layer**, R² = {cost.r2:.3f} "
+        f"({len(cost.samples)} pulls, "
+        f"{len({sample.layers for sample in cost.samples})} distinct layer counts).",
+        "",
+    ]
+    return lines
 
 
 def _progress(message: str) -> None:

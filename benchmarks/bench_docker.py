@@ -1,7 +1,7 @@
 """Pulls by a real dockerd (Debian's 20.10, overlay2): fresh pulls and the incremental pairs,
 on loopback and over bandwidth-limited links.
 
-    python -m benchmarks.bench_docker [--quick]
+    python -m benchmarks.bench_docker [--quick] [--cost-only]
 
 For each layout, `nixery serve` runs with it on fresh storage, every image is built once
 before any timing (a pull times the client, not the build), and for each link a fresh private
@@ -21,6 +21,21 @@ one layer per image (`prefix` with budget 1: one store layer plus the symlink la
 previous default `per-path` (loopback only: about 0.1 s per layer makes it the slowest by far,
 measured before). Target, in one run and per link: the pairs' total wall time (A and B pulls
 together) of the default <= 0.8x that of `nixery` and of one layer.
+
+Then, whether any layout could meet that target against one layer:
+
+- per-layer cost: fresh loopback pulls on one dockerd (the image removed after each pull) of
+  the 10-package image as the prefix grouping at budgets 1, 4, 16 and 48 (same paths, more
+  layers), and of the 1- and 15-package images as one layer (other sizes), 3 rounds; least
+  squares `seconds = c0 + cl x layers` over the budget series, and `c0 + cl x layers + cb x
+  MB` over every pull;
+- what any layout can reach: that fit, plus the bytes at each link's rate, applied to the real
+  compressed layers (`bench_incremental.Workbench`) of each pair as one layer per image, as the
+  default, and as the pair's oracle (A's and B's common paths in one leading layer both
+  share): the predicted pairs totals, beside the measured ones.
+
+`--cost-only`: those two, with the pairs of only the default and one layer (for the measured
+totals beside the model's), and no fresh pulls.
 """
 
 from __future__ import annotations
@@ -28,18 +43,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._serving import start_nixery
 from benchmarks._throttle import ThrottledLink
-from benchmarks.bench_incremental import QUICK_SIZES, SIZES, choose_pairs, family_name
+from benchmarks.bench_incremental import (
+    QUICK_SIZES,
+    SIZES,
+    Pair,
+    Workbench,
+    choose_pairs,
+    family_name,
+)
+from nixery.build.graph import ClosureGraph
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
+from nixery.build.layers import LayerBlob
 from tests.daemons import Dockerd, docker_available
 
 TARGET_RATIO = 0.8
@@ -50,6 +75,8 @@ LOOPBACK = "loopback"
 LINKS: dict[str, float | None] = {LOOPBACK: None, "100 Mbit/s": 100e6, "20 Mbit/s": 20e6}
 QUICK_LINKS = (LOOPBACK, "100 Mbit/s")
 CHUNKED_BUDGETS = (4, 8, 16, 24)
+ONE_LAYER = "one layer"
+ORACLE = "oracle"  # the per-pair best (`model_pairs`)
 
 
 @dataclass(frozen=True)
@@ -78,7 +105,7 @@ LAYOUTS: list[Layout] = sorted(
             for budget in CHUNKED_BUDGETS
         ),
         _layout("nixery", 94, "`nixery`", ALL_LINKS, True),
-        _layout("prefix", 1, "one layer", ALL_LINKS, True),
+        _layout("prefix", 1, ONE_LAYER, ALL_LINKS, True),
         _layout("per-path", 94, "`per-path`", (LOOPBACK,), False),
     ],
     key=lambda layout: not layout.label.endswith("(default)"),
@@ -91,7 +118,12 @@ if not DEFAULT_LAYOUT.endswith("(default)"):
         _layout(DEFAULT_LAYERING, DEFAULT_BUDGET, f"`{DEFAULT_LAYERING}`", ALL_LINKS, True),
     )
     DEFAULT_LAYOUT = LAYOUTS[0].label
-ANCHORS = ("`nixery`", "one layer")
+ANCHORS = ("`nixery`", ONE_LAYER)
+
+
+def _spread_family(count: int) -> str:
+    """`count` members of the family spread over it (every 29th), as one image name."""
+    return "/".join(family_name(i * 29 % 300) for i in range(count))
 
 
 def fresh_images(quick: bool) -> list[tuple[str, str]]:
@@ -100,7 +132,7 @@ def fresh_images(quick: bool) -> list[tuple[str, str]]:
         return []
     return [
         ("1 package", family_name(7)),
-        ("10 packages", "/".join(family_name(i * 29 % 300) for i in range(10))),
+        ("10 packages", _spread_family(10)),
         ("syntheticall (300+ paths)", "syntheticall"),
     ]
 
@@ -124,7 +156,14 @@ def _pull(docker: Dockerd, ref: str) -> Pull:
     return Pull(seconds, existed + done, existed)
 
 
-def _layer_digests(host_port: str, image: str) -> list[str]:
+@dataclass(frozen=True)
+class ManifestLayer:
+    digest: str
+    size: int  # compressed bytes
+
+
+def _manifest_layers(host_port: str, image: str) -> list[ManifestLayer]:
+    """The layers of the image's manifest; fetching it makes `nixery serve` build the image."""
     raw = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{host_port}/{image}"],
         capture_output=True,
@@ -132,7 +171,11 @@ def _layer_digests(host_port: str, image: str) -> list[str]:
         check=True,
         timeout=900,
     ).stdout
-    return [layer["digest"] for layer in json.loads(raw)["layers"]]
+    return [ManifestLayer(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
+
+
+def _layer_digests(host_port: str, image: str) -> list[str]:
+    return [layer.digest for layer in _manifest_layers(host_port, image)]
 
 
 def _chain_prefix(held: list[str], wanted: list[str]) -> int:
@@ -154,6 +197,9 @@ class LinkResult:
         return sum(a.seconds + b.seconds for a, b, _ in self.pairs)
 
 
+Results = dict[str, dict[str, LinkResult]]  # layout label -> link label -> pulls
+
+
 @contextlib.contextmanager
 def _link(label: str, port: int) -> Iterator[str]:
     """The registry's host:port as dockerd reaches it over the link."""
@@ -165,14 +211,17 @@ def _link(label: str, port: int) -> Iterator[str]:
         yield link.host_port
 
 
-def measure_layout(scratch: Path, layout: Layout, quick: bool) -> dict[str, LinkResult]:
-    """Link label -> its pulls."""
+def measure_layout(
+    scratch: Path, layout: Layout, quick: bool, fresh_pulls: bool = True
+) -> dict[str, LinkResult]:
+    """Link label -> its pulls (the pairs only, without `fresh_pulls`)."""
     pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
     links = [link for link in layout.links if not quick or link in QUICK_LINKS]
     started = time.monotonic()
     server = start_nixery(scratch, layout.env)
     try:
-        images = [image for _, image in fresh_images(quick)]
+        fresh_list = fresh_images(quick) if fresh_pulls else []
+        images = [image for _, image in fresh_list]
         images += [image for pair in pairs for image in (pair.a_image, pair.b_image)]
         digests = {image: _layer_digests(server.host_port, image) for image in images}
         _progress(f"{layout.label}: serving and built in {time.monotonic() - started:.1f} s")
@@ -181,7 +230,7 @@ def measure_layout(scratch: Path, layout: Layout, quick: bool) -> dict[str, Link
             started = time.monotonic()
             with _link(link, server.port) as host_port:
                 fresh: dict[str, Pull] = {}
-                for label, image in fresh_images(quick):
+                for label, image in fresh_list:
                     with Dockerd(scratch / "docker") as docker:
                         fresh[label] = _pull(docker, f"{host_port}/{image}")
                 pulled = []
@@ -198,14 +247,387 @@ def measure_layout(scratch: Path, layout: Layout, quick: bool) -> dict[str, Link
         server.stop()
 
 
+COST_BUDGETS = (1, 4, 16, 48)
+QUICK_COST_BUDGETS = (1, 8)
+COST_ROUNDS = 3
+QUICK_COST_ROUNDS = 1
+# Package counts of the images pulled as one layer beside the budget series: their sizes span
+# the pairs' images (up to 17 packages; 15 keeps host:port/name under 255 characters, the
+# limit of a reference), so the bytes get a rate of their own.
+SIZE_PACKAGES = (1, 15)
+QUICK_SIZE_PACKAGES = (1,)
+MB = 1e6
+
+
+def cost_image(quick: bool) -> str:
+    """The fresh 10-package image; 3 packages in quick mode (fewer paths to build and pull)."""
+    return _spread_family(3 if quick else 10)
+
+
+def cost_points(quick: bool) -> list[tuple[int, str]]:
+    """(budget, image) pulled in each round: the budget series, then the size series."""
+    sizes = QUICK_SIZE_PACKAGES if quick else SIZE_PACKAGES
+    return [
+        *(
+            (budget, cost_image(quick))
+            for budget in (QUICK_COST_BUDGETS if quick else COST_BUDGETS)
+        ),
+        *((1, _spread_family(count)) for count in sizes),
+    ]
+
+
+@dataclass(frozen=True)
+class CostSample:
+    budget: int
+    image: str
+    round: int
+    layers: int  # as dockerd listed them; checked against the manifest
+    size: int  # compressed layer bytes of the manifest
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Fresh loopback pulls, and two least-squares fits to them: `seconds = c0 + cl x layers`
+    over the budget series (one image, so the bytes are fixed), and `c0 + cl x layers + cb x
+    MB` over every sample (the model of the bound)."""
+
+    image: str  # of the budget series
+    built: dict[tuple[int, str], tuple[int, int]]  # (budget, image) -> layers, compressed bytes
+    samples: list[CostSample]
+    line: tuple[float, float, float]  # c0, cl, R²: the budget series
+    plane: tuple[float, float, float, float]  # c0, cl, cb (s per MB), R²: every sample
+
+    def pull_seconds(self, layers: int, size: int, bits_per_second: float | None) -> float:
+        """The model's pull: the loopback fit, plus the bytes at the link's rate (dockerd
+        extracts a layer only once it is downloaded, so the two add up for few layers)."""
+        c0, cl, cb, _ = self.plane
+        transfer = 0.0 if bits_per_second is None else size * 8 / bits_per_second
+        return c0 + cl * layers + cb * size / MB + transfer
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
+    """Least squares `y = c0 + cl x`: (c0, cl, R²)."""
+    cl, c0 = statistics.linear_regression(xs, ys)
+    return c0, cl, _r2(ys, [c0 + cl * x for x in xs])
+
+
+def fit_plane(
+    xs: Sequence[float], zs: Sequence[float], ys: Sequence[float]
+) -> tuple[float, float, float, float]:
+    """Least squares `y = c0 + cl x + cb z`: (c0, cl, cb, R²), by the normal equations."""
+    rows = [(1.0, x, z) for x, z in zip(xs, zs, strict=True)]
+    # The augmented normal equations [XᵀX | Xᵀy], solved by Gauss-Jordan with partial pivoting.
+    matrix = [
+        [sum(r[i] * r[j] for r in rows) for j in range(3)]
+        + [sum(r[i] * y for r, y in zip(rows, ys, strict=True))]
+        for i in range(3)
+    ]
+    for column in range(3):
+        pivot = max(range(column, 3), key=lambda row: abs(matrix[row][column]))
+        if abs(matrix[pivot][column]) < 1e-12:
+            raise ValueError("the samples do not separate layers from bytes")
+        matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
+        for row in range(3):
+            if row != column:
+                factor = matrix[row][column] / matrix[column][column]
+                matrix[row] = [
+                    a - factor * b for a, b in zip(matrix[row], matrix[column], strict=True)
+                ]
+    c0, cl, cb = (matrix[i][3] / matrix[i][i] for i in range(3))
+    return c0, cl, cb, _r2(ys, [c0 + cl * x + cb * z for x, z in zip(xs, zs, strict=True)])
+
+
+def _r2(ys: Sequence[float], fitted: Sequence[float]) -> float:
+    mean = statistics.fmean(ys)
+    total = sum((y - mean) ** 2 for y in ys)
+    residual = sum((y - f) ** 2 for y, f in zip(ys, fitted, strict=True))
+    return 1.0 - residual / total if total > 0 else 1.0
+
+
+def _remove_image(docker: Dockerd, ref: str) -> None:
+    """Delete the image and its layers, so the next pull downloads every layer."""
+    for args in (("rmi", ref), ("image", "prune", "-af")):
+        result = docker.run(*args)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr}")
+    left = docker.run("images", "-qa").stdout.strip()
+    if left:
+        raise RuntimeError(f"images left after docker rmi {ref}: {left}")
+
+
+def measure_layer_cost(scratch: Path, quick: bool) -> LayerCost:
+    """Fresh loopback pulls of one image at each budget of the prefix grouping: the same store
+    paths in 1 to L store layers (plus the symlink layer), so the layer count is what varies;
+    and of smaller and larger images as one layer, so the bytes vary too. One dockerd for the
+    whole series (a fresh one per pull would add its start-up to the pulls unevenly), the image
+    removed after each pull; rounds rotate the order so drift in the shared machine's load
+    spreads over every point."""
+    points = cost_points(quick)
+    rounds = QUICK_COST_ROUNDS if quick else COST_ROUNDS
+    servers = {}
+    try:
+        built: dict[tuple[int, str], tuple[int, int]] = {}
+        for budget, image in points:
+            started = time.monotonic()
+            if budget not in servers:
+                servers[budget] = start_nixery(
+                    scratch / f"cost-{budget}",
+                    {"NIXERY_LAYERING": "prefix", "NIXERY_LAYER_BUDGET": str(budget)},
+                )
+            manifest = _manifest_layers(servers[budget].host_port, image)
+            built[budget, image] = (len(manifest), sum(layer.size for layer in manifest))
+            _progress(
+                f"per-layer cost, budget {budget}, {image}: {len(manifest)} layers, "
+                f"built in {time.monotonic() - started:.1f} s"
+            )
+        samples = []
+        with Dockerd(scratch / "cost-docker") as docker:
+            # dockerd's first pull is slower (its first registry connection, cold caches):
+            # untimed, so it does not land on whichever point a round starts with.
+            warm_up = f"{servers[points[0][0]].host_port}/{points[0][1]}"
+            _pull(docker, warm_up)
+            _remove_image(docker, warm_up)
+            for number in range(rounds):
+                shift = number % len(points)
+                for budget, image in points[shift:] + points[:shift]:
+                    ref = f"{servers[budget].host_port}/{image}"
+                    layers, size = built[budget, image]
+                    pull = _pull(docker, ref)
+                    if pull.already_existed or pull.layers != layers:
+                        raise RuntimeError(
+                            f"{ref}: {pull.layers} layers pulled, {pull.already_existed} "
+                            f"already existed; the manifest lists {layers}: not a fresh pull"
+                        )
+                    samples.append(
+                        CostSample(budget, image, number + 1, layers, size, pull.seconds)
+                    )
+                    _remove_image(docker, ref)
+        _progress(f"per-layer cost: {len(samples)} pulls")
+    finally:
+        for server in servers.values():
+            server.stop()
+    image = cost_image(quick)
+    series = [sample for sample in samples if sample.image == image]
+    line = fit_line([float(s.layers) for s in series], [s.seconds for s in series])
+    plane = fit_plane(
+        [float(s.layers) for s in samples],
+        [s.size / MB for s in samples],
+        [s.seconds for s in samples],
+    )
+    return LayerCost(image, built, samples, line, plane)
+
+
+def _image_label(image: str) -> str:
+    count = image.count("/") + 1
+    return f"{count} package" + ("s" if count > 1 else "")
+
+
+def cost_report(cost: LayerCost) -> list[str]:
+    c0, cl, r2 = cost.line
+    p0, pl, pb, pr2 = cost.plane
+    series = [sample for sample in cost.samples if sample.image == cost.image]
+    lines = [
+        "### Per-layer cost",
+        "",
+        "Fresh loopback pulls, one `nixery serve` per budget L (`NIXERY_LAYERING=prefix "
+        "NIXERY_LAYER_BUDGET=L`: an image's store paths in up to L layers, plus the symlink "
+        f"layer): the {_image_label(cost.image)} image at every L, and images of other sizes "
+        "as one layer (L = 1). One dockerd for the series; after each pull the image and its "
+        "layers are removed (`docker rmi`, `docker image prune -af`, none left in `docker "
+        'images -qa`), and no pull found a layer "Already exists". '
+        f"{len({sample.round for sample in cost.samples})} round(s), each pulling every row "
+        "once, in rotated order, after one untimed pull.",
+        "",
+        "| image | L | layers | compressed kB | pulls, s |",
+        "|---|--:|--:|--:|---|",
+    ]
+    for (budget, image), (layers, size) in cost.built.items():
+        seconds = [
+            f"{s.seconds:.2f}" for s in cost.samples if (s.budget, s.image) == (budget, image)
+        ]
+        lines.append(
+            f"| {_image_label(image)} | {budget} | {layers} | {size / 1000:,.0f} "
+            f"| {', '.join(seconds)} |"
+        )
+    lines += [
+        "",
+        f"- The {_image_label(cost.image)} image, seconds = c0 + cl x layers: **c0 = {c0:.3f} s, "
+        f"cl = {cl:.4f} s per layer**, R² = {r2:.3f} ({len(series)} pulls, "
+        f"{len({sample.layers for sample in series})} distinct layer counts).",
+        f"- Every pull, seconds = c0 + cl x layers + cb x MB (compressed): c0 = {p0:.3f} s, "
+        f"cl = {pl:.4f} s per layer, cb = {pb:.3f} s per MB, R² = {pr2:.3f} "
+        f"({len(cost.samples)} pulls). The bound below uses this fit.",
+        "",
+    ]
+    return lines
+
+
+@dataclass(frozen=True)
+class Download:
+    """What one pull downloads, as the model sees it."""
+
+    layers: int
+    size: int  # compressed bytes
+
+
+def _download(held: Sequence[LayerBlob], wanted: Sequence[LayerBlob]) -> Download:
+    """B's layers after the chain prefix it shares with A (reused layers cost nothing here:
+    dockerd only checks them)."""
+    shared = _chain_prefix([blob.digest for blob in held], [blob.digest for blob in wanted])
+    return Download(len(wanted) - shared, sum(blob.size for blob in wanted[shared:]))
+
+
+@dataclass(frozen=True)
+class PairModel:
+    pair: Pair
+    paths: tuple[int, int, int]  # A's closure, B's, both
+    downloads: dict[str, tuple[Download, Download]]  # strategy -> A's pull, B's pull
+
+
+def _one_layer(bench: Workbench, graph: ClosureGraph) -> list[LayerBlob]:
+    return [bench.store_layer(sorted(graph.nodes)), bench.symlink_layer(graph.roots)]
+
+
+def _oracle_layers(
+    bench: Workbench, graph: ClosureGraph, shared: list[str], own: set[str]
+) -> list[LayerBlob]:
+    layers = [bench.store_layer(group) for group in (shared, sorted(own)) if group]
+    return [*layers, bench.symlink_layer(graph.roots)]
+
+
+def model_pairs(scratch: Path, quick: bool) -> list[PairModel]:
+    """The layers each strategy makes for every pair, written by the registry's layer writer
+    (real compressed sizes): one layer per image, the default layout, and the per-pair oracle,
+    which puts exactly A∩B in one leading layer both images share, so A pays one layer more
+    than one layer per image and B downloads only its own paths and its symlink layer. No
+    layout downloads fewer bytes for B, nor fewer layers for the pair with B's reuse, while
+    keeping the registry's separate symlink layer; a layout is fixed before the pair is known,
+    so the oracle bounds every layout from below."""
+    pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
+    images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
+    bench = Workbench(scratch / "workbench", images)
+    models = []
+    for pair in pairs:
+        closures = bench.closure(pair.a_image), bench.closure(pair.b_image)
+        a_paths, b_paths = set(closures[0].nodes), set(closures[1].nodes)
+        shared = sorted(a_paths & b_paths)
+        strategies = {
+            ONE_LAYER: (_one_layer(bench, closures[0]), _one_layer(bench, closures[1])),
+            DEFAULT_LAYOUT: (
+                bench.image_layers(pair.a_image, DEFAULT_LAYERING, DEFAULT_BUDGET),
+                bench.image_layers(pair.b_image, DEFAULT_LAYERING, DEFAULT_BUDGET),
+            ),
+            ORACLE: (
+                _oracle_layers(bench, closures[0], shared, a_paths - b_paths),
+                _oracle_layers(bench, closures[1], shared, b_paths - a_paths),
+            ),
+        }
+        models.append(
+            PairModel(
+                pair,
+                (len(a_paths), len(b_paths), len(shared)),
+                {
+                    label: (_download([], a), _download(a, b))
+                    for label, (a, b) in strategies.items()
+                },
+            )
+        )
+    return models
+
+
+def predicted_total(cost: LayerCost, models: list[PairModel], strategy: str, link: str) -> float:
+    """The pairs' total wall time the model predicts: A's pull and B's, every pair."""
+    return sum(
+        cost.pull_seconds(download.layers, download.size, LINKS[link])
+        for model in models
+        for download in model.downloads[strategy]
+    )
+
+
+def _beside(predicted: float, measured: float | None) -> str:
+    return f"{predicted:.2f}" + ("" if measured is None else f" ({measured:.2f})")
+
+
+def bound_report(
+    cost: LayerCost, models: list[PairModel], results: Results, links: Sequence[str]
+) -> list[str]:
+    kb = 1000
+    c0, cl, cb, _ = cost.plane
+    lines = [
+        "### What any layout can reach",
+        "",
+        "Model: a pull takes c0 + cl x (layers downloaded) + cb x (compressed MB downloaded) "
+        f"+ (those bytes) / (link rate), with c0 = {c0:.3f} s, cl = {cl:.4f} s and "
+        f"cb = {cb:.3f} s per MB, the fit to every loopback pull above (cb: what dockerd spends "
+        "on a MB besides the transfer: verifying, decompressing, extracting); a layer B reuses "
+        "costs 0. Layers as the registry's layer writer makes "
+        "them for each pair (`benchmarks/bench_incremental.Workbench`): *one layer* = each "
+        "image's closure in one layer plus its symlink layer, nothing reused; *oracle* = the "
+        "best any layout could do for that pair: A = [A∩B, A only, A's symlinks], B = [the same "
+        "A∩B layer (reused), B only, B's symlinks], empty layers dropped; the default = "
+        f"{DEFAULT_LAYOUT} with chain-prefix reuse (B's leading layers identical to A's).",
+        "",
+        "Layers downloaded A + B (kB) per pair:",
+        "",
+        f"| pair | paths A / B / both | {ONE_LAYER} | {DEFAULT_LAYOUT} | {ORACLE} |",
+        "|--:|--:|--:|--:|--:|",
+    ]
+    for number, model in enumerate(models, 1):
+        cells = [
+            f"{a.layers} + {b.layers} ({a.size / kb:,.0f} + {b.size / kb:,.0f})"
+            for a, b in (model.downloads[s] for s in (ONE_LAYER, DEFAULT_LAYOUT, ORACLE))
+        ]
+        paths = " / ".join(str(count) for count in model.paths)
+        lines.append(f"| {number} | {paths} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Pairs total, s, predicted by the model (measured in this run, where the pairs were "
+        "pulled):",
+        "",
+        f"| link | {ONE_LAYER} | {DEFAULT_LAYOUT} | default / one layer | {ORACLE} "
+        f"| oracle / one layer | <= {TARGET_RATIO}x one layer reachable |",
+        "|---|--:|--:|--:|--:|--:|---|",
+    ]
+    verdicts = []
+    for link in links:
+        one = predicted_total(cost, models, ONE_LAYER, link)
+        default = predicted_total(cost, models, DEFAULT_LAYOUT, link)
+        best = predicted_total(cost, models, ORACLE, link)
+        measured = {
+            label: results[label][link].pairs_seconds
+            for label in (ONE_LAYER, DEFAULT_LAYOUT)
+            if label in results and link in results[label]
+        }
+
+        ratio = f"{default / one:.2f}"
+        if len(measured) == 2:
+            ratio += f" ({measured[DEFAULT_LAYOUT] / measured[ONE_LAYER]:.2f})"
+        reachable = best / one <= TARGET_RATIO
+        one_cell = _beside(one, measured.get(ONE_LAYER))
+        default_cell = _beside(default, measured.get(DEFAULT_LAYOUT))
+        lines.append(
+            f"| {link} | {one_cell} | {default_cell} "
+            f"| {ratio} | {best:.2f} | {best / one:.2f} | {'**yes**' if reachable else 'no'} |"
+        )
+        verdicts.append(
+            f"{link}: " + ("the oracle reaches it" if reachable else "no layout reaches it")
+        )
+    lines += [
+        "",
+        f"- Target <= {TARGET_RATIO}x one layer, by the model: " + "; ".join(verdicts) + ".",
+        "",
+    ]
+    return lines
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-Results = dict[str, dict[str, LinkResult]]  # layout label -> link label -> pulls
-
-
-def run(quick: bool) -> str:
+def run(quick: bool, cost_only: bool = False) -> str:
+    """The whole section; `cost_only`: the per-layer cost and the bound, with the pairs of the
+    two layouts the bound compares the model with (no fresh pulls, no other layouts)."""
     if not docker_available():
         raise RuntimeError("dockerd is not installed (scripts/setup-system --test)")
     results: Results = {}
@@ -213,15 +635,28 @@ def run(quick: bool) -> str:
         for number, layout in enumerate(LAYOUTS):
             if quick and not layout.quick:
                 continue
-            results[layout.label] = measure_layout(Path(name) / str(number), layout, quick)
-    return report(results, quick)
+            if cost_only and layout.label not in (DEFAULT_LAYOUT, ONE_LAYER):
+                continue
+            results[layout.label] = measure_layout(
+                Path(name) / str(number), layout, quick, fresh_pulls=not cost_only
+            )
+        cost = measure_layer_cost(Path(name) / "cost", quick)
+        models = model_pairs(Path(name) / "bound", quick)
+    links = [link for link in LINKS if not quick or link in QUICK_LINKS]
+    return "\n".join(
+        [
+            report(results, quick, fresh_pulls=not cost_only),
+            *cost_report(cost),
+            *bound_report(cost, models, results, links),
+        ]
+    )
 
 
 def _cell(pull: Pull | None) -> str:
     return "-" if pull is None else f"{pull.seconds:.2f} ({pull.layers})"
 
 
-def report(results: Results, quick: bool) -> str:
+def report(results: Results, quick: bool, fresh_pulls: bool = True) -> str:
     labels = list(results)
     links = [link for link in LINKS if any(link in results[label] for label in labels)]
     lines = [
@@ -234,9 +669,10 @@ def report(results: Results, quick: bool) -> str:
         "latency). `chunked` N = `NIXERY_LAYERING=chunked NIXERY_LAYER_BUDGET=N`; one layer = "
         "`NIXERY_LAYERING=prefix NIXERY_LAYER_BUDGET=1`; `nixery` and `per-path` at budget 94. "
         "`per-path` (the previous default) is pulled on loopback only."
-        + (" **Quick mode**: one small pair, loopback and 100 Mbit/s." if quick else ""),
+        + (" **Quick mode**: one small pair, loopback and 100 Mbit/s." if quick else "")
+        + ("" if fresh_pulls else " **Cost only**: the pairs of the two layouts below."),
     ]
-    if fresh_images(quick):
+    if fresh_pulls and fresh_images(quick):
         lines += [
             "",
             "Fresh pulls, s (layers):",
@@ -321,7 +757,13 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="one pair, 3 layouts, loopback and 100 Mbit/s (CI)"
     )
-    print(run(parser.parse_args().quick))
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="the per-layer cost and the bound, with the pairs of the default and one layer only",
+    )
+    args = parser.parse_args()
+    print(run(args.quick, args.cost_only))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
-"""The real-dockerd pull benchmark in quick mode: it runs, reports every layout, and the
-chain-prefix count it predicts from the manifests is what dockerd reuses ("Already exists").
+"""The real-dockerd pull benchmark in quick mode: it runs, reports every layout, the
+chain-prefix count it predicts from the manifests is what dockerd reuses ("Already exists"),
+and it reports the per-layer cost fitted to fresh pulls and the bound that fit puts on any
+layout.
 
 No wall time is asserted (the machine is shared).
 """
 
 from __future__ import annotations
 
+import re
+
 from benchmarks import bench_docker
 
 from tests.conftest import require_tools, unavailable
 from tests.daemons import docker_available
+
+NUMBER = r"-?\d+\.\d+"
 
 
 def test_docker_quick_mode_reports_every_layout_and_validates_the_chain_prefix_count() -> None:
@@ -23,3 +29,23 @@ def test_docker_quick_mode_reports_every_layout_and_validates_the_chain_prefix_c
             assert f"| {layout.label} | " in section
     assert "Target, 100 Mbit/s: " in section  # pulled through the throttling proxy too
     assert "every pair agrees." in section
+
+    cost = section[section.index("### Per-layer cost\n") :]
+    fit = re.search(
+        rf"c0 = ({NUMBER}) s, cl = ({NUMBER}) s per layer\*\*, R² = ({NUMBER}) "
+        r"\((\d+) pulls, (\d+) distinct layer counts\)",
+        cost,
+    )
+    assert fit is not None, cost
+    assert int(fit[5]) >= 2  # a line through one layer count fits nothing
+    assert re.search(rf"cb = {NUMBER} s per MB, R² = {NUMBER}", cost)
+
+    bound = section[section.index("### What any layout can reach\n") :]
+    for link in bench_docker.QUICK_LINKS:
+        row = re.search(
+            rf"^\| {re.escape(link)} \| {NUMBER} \({NUMBER}\) \| .* \| (yes|no|\*\*yes\*\*) \|$",
+            bound,
+            re.M,
+        )
+        assert row is not None, bound
+    assert "- Target <= 0.8x one layer, by the model: " in bound

@@ -43,7 +43,7 @@ def test_docker_quick_mode_reports_every_layout_and_validates_the_chain_prefix_c
     bound = section[section.index("### What any layout can reach\n") :]
     for link in bench_docker.QUICK_LINKS:
         row = re.search(
-            rf"^\| {re.escape(link)} \| {NUMBER} \({NUMBER}\) \| .* \| (yes|no|\*\*yes\*\*) \|$",
+            rf"^\| {re.escape(link)} \| {NUMBER} \({NUMBER}\) \| .* \| (yes|no|\*\*yes\*\*) \| `chunked` \d+, [\d.]+ MB chunks: {NUMBER} \|$",
             bound,
             re.M,
         )

@@ -18,6 +18,24 @@ TEST_PKGS = REPO / "tests" / "pkgs"
 OFFLINE_NIX_CONFIG = "substituters =\nexperimental-features = nix-command"
 
 
+@dataclass(frozen=True)
+class ManifestLayer:
+    digest: str
+    size: int  # compressed bytes
+
+
+def manifest_layers(host_port: str, image: str) -> list[ManifestLayer]:
+    """The layers of the image's manifest; fetching it makes `nixery serve` build the image."""
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{host_port}/{image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
+    return [ManifestLayer(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
+
+
 class MissingTool(RuntimeError):
     pass
 

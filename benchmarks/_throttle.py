@@ -15,8 +15,10 @@ It runs its own asyncio loop in a daemon thread, for as long as the `with` block
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 from nixery.cloud.devstack import free_port
@@ -110,3 +112,14 @@ class ThrottledLink:
             pass
         finally:
             sink.close()
+
+
+@contextlib.contextmanager
+def link(upstream_port: int, bits_per_second: float | None) -> Iterator[str]:
+    """The host:port a client reaches `127.0.0.1:upstream_port` by: directly (None), or through
+    a `ThrottledLink` at the rate."""
+    if bits_per_second is None:
+        yield f"127.0.0.1:{upstream_port}"
+        return
+    with ThrottledLink(upstream_port, bits_per_second) as throttled:
+        yield throttled.host_port

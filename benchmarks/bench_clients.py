@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 import subprocess
 import sys
@@ -29,8 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks._serving import start_nixery
-from benchmarks._throttle import ThrottledLink
+from benchmarks._serving import ManifestLayer, manifest_layers, start_nixery
+from benchmarks._throttle import link as link_to
 from benchmarks.bench_incremental import QUICK_SIZES, SIZES, Pair, choose_pairs
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
 from tests.daemons import Dockerd, Podman, docker_available, podman_available
@@ -65,22 +64,6 @@ class PairPull:
         return self.b_layers - self.b_reused
 
 
-@dataclass(frozen=True)
-class Manifest:
-    layers: list[tuple[str, int]]  # (digest, size)
-
-
-def _manifest(host_port: str, image: str) -> Manifest:
-    raw = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{host_port}/{image}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    ).stdout
-    return Manifest([(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]])
-
-
 Puller = Callable[[str], None]
 # An access log line of `nixery serve` for a blob it sent.
 BLOB_GET = re.compile(r"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) 200")
@@ -110,16 +93,6 @@ def _check(result: subprocess.CompletedProcess[str]) -> None:
         raise RuntimeError(f"{result.args} failed: {result.stderr}")
 
 
-@contextlib.contextmanager
-def _link(label: str, port: int) -> Iterator[str]:
-    rate = LINKS[label]
-    if rate is None:
-        yield f"127.0.0.1:{port}"
-        return
-    with ThrottledLink(port, rate) as link:
-        yield link.host_port
-
-
 def _timed(pull: Puller, reference: str) -> float:
     started = time.monotonic()
     pull(reference)
@@ -139,7 +112,7 @@ def _pair_pull(
     scratch: Path,
     host_port: str,
     pair: Pair,
-    manifests: dict[str, Manifest],
+    manifests: dict[str, list[ManifestLayer]],
     access_log: Path,
 ) -> PairPull:
     with _client(client, scratch) as pull:
@@ -147,8 +120,8 @@ def _pair_pull(
         offset = access_log.stat().st_size
         second = _timed(pull, f"{host_port}/{pair.b_image}")
         fetched = _fetched_blobs(access_log, offset)
-    held = {digest for digest, _ in manifests[pair.a_image].layers}
-    wanted = dict(manifests[pair.b_image].layers)
+    held = {layer.digest for layer in manifests[pair.a_image]}
+    wanted = {layer.digest: layer.size for layer in manifests[pair.b_image]}
     return PairPull(
         first,
         second,
@@ -187,9 +160,9 @@ def measure(quick: bool) -> Results:
             server = start_nixery(scratch, env)
             try:
                 images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
-                manifests = {image: _manifest(server.host_port, image) for image in images}
+                manifests = {image: manifest_layers(server.host_port, image) for image in images}
                 for link in links:
-                    with _link(link, server.port) as host_port:
+                    with link_to(server.port, LINKS[link]) as host_port:
                         for client in clients:
                             started = time.monotonic()
                             results[label, client, link] = [

@@ -41,19 +41,16 @@ totals beside the model's), and no fresh pulls.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks._serving import start_nixery
-from benchmarks._throttle import ThrottledLink
+from benchmarks._serving import manifest_layers, start_nixery
+from benchmarks._throttle import link as link_to
 from benchmarks.bench_incremental import (
     QUICK_SIZES,
     SIZES,
@@ -172,26 +169,8 @@ def _pull(docker: Dockerd, ref: str) -> Pull:
     return Pull(seconds, existed + done, existed)
 
 
-@dataclass(frozen=True)
-class ManifestLayer:
-    digest: str
-    size: int  # compressed bytes
-
-
-def _manifest_layers(host_port: str, image: str) -> list[ManifestLayer]:
-    """The layers of the image's manifest; fetching it makes `nixery serve` build the image."""
-    raw = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{host_port}/{image}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    ).stdout
-    return [ManifestLayer(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
-
-
 def _layer_digests(host_port: str, image: str) -> list[str]:
-    return [layer.digest for layer in _manifest_layers(host_port, image)]
+    return [layer.digest for layer in manifest_layers(host_port, image)]
 
 
 def _chain_prefix(held: list[str], wanted: list[str]) -> int:
@@ -216,17 +195,6 @@ class LinkResult:
 Results = dict[str, dict[str, LinkResult]]  # layout label -> link label -> pulls
 
 
-@contextlib.contextmanager
-def _link(label: str, port: int) -> Iterator[str]:
-    """The registry's host:port as dockerd reaches it over the link."""
-    rate = LINKS[label]
-    if rate is None:
-        yield f"127.0.0.1:{port}"
-        return
-    with ThrottledLink(port, rate) as link:
-        yield link.host_port
-
-
 def measure_layout(
     scratch: Path, layout: Layout, quick: bool, fresh_pulls: bool = True
 ) -> dict[str, LinkResult]:
@@ -244,7 +212,7 @@ def measure_layout(
         results = {}
         for link in links:
             started = time.monotonic()
-            with _link(link, server.port) as host_port:
+            with link_to(server.port, LINKS[link]) as host_port:
                 fresh: dict[str, Pull] = {}
                 for label, image in fresh_list:
                     with Dockerd(scratch / "docker") as docker:
@@ -391,7 +359,7 @@ def measure_layer_cost(scratch: Path, quick: bool) -> LayerCost:
                     scratch / f"cost-{budget}",
                     {"NIXERY_LAYERING": "prefix", "NIXERY_LAYER_BUDGET": str(budget)},
                 )
-            manifest = _manifest_layers(servers[budget].host_port, image)
+            manifest = manifest_layers(servers[budget].host_port, image)
             built[budget, image] = (len(manifest), sum(layer.size for layer in manifest))
             _progress(
                 f"per-layer cost, budget {budget}, {image}: {len(manifest)} layers, "

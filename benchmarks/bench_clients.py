@@ -5,9 +5,11 @@ per layout, on loopback and over a bandwidth-limited link.
 
 containerd and podman reuse any layer whose digest they hold, so what they download for B is the
 content-addressed count of `bench_incremental`; what each layer costs them in time is what this
-measures. For each layout, `nixery serve` runs with it on fresh storage and builds every image
-before timing; for each client and link, each pair's A then B is pulled into fresh client
-storage (a fresh private dockerd for its containerd, a fresh podman root), each pull timed. The
+measures. Every layout has its own `nixery serve` on fresh storage, all running at once, and
+every image is built before timing; for each client and link, each pair's A then B is pulled
+into fresh client storage (a fresh private dockerd for its containerd, a fresh podman root),
+each pull timed, with every layout in turn (in rotated order) before the next pair, so that
+the drifting load of this shared machine falls on all layouts alike. The
 layers a client reused for B are predicted from the manifests (B's digests that A lists) and
 checked against the blobs the client really fetched while pulling B (the registry's access log).
 
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from benchmarks._serving import ManifestLayer, manifest_layers, start_nixery
 from benchmarks._throttle import link as link_to
+from benchmarks.bench_docker import rotated
 from benchmarks.bench_incremental import QUICK_SIZES, SIZES, Pair, choose_pairs
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
 from tests.daemons import Dockerd, Podman, docker_available, podman_available
@@ -151,36 +154,41 @@ def measure(quick: bool) -> Results:
     clients = clients_available()
     if not clients:
         raise RuntimeError("neither dockerd's containerd nor podman is installed")
+    images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
     results: Results = {}
-    with tempfile.TemporaryDirectory(prefix="nixery-bench-clients-") as name:
+    with (
+        tempfile.TemporaryDirectory(prefix="nixery-bench-clients-") as name,
+        contextlib.ExitStack() as stack,
+    ):
+        servers = {}
+        manifests = {}
         for number, label in enumerate(layouts):
             layering, budget = LAYOUTS[label]
-            scratch = Path(name) / str(number)
             env = {"NIXERY_LAYERING": layering, "NIXERY_LAYER_BUDGET": str(budget)}
-            server = start_nixery(scratch, env)
-            try:
-                images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
-                manifests = {image: manifest_layers(server.host_port, image) for image in images}
-                for link in links:
-                    with link_to(server.port, LINKS[link]) as host_port:
-                        for client in clients:
-                            started = time.monotonic()
-                            results[label, client, link] = [
-                                _pair_pull(
-                                    client,
-                                    scratch / "client",
-                                    host_port,
-                                    pair,
-                                    manifests,
-                                    Path(server.log_path),
-                                )
-                                for pair in pairs
-                            ]
-                            _progress(
-                                f"{label}, {client}, {link}: {time.monotonic() - started:.1f} s"
+            server = start_nixery(Path(name) / str(number), env)
+            stack.callback(server.stop)
+            servers[label] = server
+            manifests[label] = {image: manifest_layers(server.host_port, image) for image in images}
+        for link in links:
+            with contextlib.ExitStack() as throttled:
+                host_ports = {
+                    label: throttled.enter_context(link_to(server.port, LINKS[link]))
+                    for label, server in servers.items()
+                }
+                for client in clients:
+                    started = time.monotonic()
+                    for number, pair in enumerate(pairs):
+                        for label in rotated(list(layouts), number):
+                            pulled = _pair_pull(
+                                client,
+                                Path(name) / "client",
+                                host_ports[label],
+                                pair,
+                                manifests[label],
+                                Path(servers[label].log_path),
                             )
-            finally:
-                server.stop()
+                            results.setdefault((label, client, link), []).append(pulled)
+                    _progress(f"{client}, {link}: {time.monotonic() - started:.1f} s")
     return results
 
 

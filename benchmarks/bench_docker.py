@@ -3,9 +3,11 @@ on loopback and over bandwidth-limited links.
 
     python -m benchmarks.bench_docker [--quick] [--cost-only]
 
-For each layout, `nixery serve` runs with it on fresh storage, every image is built once
-before any timing (a pull times the client, not the build), and for each link a fresh private
-dockerd (`tests/daemons.py`) pulls:
+Every layout has its own `nixery serve` on fresh storage, all running at once; every image is
+built once before any timing (a pull times the client, not the build). For each link, a fresh
+private dockerd (`tests/daemons.py`) pulls, interleaved: each image or pair with every layout
+in turn (in an order rotated from one to the next) before the next image or pair, so that the
+load of this shared machine, which drifts over minutes, falls on all layouts alike:
 
 - fresh: the 1- and 10-package images of the generated family and `syntheticall` (the whole
   family, 300+ paths: 100 package names do not fit the 255-character name limit);
@@ -41,6 +43,7 @@ totals beside the model's), and no fresh pulls.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -195,40 +198,73 @@ class LinkResult:
 Results = dict[str, dict[str, LinkResult]]  # layout label -> link label -> pulls
 
 
-def measure_layout(
-    scratch: Path, layout: Layout, quick: bool, fresh_pulls: bool = True
-) -> dict[str, LinkResult]:
-    """Link label -> its pulls (the pairs only, without `fresh_pulls`)."""
+def rotated(labels: list[str], shift: int) -> list[str]:
+    """`labels` starting at `shift`: each layout goes first as often as any other, so a slow
+    stretch of this shared machine falls on all layouts alike."""
+    shift %= len(labels)
+    return labels[shift:] + labels[:shift]
+
+
+def measure_layouts(
+    scratch: Path, layouts: list[Layout], quick: bool, fresh_pulls: bool = True
+) -> Results:
+    """Every layout's pulls (the pairs only, without `fresh_pulls`), interleaved: one
+    `nixery serve` per layout, all running, and every image or pair pulled with each layout in
+    turn (in rotated order) before the next, so that the load of the machine, which drifts over
+    minutes, does not favour the layouts measured in a quiet stretch."""
     pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
-    links = [link for link in layout.links if not quick or link in QUICK_LINKS]
-    started = time.monotonic()
-    server = start_nixery(scratch, layout.env)
-    try:
-        fresh_list = fresh_images(quick) if fresh_pulls else []
-        images = [image for _, image in fresh_list]
-        images += [image for pair in pairs for image in (pair.a_image, pair.b_image)]
-        digests = {image: _layer_digests(server.host_port, image) for image in images}
-        _progress(f"{layout.label}: serving and built in {time.monotonic() - started:.1f} s")
-        results = {}
-        for link in links:
+    fresh_list = fresh_images(quick) if fresh_pulls else []
+    images = [image for _, image in fresh_list]
+    images += [image for pair in pairs for image in (pair.a_image, pair.b_image)]
+    by_label = {layout.label: layout for layout in layouts}
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        digests: dict[str, dict[str, list[str]]] = {}
+        for number, layout in enumerate(layouts):
             started = time.monotonic()
-            with link_to(server.port, LINKS[link]) as host_port:
-                fresh: dict[str, Pull] = {}
-                for label, image in fresh_list:
-                    with Dockerd(scratch / "docker") as docker:
-                        fresh[label] = _pull(docker, f"{host_port}/{image}")
-                pulled = []
-                for pair in pairs:
-                    with Dockerd(scratch / "docker") as docker:
-                        first = _pull(docker, f"{host_port}/{pair.a_image}")
-                        second = _pull(docker, f"{host_port}/{pair.b_image}")
-                    predicted = _chain_prefix(digests[pair.a_image], digests[pair.b_image])
-                    pulled.append((first, second, predicted))
-            results[link] = LinkResult(fresh, pulled)
-            _progress(f"{layout.label}, {link}: pulled in {time.monotonic() - started:.1f} s")
+            server = start_nixery(scratch / str(number), layout.env)
+            stack.callback(server.stop)
+            servers[layout.label] = server
+            digests[layout.label] = {
+                image: _layer_digests(server.host_port, image) for image in images
+            }
+            _progress(f"{layout.label}: serving and built in {time.monotonic() - started:.1f} s")
+        results: Results = {layout.label: {} for layout in layouts}
+        for link in LINKS:
+            labels = [
+                label
+                for label, layout in by_label.items()
+                if link in layout.links and (not quick or link in QUICK_LINKS)
+            ]
+            if not labels:
+                continue
+            started = time.monotonic()
+            with contextlib.ExitStack() as links:
+                host_ports = {
+                    label: links.enter_context(link_to(servers[label].port, LINKS[link]))
+                    for label in labels
+                }
+                fresh: dict[str, dict[str, Pull]] = {label: {} for label in labels}
+                for number, (image_label, image) in enumerate(fresh_list):
+                    for label in rotated(labels, number):
+                        with Dockerd(scratch / "docker") as docker:
+                            fresh[label][image_label] = _pull(
+                                docker, f"{host_ports[label]}/{image}"
+                            )
+                pulled: dict[str, list[tuple[Pull, Pull, int]]] = {label: [] for label in labels}
+                for number, pair in enumerate(pairs):
+                    for label in rotated(labels, number):
+                        with Dockerd(scratch / "docker") as docker:
+                            first = _pull(docker, f"{host_ports[label]}/{pair.a_image}")
+                            second = _pull(docker, f"{host_ports[label]}/{pair.b_image}")
+                        predicted = _chain_prefix(
+                            digests[label][pair.a_image], digests[label][pair.b_image]
+                        )
+                        pulled[label].append((first, second, predicted))
+            for label in labels:
+                results[label][link] = LinkResult(fresh[label], pulled[label])
+            _progress(f"{link}: {len(labels)} layouts pulled in {time.monotonic() - started:.1f} s")
         return results
-    finally:
-        server.stop()
 
 
 COST_BUDGETS = (1, 4, 16, 48)
@@ -636,16 +672,14 @@ def run(quick: bool, cost_only: bool = False) -> str:
     two layouts the bound compares the model with (no fresh pulls, no other layouts)."""
     if not docker_available():
         raise RuntimeError("dockerd is not installed (scripts/setup-system --test)")
-    results: Results = {}
+    layouts = [
+        layout
+        for layout in LAYOUTS
+        if (layout.quick or not quick)
+        and (not cost_only or layout.label in (DEFAULT_LAYOUT, ONE_LAYER))
+    ]
     with tempfile.TemporaryDirectory(prefix="nixery-bench-docker-") as name:
-        for number, layout in enumerate(LAYOUTS):
-            if quick and not layout.quick:
-                continue
-            if cost_only and layout.label not in (DEFAULT_LAYOUT, ONE_LAYER):
-                continue
-            results[layout.label] = measure_layout(
-                Path(name) / str(number), layout, quick, fresh_pulls=not cost_only
-            )
+        results = measure_layouts(Path(name) / "layouts", layouts, quick, fresh_pulls=not cost_only)
         cost = measure_layer_cost(Path(name) / "cost", quick)
         models = model_pairs(Path(name) / "bound", quick)
     links = [link for link in LINKS if not quick or link in QUICK_LINKS]
@@ -669,7 +703,8 @@ def report(results: Results, quick: bool, fresh_pulls: bool = True) -> str:
         "## Docker pulls",
         "",
         "A fresh private dockerd 20.10 (overlay2) per pull series, `nixery serve` on loopback, "
-        "images built before timing. Seconds of `docker pull` wall time; layers as dockerd "
+        "images built before timing; the layouts interleaved (each image or pair pulled with "
+        "every layout in turn, in rotated order, before the next). Seconds of `docker pull` wall time; layers as dockerd "
         "listed them. Links: loopback, and a throttling proxy on 127.0.0.1 "
         "(`benchmarks/_throttle.py`) whose connections share the stated rate (no added "
         "latency). `chunked` N = `NIXERY_LAYERING=chunked NIXERY_LAYER_BUDGET=N`; one layer = "

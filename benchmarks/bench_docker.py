@@ -52,6 +52,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
+
 from benchmarks._serving import manifest_layers, start_nixery
 from benchmarks._throttle import link as link_to
 from benchmarks.bench_incremental import (
@@ -335,26 +337,12 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, fl
 def fit_plane(
     xs: Sequence[float], zs: Sequence[float], ys: Sequence[float]
 ) -> tuple[float, float, float, float]:
-    """Least squares `y = c0 + cl x + cb z`: (c0, cl, cb, R²), by the normal equations."""
-    rows = [(1.0, x, z) for x, z in zip(xs, zs, strict=True)]
-    # The augmented normal equations [XᵀX | Xᵀy], solved by Gauss-Jordan with partial pivoting.
-    matrix = [
-        [sum(r[i] * r[j] for r in rows) for j in range(3)]
-        + [sum(r[i] * y for r, y in zip(rows, ys, strict=True))]
-        for i in range(3)
-    ]
-    for column in range(3):
-        pivot = max(range(column, 3), key=lambda row: abs(matrix[row][column]))
-        if abs(matrix[pivot][column]) < 1e-12:
-            raise ValueError("the samples do not separate layers from bytes")
-        matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
-        for row in range(3):
-            if row != column:
-                factor = matrix[row][column] / matrix[column][column]
-                matrix[row] = [
-                    a - factor * b for a, b in zip(matrix[row], matrix[column], strict=True)
-                ]
-    c0, cl, cb = (matrix[i][3] / matrix[i][i] for i in range(3))
+    """Least squares `y = c0 + cl x + cb z`: (c0, cl, cb, R²)."""
+    design = numpy.column_stack([numpy.ones(len(xs)), xs, zs])
+    solution, _, rank, _ = numpy.linalg.lstsq(design, numpy.asarray(ys), rcond=None)
+    if rank < 3:
+        raise ValueError("the samples do not separate layers from bytes")
+    c0, cl, cb = (float(value) for value in solution)
     return c0, cl, cb, _r2(ys, [c0 + cl * x + cb * z for x, z in zip(xs, zs, strict=True)])
 
 

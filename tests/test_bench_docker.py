@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from benchmarks import bench_docker
 
 from tests.conftest import require_tools, unavailable
@@ -49,3 +50,13 @@ def test_docker_quick_mode_reports_every_layout_and_validates_the_chain_prefix_c
         )
         assert row is not None, bound
     assert "- Target <= 0.8x one layer, by the model: " in bound
+
+
+def test_the_cost_fit_recovers_known_costs() -> None:
+    layers = [2.0, 5.0, 17.0, 49.0, 2.0, 2.0]
+    megabytes = [2.6, 2.6, 2.6, 2.6, 1.2, 3.9]
+    seconds = [0.2 + 0.08 * x + 0.15 * z for x, z in zip(layers, megabytes, strict=True)]
+    c0, cl, cb, r2 = bench_docker.fit_plane(layers, megabytes, seconds)
+    assert (round(c0, 6), round(cl, 6), round(cb, 6), round(r2, 6)) == (0.2, 0.08, 0.15, 1.0)
+    with pytest.raises(ValueError, match="do not separate"):
+        bench_docker.fit_plane(layers[:4], megabytes[:4], seconds[:4])  # bytes never vary

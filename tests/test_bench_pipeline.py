@@ -108,8 +108,9 @@ def test_cold_section_splits_nix_from_ours_for_each_image(quick_report: str) -> 
     for packages, _, closure, layers, total, nix, ours, _parts, pigz, ratio in rows:
         paths = int(closure.split(" / ")[0])
         assert paths > int(packages) and int(layers) >= 2
-        # The split adds up: Nix and ours are parts of the request's time.
-        assert float(nix) + float(ours) <= float(total) + 0.01
+        # The split adds up: Nix and ours are parts of the request's time. Each of the three
+        # is printed rounded to 0.01 s, so their sum may exceed the total by up to 0.015 s.
+        assert float(nix) + float(ours) <= float(total) + 0.015 + 1e-9
         assert float(pigz) > 0 and float(ratio) >= 0
     assert re.search(
         r"^- Our part of a cold build .*: \*\*(not )?met\*\* - at most", text, re.MULTILINE

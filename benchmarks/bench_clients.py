@@ -178,7 +178,7 @@ def measure(quick: bool) -> Results:
                 for client in clients:
                     started = time.monotonic()
                     for number, pair in enumerate(pairs):
-                        for label in rotated(list(layouts), number):
+                        for label in rotated(layouts, number):
                             pulled = _pair_pull(
                                 client,
                                 Path(name) / "client",

@@ -51,6 +51,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy
 
@@ -198,13 +199,14 @@ class LinkResult:
 
 
 Results = dict[str, dict[str, LinkResult]]  # layout label -> link label -> pulls
+Item = TypeVar("Item")
 
 
-def rotated(labels: list[str], shift: int) -> list[str]:
-    """`labels` starting at `shift`: each layout goes first as often as any other, so a slow
-    stretch of this shared machine falls on all layouts alike."""
-    shift %= len(labels)
-    return labels[shift:] + labels[:shift]
+def rotated(items: Sequence[Item], shift: int) -> list[Item]:
+    """`items` starting at `shift`: each goes first as often as any other, so a slow stretch
+    of this shared machine falls on all alike."""
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
 
 
 def measure_layouts(
@@ -397,8 +399,7 @@ def measure_layer_cost(scratch: Path, quick: bool) -> LayerCost:
             _pull(docker, warm_up)
             _remove_image(docker, warm_up)
             for number in range(rounds):
-                shift = number % len(points)
-                for budget, image in points[shift:] + points[:shift]:
+                for budget, image in rotated(points, number):
                     ref = f"{servers[budget].host_port}/{image}"
                     layers, size = built[budget, image]
                     pull = _pull(docker, ref)

@@ -290,7 +290,6 @@ class Measured:
     outcomes: list[Outcome]
     orders: list[OrderRow]
     held_out_count: int
-    fit_moves: int
 
 
 def measure(quick: bool) -> Measured:
@@ -309,17 +308,19 @@ def measure(quick: bool) -> Measured:
     with tempfile.TemporaryDirectory(prefix="nixery-bench-incremental-") as name:
         bench = Workbench(Path(name), images + family)
         outcomes = [_outcome(bench, pair) for pair in pairs]
-        orders = order_study(bench, pairs, held_out, moves)
-    return Measured(outcomes, orders, len(held_out), moves)
+        orders = order_study(bench, images, pairs, held_out, moves)
+    return Measured(outcomes, orders, len(held_out))
 
 
 def order_study(
-    bench: Workbench, pairs: Sequence[Pair], held_out: Sequence[Pair], moves: int
+    bench: Workbench,
+    images: Sequence[str],
+    pairs: Sequence[Pair],
+    held_out: Sequence[Pair],
+    moves: int,
 ) -> list[OrderRow]:
-    """Median chain-prefix excess with one layer per path, by order (`benchmarks._orders`)."""
-    images = sorted(
-        {image for pair in [*pairs, *held_out] for image in (pair.a_image, pair.b_image)}
-    )
+    """Median chain-prefix excess with one layer per path, by order (`benchmarks._orders`), over
+    the paths of `images` (those of the pairs and the held-out pairs)."""
     graph = bench.union_closure(images)
     with ThreadPoolExecutor(2) as pool:
         sizes = list(pool.map(lambda path: bench.store_layer([path]).size, graph.nodes))

@@ -299,8 +299,19 @@ def test_progress_bar_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> Non
             for done in range(1, 5):
                 advance(done, 4)
         terminal.flush()
-    shown = os.read(leader, 65536).decode()
+    # One read returns what the pty holds at that moment, which may be only the first frame:
+    # read until the closed follower's end (EIO on Linux).
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(leader)
+    shown = b"".join(chunks).decode()
     assert "realising" in shown and "4/4" in shown
 
 

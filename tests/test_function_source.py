@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 import tomllib
+from pathlib import Path
 
 from tests.conftest import REPO
+from tests.only_deps import link_site, python_with_only
 
 BUILDER_ONLY = ("isal", "networkx", "gunicorn", "waitress", "zstandard")
 
@@ -22,17 +24,21 @@ def test_requirements_match_pyproject() -> None:
     assert _requirement_lines() == {*flask, *project["optional-dependencies"]["cloud"]}
 
 
-def test_function_imports_no_builder_dependency() -> None:
-    # Import main.py from functions/ alone, as Cloud Functions does, and list what got loaded.
+def test_function_loads_with_its_requirements_only(tmp_path: Path) -> None:
+    # main.py from functions/ alone, as Cloud Functions imports it, on an interpreter holding
+    # requirements.txt's distributions and nothing else: the builder's libraries are absent.
+    site = link_site(_requirement_lines(), tmp_path / "site")
+    python, env = python_with_only(site, REPO / "functions")
     probe = (
         "import sys, main, nixery.cloud.function, nixery.registry.api\n"
         f"print(','.join(m for m in {BUILDER_ONLY!r} if m in sys.modules))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
+    loaded = subprocess.run(
+        [*python, "-c", probe],
         cwd=REPO / "functions",
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
-        check=True,
     )
-    assert result.stdout.strip() == ""
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == ""

@@ -35,6 +35,8 @@ class RegistryProcess:
     storage: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
+    # The interpreter, with its flags: tests/only_deps.py gives one that sees core deps only.
+    python: list[str] = field(default_factory=lambda: [sys.executable])
     nix_log: Path = field(init=False)
     process: ManagedProcess | None = None
 
@@ -60,7 +62,7 @@ class RegistryProcess:
         }
         self.process = spawn(
             "nixery serve",
-            [sys.executable, "-m", "nixery", "serve", "--host", "127.0.0.1"],
+            [*self.python, "-m", "nixery", "serve", "--host", "127.0.0.1"],
             self.port,
             self.log_path,
             env,

@@ -32,8 +32,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+import pytest
+
+from tests.conftest import in_ci, unavailable
 
 DOCKER_20_10_CLI = "/usr/bin/docker"
 READY_TIMEOUT_SECONDS = 60.0
@@ -287,3 +292,32 @@ class Podman:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         _remove_private_tree([self.root, self.runtime_dir])
+
+
+# --- Fixtures (tests/e2e and tests/cloud's conftest.py load them): one daemon per module -----
+
+# Outside CI only: there the fixtures below fail instead, saying what to install.
+needs_docker = pytest.mark.skipif(
+    not in_ci() and not docker_available(),
+    reason="docker.io is not installed (scripts/setup-system --test)",
+)
+needs_podman = pytest.mark.skipif(
+    not in_ci() and not podman_available(),
+    reason="podman is not installed (scripts/setup-system --test)",
+)
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    if not docker_available():
+        unavailable("docker.io is not installed")
+    with Dockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    if not podman_available():
+        unavailable("podman is not installed")
+    with Podman(tmp_path_factory.mktemp("podman")) as runner:
+        yield runner

@@ -1,9 +1,11 @@
 """Team access in the cloud deployment: the registry function on the dev stack, with the
-tokeninfo stand-in; credentials are checked before any redirect to a signed URL."""
+tokeninfo stand-in; credentials are checked before any redirect to a signed URL. skopeo, docker
+(20.10), containerd's ctr and podman log in and pull through it, following the redirects."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from nixery.cloud.devstack import DevStack, ManagedProcess, StackError
 from nixery.cloud.devstack import start_function as start_function_process
 from tests.builder_container import start_test_stack
 from tests.conftest import TEST_PKGS, require_tools, unavailable
+from tests.daemons import Dockerd, Podman, needs_docker, needs_podman
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.emulators import FIRESTORE_EMULATOR_INSTALL
 from tests.team import ROBOT, ROBOT_TOKEN, basic, google, team_env
@@ -84,3 +87,58 @@ def test_skopeo_pulls_through_the_team_function(
     rootfs = pull_and_unpack(host, "hello", tmp_path, "oauth2accesstoken:tok-carol")
     assert (rootfs / "bin" / "hello").exists()
     assert standin.calls["tok-carol"] == 1
+
+
+# --- The real clients, through the function's 303s to signed URLs on the GCS emulator --------
+
+
+def _blob_redirects(function: ManagedProcess) -> int:
+    log = Path(function.log_path).read_text()
+    return len(re.findall(r"GET /v2/[^ ]+/blobs/sha256:[0-9a-f]{64} 303", log))
+
+
+@needs_docker
+def test_docker_logs_in_pulls_through_signed_urls_and_runs(
+    team_function: ManagedProcess, docker: Dockerd
+) -> None:
+    host = team_function.url.removeprefix("http://")
+    reference = f"{host}/shell/hello"
+    refused = docker.run("pull", reference)
+    assert refused.returncode != 0 and "no basic auth credentials" in refused.stderr, refused.stderr
+    login = docker.run("login", "--username", ROBOT, "--password-stdin", host, input=ROBOT_TOKEN)
+    assert "Login Succeeded" in login.stdout, login.stderr
+    redirects = _blob_redirects(team_function)
+    pulled = docker.run("pull", reference)
+    assert f"Downloaded newer image for {reference}:latest" in pulled.stdout, pulled.stderr
+    assert _blob_redirects(team_function) > redirects, "docker fetched the blobs elsewhere"
+    ran = docker.run("run", "--rm", "--network", "none", reference, "hello")
+    assert ran.stdout == "Hello from nixery!\n", ran.stderr
+
+
+@needs_docker
+def test_ctr_pulls_through_signed_urls_and_runs(
+    team_function: ManagedProcess, docker: Dockerd
+) -> None:
+    reference = f"{team_function.url.removeprefix('http://')}/shell/hello:latest"
+    redirects = _blob_redirects(team_function)
+    pulled = docker.ctr(
+        "images", "pull", "--plain-http", "--user", f"{ROBOT}:{ROBOT_TOKEN}", reference
+    )
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert _blob_redirects(team_function) > redirects
+    ran = docker.ctr("run", "--rm", reference, "nixery-ctr-stack-test", "hello")
+    assert ran.stdout == "Hello from nixery!\n", ran.stderr
+
+
+@needs_podman
+def test_podman_pulls_through_signed_urls_and_runs(
+    team_function: ManagedProcess, podman: Podman
+) -> None:
+    reference = f"{team_function.url.removeprefix('http://')}/shell/hello"
+    redirects = _blob_redirects(team_function)
+    creds = f"--creds={ROBOT}:{ROBOT_TOKEN}"
+    pulled = podman.run("pull", "--tls-verify=false", creds, reference)
+    assert pulled.returncode == 0, pulled.stderr
+    assert _blob_redirects(team_function) > redirects
+    ran = podman.run("run", "--rm", "--network", "none", *Podman.RUN_LIMITS, reference, "hello")
+    assert ran.stdout == "Hello from nixery!\n", ran.stderr

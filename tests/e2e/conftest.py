@@ -11,6 +11,7 @@ import pytest
 
 from tests.builder_container import builder_docker, builder_image  # noqa: F401 (fixtures)
 from tests.conftest import TEST_PKGS, require_tools, unavailable
+from tests.daemons import docker, podman  # noqa: F401 (fixtures)
 from tests.e2e.registry_process import RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

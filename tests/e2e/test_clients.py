@@ -18,8 +18,15 @@ import requests
 
 from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 from nixery.registry.negotiation import prefers_docker
-from tests.conftest import TEST_PKGS, in_ci, unavailable
-from tests.daemons import DOCKER_20_10_CLI, Dockerd, Podman, docker_available, podman_available
+from tests.conftest import TEST_PKGS, unavailable
+from tests.daemons import (
+    DOCKER_20_10_CLI,
+    Dockerd,
+    Podman,
+    needs_docker,
+    needs_podman,
+    podman_available,
+)
 from tests.e2e.conftest import OCI_MANIFEST
 from tests.e2e.registry_process import RegistryProcess
 from tests.team import ROBOT, ROBOT_TOKEN, team_env
@@ -29,32 +36,6 @@ from tests.tokeninfo_standin import TokenInfoStandIn
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 IMAGE = "shell/hello"
 SHARING_IMAGE = "shell/app"
-
-# Outside CI only: there the fixtures below fail instead, saying what to install.
-needs_docker = pytest.mark.skipif(
-    not in_ci() and not docker_available(),
-    reason="docker.io is not installed (scripts/setup-system --test)",
-)
-needs_podman = pytest.mark.skipif(
-    not in_ci() and not podman_available(),
-    reason="podman is not installed (scripts/setup-system --test)",
-)
-
-
-@pytest.fixture(scope="module")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
-    if not docker_available():
-        unavailable("docker.io is not installed")
-    with Dockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
-        yield daemon
-
-
-@pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
-    if not podman_available():
-        unavailable("podman is not installed")
-    with Podman(tmp_path_factory.mktemp("podman")) as runner:
-        yield runner
 
 
 def _digest(registry: RegistryProcess, image: str, accept: str) -> str:

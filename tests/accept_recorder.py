@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+
+
+def captured_accept(log_path: Path) -> list[str]:
+    """The Accept values of the first manifest request by tag in the log."""
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if re.search(r"/manifests/[^/:]+$", record["path"]) and record["accept"]:
+            return [value.strip() for value in ",".join(record["accept"]).split(",")]
+    raise AssertionError(f"no manifest request recorded:\n{log_path.read_text()}")
 
 
 def make_handler(upstream: str, log_path: str) -> type[BaseHTTPRequestHandler]:

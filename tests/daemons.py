@@ -25,6 +25,8 @@ temporary directory of their own; the (large) data root lives under the director
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -32,6 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -292,6 +295,30 @@ class Podman:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         _remove_private_tree([self.root, self.runtime_dir])
+
+
+def engine_pull_messages(socket_path: Path, reference: str) -> list[dict[str, str]]:
+    """`POST /images/create` on a dockerd's socket: its JSON progress messages, in order (the
+    CLI prints per-layer lines such as "Already exists" only on a terminal)."""
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(str(socket_path))
+
+    connection = UnixConnection("docker", timeout=COMMAND_TIMEOUT_SECONDS)
+    query = urllib.parse.urlencode({"fromImage": reference, "tag": "latest"})
+    connection.request("POST", f"/images/create?{query}")
+    answer = connection.getresponse()
+    decoder = json.JSONDecoder()
+    text, messages = answer.read().decode(), []
+    position = 0
+    while (position := len(text) - len(text[position:].lstrip())) < len(text):
+        message, position = decoder.raw_decode(text, position)
+        messages.append(message)
+    connection.close()
+    assert answer.status == 200, text
+    return messages
 
 
 # --- Fixtures (tests/e2e and tests/cloud's conftest.py load them): one daemon per module -----

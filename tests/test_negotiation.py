@@ -5,7 +5,8 @@ a recording proxy (tests/accept_recorder.py) and checks that the lists still mat
 regctl are not in the table: both are Go programs installed with `go install`, and this machine
 reaches no Go module proxy. Docker's daemon builds its list from a Go map, so its order varies
 between pulls: lists are compared as sets. "docker newer CLI" is the CLI first on PATH
-(28.2 when captured).
+(28.2 when captured); the 28.5 daemon and CLI, containerd 2.1 and podman 5.8 are Debian sid's
+(tests/current_engines.py, recorded by tests/e2e/test_current_clients.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,57 @@ CAPTURED_ACCEPT: dict[str, tuple[list[str], str]] = {
         "oci",
     ),
     "skopeo 1.9 inspect": (
+        [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            "application/vnd.docker.distribution.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.index.v1+json",
+        ],
+        "oci",
+    ),
+    "docker 28.5 (daemon, overlay2) pull": (
+        [
+            "application/json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ],
+        "oci",
+    ),
+    "docker 28.5 (daemon, containerd store) pull": (
+        [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "*/*",
+        ],
+        "oci",
+    ),
+    "docker 28.5 CLI manifest inspect": (
+        [
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ],
+        "oci",
+    ),
+    "containerd 2.1 ctr pull": (
+        [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "*/*",
+        ],
+        "oci",
+    ),
+    "podman 5.8 pull": (
         [
             "application/vnd.oci.image.manifest.v1+json",
             "application/vnd.docker.distribution.manifest.v2+json",

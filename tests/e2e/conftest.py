@@ -3,12 +3,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 from tests.builder_container import builder_docker, builder_image  # noqa: F401 (fixtures)
 from tests.conftest import TEST_PKGS, require_tools, unavailable
 from tests.daemons import docker, podman  # noqa: F401 (fixtures)
@@ -105,3 +107,19 @@ def git_registry(
     storage = tmp_path_factory.mktemp("git-registry") / "storage"
     with RegistryProcess(storage, {"NIXERY_PKGS_REPO": f"file://{pkgs_git_repo}"}) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def recorder(
+    registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ManagedProcess, Path]]:
+    """tests/accept_recorder.py in front of `registry`: the proxy, and its log."""
+    workdir = tmp_path_factory.mktemp("recorder")
+    log = workdir / "requests.jsonl"
+    port = free_port()
+    command = [sys.executable, "-m", "tests.accept_recorder", str(port), registry.url, str(log)]
+    process = spawn("accept recorder", command, port, workdir / "recorder.log")
+    try:
+        yield process, log
+    finally:
+        process.stop()

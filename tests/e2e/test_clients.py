@@ -9,20 +9,21 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from nixery.cloud.devstack import ManagedProcess, free_port, spawn
+from nixery.cloud.devstack import ManagedProcess
 from nixery.registry.negotiation import prefers_docker
+from tests.accept_recorder import captured_accept
 from tests.conftest import TEST_PKGS, unavailable
 from tests.daemons import (
     DOCKER_20_10_CLI,
     Dockerd,
     Podman,
+    engine_pull_messages,
     needs_docker,
     needs_podman,
     podman_available,
@@ -99,32 +100,6 @@ def test_docker_manifest_inspect(docker: Dockerd, registry: RegistryProcess, cli
         assert manifest["mediaType"] == DOCKER_MANIFEST
 
 
-def _engine_pull_messages(docker: Dockerd, reference: str) -> list[dict[str, str]]:
-    """`POST /images/create` on the daemon's socket: its JSON progress messages, in order."""
-    import http.client
-    import socket
-    import urllib.parse
-
-    class UnixConnection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(str(docker.socket_path))
-
-    connection = UnixConnection("docker", timeout=600)
-    query = urllib.parse.urlencode({"fromImage": reference, "tag": "latest"})
-    connection.request("POST", f"/images/create?{query}")
-    answer = connection.getresponse()
-    decoder = json.JSONDecoder()
-    text, messages = answer.read().decode(), []
-    position = 0
-    while (position := len(text) - len(text[position:].lstrip())) < len(text):
-        message, position = decoder.raw_decode(text, position)
-        messages.append(message)
-    connection.close()
-    assert answer.status == 200, text
-    return messages
-
-
 @needs_docker
 def test_docker_reuses_only_a_leading_run_of_shared_layers(
     docker: Dockerd, registry: RegistryProcess
@@ -134,7 +109,7 @@ def test_docker_reuses_only_a_leading_run_of_shared_layers(
     first, second = _layers(registry, IMAGE), _layers(registry, SHARING_IMAGE)
     _ok(docker.run("pull", f"{registry.host}/{IMAGE}"))
     # The CLI prints per-layer lines only on a terminal; the Engine API stream carries them all.
-    pulled = _engine_pull_messages(docker, f"{registry.host}/{SHARING_IMAGE}")
+    pulled = engine_pull_messages(docker.socket_path, f"{registry.host}/{SHARING_IMAGE}")
     reused = {message["id"] for message in pulled if message.get("status") == "Already exists"}
     leading = 0
     while leading < min(len(first), len(second)) and first[leading] == second[leading]:
@@ -281,31 +256,6 @@ def test_docker_login_to_a_team_registry(docker: Dockerd, team_registry: Registr
 # --- Accept lists, captured through a recording proxy --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def recorder(
-    registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ManagedProcess, Path]]:
-    workdir = tmp_path_factory.mktemp("recorder")
-    log = workdir / "requests.jsonl"
-    port = free_port()
-    command = [sys.executable, "-m", "tests.accept_recorder", str(port), registry.url, str(log)]
-    process = spawn("accept recorder", command, port, workdir / "recorder.log")
-    try:
-        yield process, log
-    finally:
-        process.stop()
-
-
-def capture_accept(log: Path, run: subprocess.CompletedProcess[str]) -> list[str]:
-    """The Accept values of the first manifest request by tag since the log was cleared."""
-    assert run.returncode == 0, run.stdout + run.stderr
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
-        if re.search(r"/manifests/[^/:]+$", record["path"]) and record["accept"]:
-            return [value.strip() for value in ",".join(record["accept"]).split(",")]
-    raise AssertionError(f"no manifest request recorded:\n{log.read_text()}")
-
-
 def test_clients_send_the_accept_lists_the_table_pins(
     recorder: tuple[ManagedProcess, Path],
     docker: Dockerd,
@@ -339,7 +289,8 @@ def test_clients_send_the_accept_lists_the_table_pins(
         # Docker's CLIs get the daemon and its private config; podman would read that config too.
         env = docker.env if "docker" in client else None
         run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        captured[client] = capture_accept(log, run)
+        assert run.returncode == 0, run.stdout + run.stderr
+        captured[client] = captured_accept(log)
     print(json.dumps(captured, indent=2))
     for client, accept in captured.items():
         assert sorted(accept) == sorted(CAPTURED_ACCEPT[client][0]), client

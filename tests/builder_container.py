@@ -107,6 +107,18 @@ class Timings:
 TIMINGS = Timings()
 
 
+def mmdebstrap(suite: str, output: Path, sources_file: Path, *options: str) -> None:
+    """A minbase Debian `suite` at `output` (a directory, or a tar by its suffix)."""
+    made = subprocess.run(
+        ["mmdebstrap", "--variant=minbase", *options, suite, str(output), str(sources_file)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        start_new_session=True,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+
+
 def make_base(sources: str, key: str) -> Path:
     """The trixie base as a tar (kept between runs under its key)."""
     tar = cache_dir() / f"base-{SUITE}-{key}.tar"
@@ -126,23 +138,14 @@ def make_base(sources: str, key: str) -> Path:
         )
         partial = workdir / "base.tar"
         started = time.monotonic()
-        made = subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                "--include=ca-certificates",
-                *(f"--dpkgopt={option}" for option in SLIM_EXCLUDES),
-                f"--customize-hook={trust_host_cas}",
-                SUITE,
-                str(partial),
-                str(sources_file),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            start_new_session=True,
+        mmdebstrap(
+            SUITE,
+            partial,
+            sources_file,
+            "--include=ca-certificates",
+            *(f"--dpkgopt={option}" for option in SLIM_EXCLUDES),
+            f"--customize-hook={trust_host_cas}",
         )
-        assert made.returncode == 0, made.stderr[-3000:]
         TIMINGS.base_seconds = time.monotonic() - started
         partial.rename(tar)
     finally:

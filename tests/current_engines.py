@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.builder_container import cache_dir, host_sources_for
+from tests.builder_container import cache_dir, host_sources_for, mmdebstrap
 from tests.daemons import (
     COMMAND_TIMEOUT_SECONDS,
     READY_TIMEOUT_SECONDS,
@@ -91,22 +91,8 @@ def current_root() -> Path:
     sources_file = making.with_name(making.name + ".sources")
     sources_file.write_text(sources)
     try:
-        made = subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                *(f"--aptopt={option}" for option in APT_OPTIONS),
-                f"--include={','.join(PACKAGES)}",
-                SUITE,
-                str(making),
-                str(sources_file),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            start_new_session=True,
-        )
-        assert made.returncode == 0, made.stderr[-3000:]
+        options = [f"--aptopt={option}" for option in APT_OPTIONS]
+        mmdebstrap(SUITE, making, sources_file, *options, f"--include={','.join(PACKAGES)}")
         for old in root.parent.glob(f"engines-{SUITE}-*"):
             if old != making and not old.name.endswith((".making", ".sources")):
                 shutil.rmtree(old, ignore_errors=True)  # one kept root: it is 600 MB

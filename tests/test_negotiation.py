@@ -15,6 +15,33 @@ import pytest
 
 from nixery.registry.negotiation import manifest_form
 
+# Sent by the containers/image library: skopeo and podman.
+CONTAINERS_IMAGE: list[str] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+]
+
+# Sent by containerd's resolver: ctr, and Docker with the containerd image store.
+CONTAINERD: list[str] = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "*/*",
+]
+
+# Sent by the docker CLI's `manifest inspect` since it lists the OCI manifest.
+DOCKER_NEW_CLI: list[str] = [
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+]
+
 CAPTURED_ACCEPT: dict[str, tuple[list[str], str]] = {
     "docker 20.10 (daemon) pull": (
         [
@@ -36,35 +63,15 @@ CAPTURED_ACCEPT: dict[str, tuple[list[str], str]] = {
         "docker",
     ),
     "podman 4.3 pull": (
-        [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.v1+prettyjws",
-            "application/vnd.docker.distribution.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.index.v1+json",
-        ],
+        CONTAINERS_IMAGE,
         "oci",
     ),
     "containerd 1.6 ctr pull": (
-        [
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "*/*",
-        ],
+        CONTAINERD,
         "oci",
     ),
     "skopeo 1.9 inspect": (
-        [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.v1+prettyjws",
-            "application/vnd.docker.distribution.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.index.v1+json",
-        ],
+        CONTAINERS_IMAGE,
         "oci",
     ),
     "docker 28.5 (daemon, overlay2) pull": (
@@ -79,52 +86,23 @@ CAPTURED_ACCEPT: dict[str, tuple[list[str], str]] = {
         "oci",
     ),
     "docker 28.5 (daemon, containerd store) pull": (
-        [
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "*/*",
-        ],
+        CONTAINERD,
         "oci",
     ),
     "docker 28.5 CLI manifest inspect": (
-        [
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        ],
+        DOCKER_NEW_CLI,
         "oci",
     ),
     "containerd 2.1 ctr pull": (
-        [
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "*/*",
-        ],
+        CONTAINERD,
         "oci",
     ),
     "podman 5.8 pull": (
-        [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.v1+prettyjws",
-            "application/vnd.docker.distribution.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.index.v1+json",
-        ],
+        CONTAINERS_IMAGE,
         "oci",
     ),
     "docker newer CLI manifest inspect": (
-        [
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        ],
+        DOCKER_NEW_CLI,
         "oci",
     ),
 }

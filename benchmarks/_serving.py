@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,18 @@ def manifest_layers(host_port: str, image: str) -> list[ManifestLayer]:
         timeout=900,
     ).stdout
     return [ManifestLayer(layer["digest"], layer["size"]) for layer in json.loads(raw)["layers"]]
+
+
+# An access log line of `nixery serve` for a blob it sent.
+BLOB_GET = re.compile(r"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) 200")
+
+
+def blobs_served(access_log: Path, offset: int = 0) -> list[str]:
+    """Digests of the blobs `nixery serve` answered 200 to a GET, in order, after `offset`
+    bytes of its log."""
+    with access_log.open("rb") as log:
+        log.seek(offset)
+        return BLOB_GET.findall(log.read().decode(errors="replace"))
 
 
 class MissingTool(RuntimeError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks._serving import ManifestLayer, manifest_layers, start_nixery
+from benchmarks._serving import ManifestLayer, blobs_served, manifest_layers, start_nixery
 from benchmarks._throttle import link as link_to
 from benchmarks.bench_docker import rotated
 from benchmarks.bench_incremental import QUICK_SIZES, SIZES, Pair, choose_pairs
@@ -68,8 +67,6 @@ class PairPull:
 
 
 Puller = Callable[[str], None]
-# An access log line of `nixery serve` for a blob it sent.
-BLOB_GET = re.compile(r"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) 200")
 
 
 @contextlib.contextmanager
@@ -102,14 +99,6 @@ def _timed(pull: Puller, reference: str) -> float:
     return time.monotonic() - started
 
 
-def _fetched_blobs(access_log: Path, offset: int) -> set[str]:
-    """Digests of the blobs GET (200) in the registry's access log after `offset`."""
-    with access_log.open("rb") as log:
-        log.seek(offset)
-        text = log.read().decode(errors="replace")
-    return set(BLOB_GET.findall(text))
-
-
 def _pair_pull(
     client: str,
     scratch: Path,
@@ -122,7 +111,7 @@ def _pair_pull(
         first = _timed(pull, f"{host_port}/{pair.a_image}")
         offset = access_log.stat().st_size
         second = _timed(pull, f"{host_port}/{pair.b_image}")
-        fetched = _fetched_blobs(access_log, offset)
+        fetched = set(blobs_served(access_log, offset))
     held = {layer.digest for layer in manifests[pair.a_image]}
     wanted = {layer.digest: layer.size for layer in manifests[pair.b_image]}
     return PairPull(

@@ -12,7 +12,7 @@ pull from `nixery serve` on 127.0.0.1. The mounts die with the namespace's last 
 the engines' state lives outside the cached root.
 
     with CurrentEngines(containerd_store=True) as engines:
-        engines.docker("pull", "127.0.0.1:5000/shell")    # a CompletedProcess (text)
+        engines.run("pull", "127.0.0.1:5000/shell")       # `docker pull`: a CompletedProcess
         engines.ctr("images", "pull", "--plain-http", ref)
         engines.podman("pull", "--tls-verify=false", ref)
 """
@@ -142,7 +142,7 @@ class CurrentEngines:
             *command,
         ]
 
-    def run(
+    def in_root(
         self, *command: str, input: str | None = None, timeout: float = COMMAND_TIMEOUT_SECONDS
     ) -> subprocess.CompletedProcess[str]:
         """Any command of the root file system, in a namespace of its own."""
@@ -156,12 +156,13 @@ class CurrentEngines:
             check=False,
         )
 
-    def docker(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.run("docker", *args, input=input)
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`docker ARGS` (sid's CLI) against this dockerd, as `Dockerd.run` is for Debian 12's."""
+        return self.in_root("docker", *args, input=input)
 
     def ctr(self, *args: str, namespace: str = "nixery-tests") -> subprocess.CompletedProcess[str]:
         address = f"{self.inner}/run/exec/containerd/containerd.sock"
-        return self.run("ctr", "--address", address, "--namespace", namespace, *args)
+        return self.in_root("ctr", "--address", address, "--namespace", namespace, *args)
 
     def podman(self, *args: str) -> subprocess.CompletedProcess[str]:
         options = [
@@ -171,10 +172,10 @@ class CurrentEngines:
             "--cgroup-manager=cgroupfs",
             "--events-backend=file",
         ]
-        return self.run("podman", *options, *args)
+        return self.in_root("podman", *options, *args)
 
     def versions(self) -> dict[str, str]:
-        listed = self.run("dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *PACKAGES)
+        listed = self.in_root("dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *PACKAGES)
         return dict(line.split(" ", 1) for line in listed.stdout.splitlines())
 
     def start(self) -> CurrentEngines:
@@ -205,9 +206,7 @@ class CurrentEngines:
         while time.monotonic() < deadline:
             if self._dockerd.poll() is not None:
                 break
-            if (self.state / "run" / "docker.sock").exists() and self.docker(
-                "info"
-            ).returncode == 0:
+            if self.socket_path.exists() and self.run("info").returncode == 0:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"sid's dockerd did not start:\n{self.log_path.read_text()[-2000:]}")

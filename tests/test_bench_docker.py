@@ -1,7 +1,7 @@
-"""The real-dockerd pull benchmark in quick mode: it runs, reports every layout, the
-chain-prefix count it predicts from the manifests is what dockerd reuses ("Already exists"),
-and it reports the per-layer cost fitted to fresh pulls and the bound that fit puts on any
-layout.
+"""The real-dockerd pull benchmark in quick mode, with Debian 12's dockerd (overlay2) and sid's
+with the containerd image store: it runs, reports every layout, the reuse it predicts from the
+manifests (chain-prefix, content-addressed) is what dockerd reuses, and it reports the
+per-layer cost fitted to fresh pulls and the bound that fit puts on any layout.
 
 No wall time is asserted (the machine is shared).
 """
@@ -14,17 +14,24 @@ import pytest
 from benchmarks import bench_docker
 
 from tests.conftest import require_tools, unavailable
+from tests.current_engines import engines_available
 from tests.daemons import docker_available
 
 NUMBER = r"-?\d+\.\d+"
 
 
-def test_docker_quick_mode_reports_every_layout_and_validates_the_chain_prefix_count() -> None:
+@pytest.mark.parametrize("engine", ["20.10", "28.5-containerd"])
+def test_docker_quick_mode_reports_every_layout_and_validates_the_reuse_count(engine: str) -> None:
     require_tools("nix-build", "skopeo")
-    if not docker_available():
+    if engine == "20.10" and not docker_available():
         unavailable("dockerd is not installed")
-    section = bench_docker.run(quick=True)
-    assert section.startswith("## Docker pulls\n")
+    if engine != "20.10" and not engines_available():
+        unavailable("mmdebstrap is not installed")
+    section = bench_docker.run(quick=True, engine_name=engine)
+    heading = "## Docker pulls" + ("" if engine == "20.10" else ": dockerd 28.5 (containerd")
+    assert section.startswith(heading)
+    counted = "content-addressed" if engine != "20.10" else "chain-prefix"
+    assert f"- The {counted} count validated against what dockerd pulled: " in section
     for layout in bench_docker.LAYOUTS:
         if layout.quick:
             assert f"| {layout.label} | " in section

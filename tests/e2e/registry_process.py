@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchmarks._serving import blobs_served
 
 from nixery.cloud.devstack import ManagedProcess, free_port, spawn
 
@@ -16,7 +17,6 @@ NIX_COMMANDS = ("nix", "nix-build", "nix-instantiate", "nix-store")
 # What `nixery serve` logs when its start-up check of the source's Nix is over, however it ended.
 SOURCE_CHECKED = "nixery.local.assemble:"
 SOURCE_CHECK_SECONDS = 120
-BLOB_GET = re.compile(r"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) 200")
 
 
 def counting_nix_shims(directory: Path, log: Path) -> Path:
@@ -89,8 +89,7 @@ class RegistryProcess:
 
     def blobs_served(self, since: int = 0) -> list[str]:
         """Digests of the blobs answered 200 to a GET, in order, after the log mark `since`."""
-        text = self.log_path.read_bytes()[since:].decode(errors="replace")
-        return BLOB_GET.findall(text)
+        return blobs_served(self.log_path, since)
 
     def nix_calls(self, command: str | None = None) -> list[str]:
         if not self.nix_log.exists():

@@ -92,21 +92,21 @@ def test_docker_28_pulls_by_tag_and_digests_runs_and_lists_history(
 ) -> None:
     engines: CurrentEngines = request.getfixturevalue(STORES[store])
     reference = f"{registry.host}/{IMAGE}"
-    pulled = _ok(engines.docker("pull", reference))
+    pulled = _ok(engines.run("pull", reference))
     assert f"Status: Downloaded newer image for {reference}:latest" in pulled
     for accept in (OCI_MANIFEST, DOCKER_MANIFEST):
         digest = _manifest(registry, IMAGE, accept).headers["Docker-Content-Digest"]
-        assert f"Digest: {digest}" in _ok(engines.docker("pull", f"{reference}@{digest}"))
-    ran = _ok(engines.docker("run", "--rm", "--network", "none", reference, "hello"))
+        assert f"Digest: {digest}" in _ok(engines.run("pull", f"{reference}@{digest}"))
+    ran = _ok(engines.run("run", "--rm", "--network", "none", reference, "hello"))
     assert ran == "Hello from nixery!\n"
-    history = _ok(engines.docker("history", "--no-trunc", "--format", "{{.Size}}", reference))
+    history = _ok(engines.run("history", "--no-trunc", "--format", "{{.Size}}", reference))
     assert len(history.splitlines()) == len(_layers(registry, IMAGE))
 
 
 def test_docker_28_manifest_inspect_gets_the_oci_manifest(
     current: CurrentEngines, registry: RegistryProcess
 ) -> None:
-    inspected = _ok(current.docker("manifest", "inspect", "--insecure", f"{registry.host}/{IMAGE}"))
+    inspected = _ok(current.run("manifest", "inspect", "--insecure", f"{registry.host}/{IMAGE}"))
     assert json.loads(inspected)["mediaType"] == OCI_MANIFEST
 
 
@@ -125,7 +125,7 @@ def test_docker_28_overlay2_reuses_only_a_leading_run(
     """The graph-driver store still keys layers by chain ID, as Docker 20.10's did."""
     registry = per_path_registry
     _, second, leading = _pair(registry)
-    _ok(current.docker("pull", f"{registry.host}/{IMAGE}"))
+    _ok(current.run("pull", f"{registry.host}/{IMAGE}"))
     mark = registry.log_mark()
     pulled = engine_pull_messages(current.socket_path, f"{registry.host}/{SHARING_IMAGE}")
     reused = {message["id"] for message in pulled if message.get("status") == "Already exists"}
@@ -141,13 +141,13 @@ def test_docker_28_containerd_store_reuses_every_shared_layer(
     count)."""
     registry = per_path_registry
     first, second, _ = _pair(registry)
-    _ok(current_containerd.docker("pull", f"{registry.host}/{IMAGE}"))
+    _ok(current_containerd.run("pull", f"{registry.host}/{IMAGE}"))
     mark = registry.log_mark()
-    _ok(current_containerd.docker("pull", f"{registry.host}/{SHARING_IMAGE}"))
+    _ok(current_containerd.run("pull", f"{registry.host}/{SHARING_IMAGE}"))
     assert set(registry.blobs_served(mark)) & set(second) == set(second) - set(first)
     # The image assembled from reused and fetched layers runs.
     reference = f"{registry.host}/{SHARING_IMAGE}"
-    ran = current_containerd.docker("run", "--rm", "--network", "none", reference, "app")
+    ran = current_containerd.run("run", "--rm", "--network", "none", reference, "app")
     assert _ok(ran).startswith("app uses /nix/store/")
 
 
@@ -166,7 +166,7 @@ def test_ctr_2_and_podman_5_pull_and_run(
 
 def _failed_pulls(current: CurrentEngines, reference: str) -> dict[str, str]:
     runs = {
-        "docker 28.5": current.docker("pull", reference),
+        "docker 28.5": current.run("pull", reference),
         "ctr 2.1": current.ctr("images", "pull", "--plain-http", f"{reference}:latest"),
         "podman 5.8": current.podman("pull", "--tls-verify=false", reference),
     }
@@ -199,11 +199,11 @@ def test_current_clients_send_the_accept_lists_the_table_pins(
     process, log = recorder
     reference = f"{process.host_port}/hello"
     clients: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {
-        "docker 28.5 (daemon, overlay2) pull": lambda: current.docker("pull", reference),
-        "docker 28.5 (daemon, containerd store) pull": lambda: current_containerd.docker(
+        "docker 28.5 (daemon, overlay2) pull": lambda: current.run("pull", reference),
+        "docker 28.5 (daemon, containerd store) pull": lambda: current_containerd.run(
             "pull", reference
         ),
-        "docker 28.5 CLI manifest inspect": lambda: current.docker(
+        "docker 28.5 CLI manifest inspect": lambda: current.run(
             "manifest", "inspect", "--insecure", reference
         ),
         "containerd 2.1 ctr pull": lambda: current.ctr(

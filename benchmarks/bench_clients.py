@@ -34,6 +34,7 @@ from benchmarks._throttle import link as link_to
 from benchmarks.bench_docker import rotated
 from benchmarks.bench_incremental import QUICK_SIZES, SIZES, Pair, choose_pairs
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING
+from tests.current_engines import CurrentEngines, engines_available
 from tests.daemons import Dockerd, Podman, docker_available, podman_available
 
 FULL_PAIRS = 8
@@ -69,23 +70,33 @@ class PairPull:
 Puller = Callable[[str], None]
 
 
+CONTAINERD_1_6, PODMAN_4_3 = "containerd 1.6", "podman 4.3"  # Debian 12's
+CONTAINERD_2_1, PODMAN_5_8 = "containerd 2.1", "podman 5.8"  # Debian sid's
+CLIENTS = (CONTAINERD_1_6, PODMAN_4_3, CONTAINERD_2_1, PODMAN_5_8)
+
+
 @contextlib.contextmanager
 def _client(name: str, scratch: Path) -> Iterator[Puller]:
     """A function that pulls a reference into fresh, private storage of the client."""
-    if name == "containerd":
+    if name in (CONTAINERD_2_1, PODMAN_5_8):
+        with CurrentEngines() as engines:
+            if name == CONTAINERD_2_1:
+                yield lambda reference: _check(
+                    engines.ctr("images", "pull", "--plain-http", f"{reference}:latest")
+                )
+            else:
+                yield lambda reference: _check(
+                    engines.podman("pull", "--tls-verify=false", reference)
+                )
+        return
+    if name == CONTAINERD_1_6:
         with Dockerd(scratch / "docker") as docker:
-
-            def pull_ctr(reference: str) -> None:
-                _check(docker.ctr("images", "pull", "--plain-http", f"{reference}:latest"))
-
-            yield pull_ctr
+            yield lambda reference: _check(
+                docker.ctr("images", "pull", "--plain-http", f"{reference}:latest")
+            )
         return
     with Podman(scratch / "podman") as podman:
-
-        def pull_podman(reference: str) -> None:
-            _check(podman.run("pull", "--tls-verify=false", reference))
-
-        yield pull_podman
+        yield lambda reference: _check(podman.run("pull", "--tls-verify=false", reference))
 
 
 def _check(result: subprocess.CompletedProcess[str]) -> None:
@@ -129,11 +140,13 @@ Results = dict[tuple[str, str, str], list[PairPull]]
 
 
 def clients_available() -> list[str]:
-    return [
-        name
-        for name, available in (("containerd", docker_available()), ("podman", podman_available()))
-        if available
-    ]
+    available = {
+        CONTAINERD_1_6: docker_available(),
+        PODMAN_4_3: podman_available(),
+        CONTAINERD_2_1: engines_available(),
+        PODMAN_5_8: engines_available(),
+    }
+    return [name for name in CLIENTS if available[name]]
 
 
 def measure(quick: bool) -> Results:
@@ -142,7 +155,7 @@ def measure(quick: bool) -> Results:
     layouts = QUICK_LAYOUTS if quick else tuple(LAYOUTS)
     clients = clients_available()
     if not clients:
-        raise RuntimeError("neither dockerd's containerd nor podman is installed")
+        raise RuntimeError("no containerd nor podman can run here (scripts/setup-system --test)")
     images = sorted({image for pair in pairs for image in (pair.a_image, pair.b_image)})
     results: Results = {}
     with (
@@ -195,8 +208,9 @@ def report(results: Results, quick: bool) -> str:
         "",
         ("The first pair" if pair_count == 1 else f"The first {pair_count} pairs")
         + " of `Incremental pulls`, A then B into fresh client "
-        "storage: dockerd 20.10's containerd (`ctr images pull --plain-http`) and podman "
-        "(`--tls-verify=false`), from `nixery serve` with each layout, images built before "
+        "storage: containerd's `ctr images pull --plain-http` and `podman pull "
+        "--tls-verify=false`, Debian 12's (containerd 1.6 of dockerd 20.10, podman 4.3) and "
+        "Debian sid's (`tests/current_engines.py`), from `nixery serve` with each layout, images built before "
         "timing. Links: loopback and `benchmarks/_throttle.py`'s proxy. Seconds are the pairs' "
         "totals (A pulls + B pulls); B's layers reused and downloaded bytes are counted from the "
         "manifests (digests A lists)."

@@ -493,7 +493,7 @@ def cost_report(cost: LayerCost) -> list[str]:
         f"layer): the {_image_label(cost.image)} image at every L, and images of other sizes "
         "as one layer (L = 1). One dockerd for the series; after each pull the image and its "
         "layers are removed (`docker rmi`, `docker image prune -af`, none left in `docker "
-        'images -qa`), and every pull completed every layer the manifest lists. '
+        "images -qa`), and every pull completed every layer the manifest lists. "
         f"{len({sample.round for sample in cost.samples})} round(s), each pulling every row "
         "once, in rotated order, after one untimed pull.",
         "",

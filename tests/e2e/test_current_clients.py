@@ -35,6 +35,8 @@ pytestmark = pytest.mark.skipif(
     reason="mmdebstrap is not installed (scripts/setup-system --test)",
 )
 UNKNOWN = "refused packages: no-such-package (not found)"
+# The versions the client names below (and CAPTURED_ACCEPT's) stand for.
+EXPECTED_VERSIONS = {"docker.io": "28.5", "containerd": "2.1", "podman": "5.8"}
 
 
 def _engines(containerd_store: bool) -> Iterator[CurrentEngines]:
@@ -196,6 +198,10 @@ def test_current_clients_send_the_accept_lists_the_table_pins(
     current: CurrentEngines,
     current_containerd: CurrentEngines,
 ) -> None:
+    versions = current.versions()
+    assert all(
+        versions[name].startswith(f"{prefix}.") for name, prefix in EXPECTED_VERSIONS.items()
+    ), f"Debian sid's engines are now {versions}: re-capture their Accept lists"
     process, log = recorder
     reference = f"{process.host_port}/hello"
     clients: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {

@@ -58,6 +58,21 @@ def test_error_body_shape() -> None:
     }
 
 
+def test_the_status_line_carries_the_message_as_one_ascii_line() -> None:
+    error = as_registry_error(PackagesNotFound(["nope"]))
+    assert error.status_line() == "404 refused packages: nope (not found)"
+    assert errors.reason_phrase("first\nsecond\r\n\tthird") == "first second third"
+    assert errors.reason_phrase("caf\u00e9 \u2018quoted\u2019 \x00\x7f") == "caf? ?quoted? ??"
+    assert errors.reason_phrase(" \n ") == "error"
+    long = "Nix failed: " + "x" * 2000 + " (build log: http://host/builds/0123)"
+    phrase = errors.reason_phrase(long)
+    assert len(phrase) == errors.MAX_REASON_CHARS
+    assert phrase.startswith("Nix failed: xxx") and phrase.endswith(
+        "(build log: http://host/builds/0123)"
+    )
+    assert " ... " in phrase
+
+
 REFUSALS = [
     Refusal("terraform", "unfree", licence="bsl11", package="terraform-1.9.0"),
     Refusal(

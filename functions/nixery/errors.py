@@ -14,6 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ERROR_CONTENT_TYPE = "application/json"
+# The status line's reason phrase repeats the message, for the clients that read no body:
+# containerd resolves a tag with HEAD (whose answer has none) and prints the status line
+# (`unexpected status from HEAD request to URL: 400 <reason>`), and so do ctr and docker with
+# the containerd image store; docker 20.10 prints a 5xx's status line only.
+MAX_REASON_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,21 @@ class RegistryError(Exception):
 
     def body(self) -> bytes:
         return ErrorBody([ErrorEntry(self.code, self.message, self.detail)]).to_json()
+
+    def status_line(self) -> str:
+        """`<status> <reason phrase>`, the reason phrase being the message."""
+        return f"{self.status} {reason_phrase(self.message)}"
+
+
+def reason_phrase(message: str) -> str:
+    """`message` as an HTTP/1.1 reason phrase (RFC 9112 4: spaces and visible characters; here
+    ASCII only, as WSGI's status must be latin-1): one line, at most MAX_REASON_CHARS, cut in
+    the middle so that the end (a build page's address) stays."""
+    text = "".join(char if " " <= char <= "~" else "?" for char in " ".join(message.split()))
+    if len(text) > MAX_REASON_CHARS:
+        keep = MAX_REASON_CHARS - len(" ... ")
+        text = f"{text[: keep // 2]} ... {text[len(text) - (keep - keep // 2) :]}"
+    return text or "error"
 
 
 def retry_after(seconds: float) -> dict[str, str]:

@@ -51,6 +51,8 @@ def test_function_serves_pages_from_firestore_records(stack: DevStack) -> None:
     assert failed.status_code == 400
     page = failed.json()["errors"][0]["detail"]["build"]
     assert page.startswith(f"{registry}/builds/")
+    # The message is the reason phrase too (gunicorn, under functions-framework, keeps it).
+    assert failed.reason == failed.json()["errors"][0]["message"], failed.reason
 
     landing = requests.get(f"{registry}/", timeout=60)
     assert landing.status_code == 200 and "text/html" in landing.headers["Content-Type"]

@@ -52,7 +52,7 @@ _ROUTES = [
 
 def error_response(error: RegistryError) -> Response:
     body = error.body()
-    response = Response(body, status=error.status, content_type=ERROR_CONTENT_TYPE)
+    response = Response(body, status=error.status_line(), content_type=ERROR_CONTENT_TYPE)
     response.headers.update(API_VERSION_HEADER)
     response.headers.update(error.headers)
     return response

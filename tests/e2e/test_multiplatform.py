@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.aarch64 import EM_AARCH64, EM_X86_64, elf_machine
+from tests.current_engines import CurrentEngines, engines_available
 from tests.daemons import Dockerd, Podman, docker_available, podman_available
 from tests.e2e.conftest import OCI_MANIFEST
 from tests.e2e.multiarch import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, multi_registry
@@ -198,3 +199,21 @@ def test_a_single_platform_setting_still_serves_a_plain_manifest(
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == OCI_MANIFEST
     assert response.json()["mediaType"] == OCI_MANIFEST
+
+
+def test_docker_28_containerd_store_pulls_both_platforms(
+    multi_registry: RegistryProcess,
+) -> None:
+    """Docker's containerd image store keeps each platform's image under the one name."""
+    if not engines_available():
+        pytest.fail("mmdebstrap is missing: run scripts/setup-system --test")
+    reference = f"{multi_registry.host}/shell/hello"
+    with CurrentEngines(containerd_store=True) as engines:
+        for platform, arch in (("linux/arm64", "arm64"), ("linux/amd64", "amd64")):
+            pulled = engines.run("pull", "--platform", platform, reference)
+            assert pulled.returncode == 0, pulled.stderr
+            inspected = engines.run("image", "inspect", "--platform", platform, reference)
+            assert inspected.returncode == 0, inspected.stderr
+            assert json.loads(inspected.stdout)[0]["Architecture"] == arch
+        ran = engines.run("run", "--rm", "--network", "none", reference, "hello")
+        assert ran.stdout.strip() == "Hello from nixery!", ran.stderr

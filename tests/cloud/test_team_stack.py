@@ -1,6 +1,7 @@
 """Team access in the cloud deployment: the registry function on the dev stack, with the
 tokeninfo stand-in; credentials are checked before any redirect to a signed URL. skopeo, docker
-(20.10), containerd's ctr and podman log in and pull through it, following the redirects."""
+(20.10, and 28.5 with the containerd image store), containerd's ctr and podman log in and pull
+through it, following the redirects."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nixery.cloud.devstack import DevStack, ManagedProcess, StackError
 from nixery.cloud.devstack import start_function as start_function_process
 from tests.builder_container import start_test_stack
 from tests.conftest import TEST_PKGS, require_tools, unavailable
+from tests.current_engines import CurrentEngines, engines_available
 from tests.daemons import Dockerd, Podman, needs_docker, needs_podman
 from tests.e2e.conftest import OCI_MANIFEST, pull_and_unpack
 from tests.emulators import FIRESTORE_EMULATOR_INSTALL
@@ -142,3 +144,24 @@ def test_podman_pulls_through_signed_urls_and_runs(
     assert _blob_redirects(team_function) > redirects
     ran = podman.run("run", "--rm", "--network", "none", *Podman.RUN_LIMITS, reference, "hello")
     assert ran.stdout == "Hello from nixery!\n", ran.stderr
+
+
+def test_docker_28_containerd_store_logs_in_and_pulls_through_signed_urls(
+    team_function: ManagedProcess,
+) -> None:
+    """containerd's resolver (Docker's containerd image store) follows the 303s as well."""
+    if not engines_available():
+        unavailable("mmdebstrap is not installed")
+    host = team_function.url.removeprefix("http://")
+    reference = f"{host}/shell/hello"
+    with CurrentEngines(containerd_store=True) as engines:
+        login = engines.run(
+            "login", "--username", ROBOT, "--password-stdin", host, input=ROBOT_TOKEN
+        )
+        assert "Login Succeeded" in login.stdout, login.stderr
+        redirects = _blob_redirects(team_function)
+        pulled = engines.run("pull", reference)
+        assert pulled.returncode == 0, pulled.stderr
+        assert _blob_redirects(team_function) > redirects
+        ran = engines.run("run", "--rm", "--network", "none", reference, "hello")
+        assert ran.stdout == "Hello from nixery!\n", ran.stderr

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,9 +95,22 @@ def test_skopeo_pulls_through_the_team_function(
 # --- The real clients, through the function's 303s to signed URLs on the GCS emulator --------
 
 
+Run = Callable[[], subprocess.CompletedProcess[str]]
+
+
 def _blob_redirects(function: ManagedProcess) -> int:
     log = Path(function.log_path).read_text()
     return len(re.findall(r"GET /v2/[^ ]+/blobs/sha256:[0-9a-f]{64} 303", log))
+
+
+def _pulls_through_redirects_and_runs(function: ManagedProcess, pull: Run, run: Run) -> None:
+    """`pull` succeeds, its blobs came through the function's 303s, and the image runs."""
+    redirects = _blob_redirects(function)
+    pulled = pull()
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert _blob_redirects(function) > redirects, "the blobs were fetched elsewhere"
+    ran = run()
+    assert ran.stdout == "Hello from nixery!\n", ran.stderr
 
 
 @needs_docker
@@ -109,12 +123,11 @@ def test_docker_logs_in_pulls_through_signed_urls_and_runs(
     assert refused.returncode != 0 and "no basic auth credentials" in refused.stderr, refused.stderr
     login = docker.run("login", "--username", ROBOT, "--password-stdin", host, input=ROBOT_TOKEN)
     assert "Login Succeeded" in login.stdout, login.stderr
-    redirects = _blob_redirects(team_function)
-    pulled = docker.run("pull", reference)
-    assert f"Downloaded newer image for {reference}:latest" in pulled.stdout, pulled.stderr
-    assert _blob_redirects(team_function) > redirects, "docker fetched the blobs elsewhere"
-    ran = docker.run("run", "--rm", "--network", "none", reference, "hello")
-    assert ran.stdout == "Hello from nixery!\n", ran.stderr
+    _pulls_through_redirects_and_runs(
+        team_function,
+        lambda: docker.run("pull", reference),
+        lambda: docker.run("run", "--rm", "--network", "none", reference, "hello"),
+    )
 
 
 @needs_docker
@@ -122,14 +135,12 @@ def test_ctr_pulls_through_signed_urls_and_runs(
     team_function: ManagedProcess, docker: Dockerd
 ) -> None:
     reference = f"{team_function.url.removeprefix('http://')}/shell/hello:latest"
-    redirects = _blob_redirects(team_function)
-    pulled = docker.ctr(
-        "images", "pull", "--plain-http", "--user", f"{ROBOT}:{ROBOT_TOKEN}", reference
+    user = f"{ROBOT}:{ROBOT_TOKEN}"
+    _pulls_through_redirects_and_runs(
+        team_function,
+        lambda: docker.ctr("images", "pull", "--plain-http", "--user", user, reference),
+        lambda: docker.ctr("run", "--rm", reference, "nixery-ctr-stack-test", "hello"),
     )
-    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    assert _blob_redirects(team_function) > redirects
-    ran = docker.ctr("run", "--rm", reference, "nixery-ctr-stack-test", "hello")
-    assert ran.stdout == "Hello from nixery!\n", ran.stderr
 
 
 @needs_podman
@@ -137,13 +148,14 @@ def test_podman_pulls_through_signed_urls_and_runs(
     team_function: ManagedProcess, podman: Podman
 ) -> None:
     reference = f"{team_function.url.removeprefix('http://')}/shell/hello"
-    redirects = _blob_redirects(team_function)
-    creds = f"--creds={ROBOT}:{ROBOT_TOKEN}"
-    pulled = podman.run("pull", "--tls-verify=false", creds, reference)
-    assert pulled.returncode == 0, pulled.stderr
-    assert _blob_redirects(team_function) > redirects
-    ran = podman.run("run", "--rm", "--network", "none", *Podman.RUN_LIMITS, reference, "hello")
-    assert ran.stdout == "Hello from nixery!\n", ran.stderr
+    limits = Podman.RUN_LIMITS
+    _pulls_through_redirects_and_runs(
+        team_function,
+        lambda: podman.run(
+            "pull", "--tls-verify=false", f"--creds={ROBOT}:{ROBOT_TOKEN}", reference
+        ),
+        lambda: podman.run("run", "--rm", "--network", "none", *limits, reference, "hello"),
+    )
 
 
 def test_docker_28_containerd_store_logs_in_and_pulls_through_signed_urls(
@@ -159,9 +171,8 @@ def test_docker_28_containerd_store_logs_in_and_pulls_through_signed_urls(
             "login", "--username", ROBOT, "--password-stdin", host, input=ROBOT_TOKEN
         )
         assert "Login Succeeded" in login.stdout, login.stderr
-        redirects = _blob_redirects(team_function)
-        pulled = engines.run("pull", reference)
-        assert pulled.returncode == 0, pulled.stderr
-        assert _blob_redirects(team_function) > redirects
-        ran = engines.run("run", "--rm", "--network", "none", reference, "hello")
-        assert ran.stdout == "Hello from nixery!\n", ran.stderr
+        _pulls_through_redirects_and_runs(
+            team_function,
+            lambda: engines.run("pull", reference),
+            lambda: engines.run("run", "--rm", "--network", "none", reference, "hello"),
+        )

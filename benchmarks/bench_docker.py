@@ -481,12 +481,17 @@ def _image_label(image: str) -> str:
     return f"{count} package" + ("s" if count > 1 else "")
 
 
-def cost_report(cost: LayerCost) -> list[str]:
+def _heading_suffix(engine: Engine) -> str:
+    """The default engine's sections keep their names; another's name the engine."""
+    return "" if engine == ENGINES[DEFAULT_ENGINE] else f": {engine.label}"
+
+
+def cost_report(cost: LayerCost, engine: Engine) -> list[str]:
     c0, cl, r2 = cost.line
     p0, pl, pb, pr2 = cost.plane
     series = [sample for sample in cost.samples if sample.image == cost.image]
     lines = [
-        "### Per-layer cost",
+        "### Per-layer cost" + _heading_suffix(engine),
         "",
         "Fresh loopback pulls, one `nixery serve` per budget L (`NIXERY_LAYERING=prefix "
         "NIXERY_LAYER_BUDGET=L`: an image's store paths in up to L layers, plus the symlink "
@@ -638,7 +643,7 @@ def bound_report(
     kb = 1000
     c0, cl, cb, _ = cost.plane
     lines = [
-        "### What any layout can reach",
+        "### What any layout can reach" + _heading_suffix(engine),
         "",
         "Model: a pull takes c0 + cl x (layers downloaded) + cb x (compressed MB downloaded) "
         f"+ (those bytes) / (link rate), with c0 = {c0:.3f} s, cl = {cl:.4f} s and "
@@ -748,7 +753,7 @@ def run(quick: bool, cost_only: bool = False, engine_name: str = DEFAULT_ENGINE)
     return "\n".join(
         [
             report(results, quick, engine, fresh_pulls=not cost_only),
-            *cost_report(cost),
+            *cost_report(cost, engine),
             *bound_report(cost, models, results, links, engine),
         ]
     )
@@ -762,7 +767,7 @@ def report(results: Results, quick: bool, engine: Engine, fresh_pulls: bool = Tr
     labels = list(results)
     links = [link for link in LINKS if any(link in results[label] for label in labels)]
     lines = [
-        "## Docker pulls" + ("" if engine == ENGINES[DEFAULT_ENGINE] else f": {engine.label}"),
+        "## Docker pulls" + _heading_suffix(engine),
         "",
         f"A fresh private {engine.label} per pull series, `nixery serve` on loopback, "
         "images built before timing; the layouts interleaved (each image or pair pulled with "

@@ -19,25 +19,22 @@ the engines' state lives outside the cached root.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from tests.builder_container import cache_dir, host_sources_for, mmdebstrap
 from tests.daemons import (
     COMMAND_TIMEOUT_SECONDS,
     READY_TIMEOUT_SECONDS,
-    _pids_mentioning,
-    _stop_group,
+    PrivateEngine,
+    kill_processes_mentioning,
+    stop_group,
 )
 
 SUITE = "sid"
@@ -103,7 +100,7 @@ def current_root() -> Path:
     return root
 
 
-class CurrentEngines:
+class CurrentEngines(PrivateEngine):
     """sid's dockerd (with the containerd image store or overlay2) with its containerd, and
     podman, sharing one private state directory. Commands never raise on a non-zero exit."""
 
@@ -213,25 +210,7 @@ class CurrentEngines:
 
     def stop(self) -> None:
         if self._dockerd is not None:
-            _stop_group(self._dockerd)
+            stop_group(self._dockerd)
             self._dockerd = None
-        # containerd shims and conmon start sessions of their own; they name the token.
-        for pid in _pids_mentioning(self.inner):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(self.inner)  # shims and conmon name the token
         shutil.rmtree(self.state, ignore_errors=True)
-
-    def __enter__(self) -> CurrentEngines:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

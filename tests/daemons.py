@@ -38,6 +38,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -76,6 +77,14 @@ def _remove_private_tree(roots: list[Path]) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def kill_processes_mentioning(marker: str) -> None:
+    """SIGKILL every process whose command line names `marker` (one of our private paths):
+    containerd shims and conmon start sessions of their own, out of their engine's group."""
+    for pid in _pids_mentioning(marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _pids_mentioning(marker: str) -> list[int]:
     """Processes whose command line names one of our private paths: containerd shims start
     their own sessions, so stopping dockerd's process group does not reach them."""
@@ -92,7 +101,8 @@ def _pids_mentioning(marker: str) -> list[int]:
     return pids
 
 
-def _stop_group(popen: subprocess.Popen[bytes], grace_seconds: float = 15.0) -> None:
+def stop_group(popen: subprocess.Popen[bytes], grace_seconds: float = 15.0) -> None:
+    """SIGTERM the process group `popen` leads, SIGKILL it if it outlives the grace."""
     for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, sig)
@@ -106,7 +116,33 @@ def _stop_group(popen: subprocess.Popen[bytes], grace_seconds: float = 15.0) -> 
             time.sleep(0.05)
 
 
-class Dockerd:
+class PrivateEngine:
+    """An engine on private paths: `start()` on entering, `stop()` on leaving, also when
+    `start()` fails halfway (what it started is stopped, what it made is removed)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Dockerd(PrivateEngine):
     """A private dockerd. Attributes once started: `host` (unix://...), `env` (DOCKER_HOST and
     a private DOCKER_CONFIG, for any docker CLI), `containerd_address` (for `ctr --address`),
     `storage_driver` (the one that ran), `log_path`."""
@@ -222,30 +258,13 @@ class Dockerd:
 
     def _stop_processes(self) -> None:
         if self._popen is not None:
-            _stop_group(self._popen)
+            stop_group(self._popen)
             self._popen = None
-        for pid in _pids_mentioning(str(self.runtime_dir)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(str(self.runtime_dir))
 
     def stop(self) -> None:
         self._stop_processes()
         _remove_private_tree([self.data_root, self.runtime_dir, self.client_config])
-
-    def __enter__(self) -> Dockerd:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class Podman:
@@ -291,9 +310,7 @@ class Podman:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for pid in _pids_mentioning(str(self.runtime_dir)):  # a conmon left by a failed run
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill_processes_mentioning(str(self.runtime_dir))  # a conmon left by a failed run
         _remove_private_tree([self.root, self.runtime_dir])
 
 

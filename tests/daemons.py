@@ -267,7 +267,7 @@ class Dockerd(PrivateEngine):
         _remove_private_tree([self.data_root, self.runtime_dir, self.client_config])
 
 
-class Podman:
+class Podman(PrivateEngine):
     """podman with private storage (`--root`, `--runroot`, `--tmpdir`): no daemon, every
     command is its own process. `run` never raises on a non-zero exit. `RUN_LIMITS` are the
     ulimits `podman run` needs on these machines (its defaults exceed the hard limits)."""
@@ -300,16 +300,11 @@ class Podman:
             check=False,
         )
 
-    def __enter__(self) -> Podman:
+    def start(self) -> Podman:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         kill_processes_mentioning(str(self.runtime_dir))  # a conmon left by a failed run
         _remove_private_tree([self.root, self.runtime_dir])
 

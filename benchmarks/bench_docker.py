@@ -182,11 +182,17 @@ class Engine:
     content_addressed: bool
     start: Callable[[Path], AbstractContextManager[DockerCli]]
 
-    def reused(self, held: list[str], wanted: list[str]) -> int:
-        """B's layers this engine reuses after A, predicted from the manifests."""
+    def fetched(self, held: Sequence[str], wanted: Sequence[str]) -> list[int]:
+        """Which of B's layers (`wanted`, digests) this engine downloads after A's (`held`):
+        those A lacks (content-addressed), or those after the chain prefix B shares with A."""
         if self.content_addressed:
-            return sum(digest in set(held) for digest in wanted)
-        return _chain_prefix(held, wanted)
+            have = set(held)
+            return [index for index, digest in enumerate(wanted) if digest not in have]
+        return list(range(_chain_prefix(held, wanted), len(wanted)))
+
+    def reused(self, held: Sequence[str], wanted: Sequence[str]) -> int:
+        """B's layers this engine reuses after A, predicted from the manifests."""
+        return len(wanted) - len(self.fetched(held, wanted))
 
 
 ENGINES = {
@@ -223,7 +229,7 @@ def _layer_digests(host_port: str, image: str) -> list[str]:
     return [layer.digest for layer in manifest_layers(host_port, image)]
 
 
-def _chain_prefix(held: list[str], wanted: list[str]) -> int:
+def _chain_prefix(held: Sequence[str], wanted: Sequence[str]) -> int:
     shared = 0
     for have, want in zip(held, wanted, strict=False):
         if have != want:
@@ -534,16 +540,11 @@ class Download:
     size: int  # compressed bytes
 
 
-def _download(
-    held: Sequence[LayerBlob], wanted: Sequence[LayerBlob], content_addressed: bool
-) -> Download:
-    """B's layers the engine fetches after A: those A lacks (content-addressed), or those after
-    the chain prefix B shares with A. Reused layers cost nothing here: dockerd only checks them."""
-    have = [blob.digest for blob in held]
-    if content_addressed:
-        fetched = [blob for blob in wanted if blob.digest not in set(have)]
-    else:
-        fetched = list(wanted[_chain_prefix(have, [blob.digest for blob in wanted]) :])
+def _download(held: Sequence[LayerBlob], wanted: Sequence[LayerBlob], engine: Engine) -> Download:
+    """B's layers the engine fetches after A (reused layers cost nothing here: dockerd only
+    checks them)."""
+    digests = [blob.digest for blob in held], [blob.digest for blob in wanted]
+    fetched = [wanted[index] for index in engine.fetched(*digests)]
     return Download(len(fetched), sum(blob.size for blob in fetched))
 
 
@@ -610,8 +611,8 @@ def model_pairs(scratch: Path, quick: bool, engine: Engine) -> list[PairModel]:
                 (len(a_paths), len(b_paths), len(shared)),
                 {
                     label: (
-                        _download([], a, engine.content_addressed),
-                        _download(a, b, engine.content_addressed),
+                        _download([], a, engine),
+                        _download(a, b, engine),
                     )
                     for label, (a, b) in strategies.items()
                 },

@@ -85,7 +85,8 @@ class RegistryProcess:
             self.process = None
 
     def log_mark(self) -> int:
-        return len(self.log_path.read_bytes())
+        """Where the server's log ends now: `blobs_served(since=...)` reads what follows."""
+        return self.log_path.stat().st_size
 
     def blobs_served(self, since: int = 0) -> list[str]:
         """Digests of the blobs answered 200 to a GET, in order, after the log mark `since`."""

@@ -16,8 +16,8 @@ from tests.only_deps import core_requirements, link_site, python_with_only
 def test_serve_builds_and_serves_with_core_dependencies_only(tmp_path: Path) -> None:
     site = link_site(core_requirements(REPO / "pyproject.toml"), tmp_path / "site")
     python, env = python_with_only(site, REPO / "functions")
-    server = RegistryProcess(tmp_path / "storage", {**env, "NIXERY_PKGS_PATH": str(TEST_PKGS)})
-    server.python = python
+    env["NIXERY_PKGS_PATH"] = str(TEST_PKGS)
+    server = RegistryProcess(tmp_path / "storage", env, python=python)
     (tmp_path / "pull").mkdir()
     with server:
         rootfs = pull_and_unpack(server.host, "shell/hello", tmp_path / "pull")

@@ -16,7 +16,7 @@ import requests
 from nixery.cloud.devstack import ManagedProcess
 from nixery.registry.negotiation import prefers_docker
 from tests.accept_recorder import captured_accept
-from tests.conftest import TEST_PKGS, in_ci, unavailable
+from tests.conftest import TEST_PKGS, unavailable
 from tests.current_engines import CurrentEngines, engines_available
 from tests.daemons import engine_pull_messages
 from tests.e2e.conftest import OCI_MANIFEST
@@ -30,10 +30,6 @@ from tests.e2e.test_clients import (
 )
 from tests.test_negotiation import CAPTURED_ACCEPT
 
-pytestmark = pytest.mark.skipif(
-    not in_ci() and not engines_available(),
-    reason="mmdebstrap is not installed (scripts/setup-system --test)",
-)
 UNKNOWN = "refused packages: no-such-package (not found)"
 # The versions the client names below (and CAPTURED_ACCEPT's) stand for.
 EXPECTED_VERSIONS = {"docker.io": "28.5", "containerd": "2.1", "podman": "5.8"}

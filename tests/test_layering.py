@@ -11,6 +11,8 @@ import textwrap
 from collections.abc import Mapping
 
 import pytest
+from benchmarks.shapes import SHELL
+from benchmarks.shapes import load as load_shapes
 
 from nixery.build.graph import ClosureGraph, StorePathInfo, name_version
 from nixery.build.layering import (
@@ -216,11 +218,27 @@ def test_rating_ties_are_broken_by_paths() -> None:
     ]
 
 
-def test_default_budget_keeps_docker_pulls_to_a_few_layers() -> None:
-    assert DEFAULT_BUDGET == 8
+def test_budgets_bound_the_layer_count() -> None:
     graph = make_graph([f"p{i}" for i in range(100)], {})
     assert len(plan_layers(graph, {})) == DEFAULT_BUDGET
     assert len(plan_layers(graph, {}, 94)) == 94  # Nixery's budget, as NIXERY_LAYER_BUDGET=94
+
+
+def test_default_budget_keeps_small_images_to_a_few_layers_and_leaves_big_ones_unmerged() -> None:
+    """The budget binds only on big images, where `chunked` merges what is past its last cut:
+    an image of a real distribution's shapes (Debian's, benchmarks/shapes.py) must not keep a
+    large part of itself in that layer, where any change to its rarest paths sends it again."""
+    shapes = load_shapes()
+    big = shapes.closure([*SHELL, "git", "python3", "openjdk-17-jre-headless", "gcc", "vim"])
+    sizes = [layer.size for layer in plan_chunked_layers(big, {})]
+    assert sum(sizes) > 500_000_000
+    assert sizes[-1] < 0.05 * sum(sizes)
+    # What the previous default, 8, did to it: a third of the image in the last layer.
+    assert plan_chunked_layers(big, {}, 8)[-1].size > 0.3 * sum(sizes)
+    # 100 paths of 50 kB (5 MB): a few chunks, whatever the budget.
+    names = [f"p{i}" for i in range(100)]
+    small = make_graph(names, {}, dict.fromkeys(names, 50_000))
+    assert 2 <= len(plan_chunked_layers(small, {})) <= 6
 
 
 @pytest.mark.parametrize("budget", [0, -1])

@@ -86,7 +86,7 @@ def test_serve_flags_and_help_are_the_declaration(capsys: pytest.CaptureFixture[
         assert (setting.flag in usage) == setting.reads("serve"), setting.name
     # argparse wraps lines; compare without the wrapping.
     flat = " ".join(usage.split())
-    assert "(default 8) [env NIXERY_LAYER_BUDGET]" in flat
+    assert "(default 64) [env NIXERY_LAYER_BUDGET]" in flat
     assert "(default $XDG_DATA_HOME/nixery) [env STORAGE_PATH]" in flat
 
 

@@ -236,7 +236,7 @@ variable "nix_timeout_seconds" {
 variable "layer_budget" {
   description = "Store-path layers per image (NIXERY_LAYER_BUDGET, 1-120)."
   type        = number
-  default     = 8
+  default     = 64
 }
 
 variable "layering" {

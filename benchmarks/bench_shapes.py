@@ -1,0 +1,319 @@
+"""Layouts on a real distribution's shapes: images of hundreds of MB, as users pull.
+
+    python -m benchmarks.bench_shapes [--quick]
+
+The other layout benchmarks pull images of the generated family (1-5 MB, a few dozen paths).
+Here the closures come from Debian 12's package index (`benchmarks/shapes.py`: a package stands
+for a store path, its installed size for the nar size): an image is the shell (`bash`,
+`coreutils`) and 1 to 8 of the common tools in `shapes.TOOLS`, and a pair is A, then B = A with up to two tools
+removed and one to three added, drawn with a seed. No layer is written: every figure is in nar
+bytes (what each layout groups), and pull times are the models fitted to real pulls in
+`benchmarks/bench_docker.py` (per engine: seconds per pull, per layer and per compressed MB,
+plus the bytes at the link's rate), with the layers compressed to `COMPRESSION` of their nar
+size. A reused layer costs nothing; Docker's graph-driver store reuses B's leading layers
+identical to A's (chain-prefix), the containerd image store every layer A has
+(content-addressed).
+
+Per layout: layers per image, the share of an image's bytes in its last store layer (where the
+budget merges what is left), the median excess (B's downloaded bytes over the nar bytes of the
+paths B adds), and the pairs' modelled wall time against one layer per image and against
+Nixery's grouping. Popularity: none, or the archive's dependents of each package (what `nixery
+popcount` counts over nixpkgs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from benchmarks.bench_docker import LINKS, LOOPBACK
+from benchmarks.shapes import SHELL, TOOLS, Shapes, load
+from nixery.build.graph import ClosureGraph
+from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, PLANNERS
+from nixery.config import Layering
+
+SEED = 20261202
+PAIR_COUNT = 96
+QUICK_PAIR_COUNT = 6
+TOOL_COUNTS = (1, 2, 3, 5, 8)
+# gzip on binaries and libraries: a layer's compressed bytes per nar byte, assumed.
+COMPRESSION = 0.4
+MB = 1e6
+TARGET_CONTENT_EXCESS = 1.3
+TARGET_CHAIN_EXCESS = {"none": 3.0, "dependents": 1.5}
+TARGET_RATIO = 0.8
+ANCHOR_BUDGET = 94
+POPULARITIES = ("none", "dependents")
+BUDGETS = (8, 16, 24, 32, 48, 64)
+QUICK_BUDGETS = tuple(dict.fromkeys((8, DEFAULT_BUDGET)))
+
+
+@dataclass(frozen=True)
+class EngineCost:
+    """A pull's seconds: c0 + cl x layers + cb x compressed MB, fitted to fresh loopback pulls
+    (BENCHMARKS.md, `Per-layer cost` of each Docker section)."""
+
+    label: str
+    content_addressed: bool
+    c0: float
+    cl: float
+    cb: float
+
+    def pull_seconds(self, layers: int, nar_bytes: int, bits_per_second: float | None) -> float:
+        size = nar_bytes * COMPRESSION
+        transfer = 0.0 if bits_per_second is None else size * 8 / bits_per_second
+        return self.c0 + self.cl * layers + self.cb * size / MB + transfer
+
+
+ENGINES = (
+    EngineCost("dockerd 20.10 (overlay2)", False, 0.085, 0.0648, 0.144),
+    EngineCost("dockerd 28.5 (overlay2)", False, 0.112, 0.0125, 0.093),
+    EngineCost("dockerd 28.5 (containerd store)", True, 0.093, 0.015, 0.085),
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    label: str
+    plan: Callable[[ClosureGraph, Mapping[str, int]], list[frozenset[str]]]
+
+
+def _planned(layering: Layering, budget: int) -> Callable[..., list[frozenset[str]]]:
+    def plan(graph: ClosureGraph, popularity: Mapping[str, int]) -> list[frozenset[str]]:
+        return [frozenset(layer.paths) for layer in PLANNERS[layering](graph, popularity, budget)]
+
+    return plan
+
+
+ONE_LAYER = "one layer"
+NIXERY = f"`nixery` {ANCHOR_BUDGET}"
+DEFAULT = f"`{DEFAULT_LAYERING}` {DEFAULT_BUDGET} (default)"
+
+
+def layouts(quick: bool) -> list[Layout]:
+    chunked = [
+        Layout(
+            DEFAULT if budget == DEFAULT_BUDGET else f"`chunked` {budget}",
+            _planned("chunked", budget),
+        )
+        for budget in (QUICK_BUDGETS if quick else BUDGETS)
+    ]
+    anchors = [
+        Layout(ONE_LAYER, _planned("prefix", 1)),
+        Layout(NIXERY, _planned("nixery", ANCHOR_BUDGET)),
+    ]
+    if not quick:
+        per_path: tuple[Layering, ...] = ("per-path", "prefix")
+        anchors += [
+            Layout(f"`{layering}` {ANCHOR_BUDGET}", _planned(layering, ANCHOR_BUDGET))
+            for layering in per_path
+        ]
+    return [*sorted(chunked, key=lambda layout: layout.label != DEFAULT), *anchors]
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+
+
+def choose_pairs(count: int, seed: int = SEED) -> list[Pair]:
+    rng = random.Random(seed)
+    pairs = []
+    for number in range(count):
+        size = TOOL_COUNTS[number % len(TOOL_COUNTS)]
+        a = rng.sample(TOOLS, size)
+        removed = set(rng.sample(a, min(number % 3, size - 1)))
+        added = rng.sample(sorted(set(TOOLS) - set(a)), 1 + (number // 3) % 3)
+        b = [tool for tool in a if tool not in removed] + added
+        pairs.append(Pair((*SHELL, *sorted(a)), (*SHELL, *sorted(b))))
+    return pairs
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """What one client downloads for a pair: A's layers (all), then B's it lacks."""
+
+    a_layers: int
+    a_bytes: int
+    b_layers: int
+    b_bytes: int
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    layers: tuple[int, int]  # store layers of A and B
+    last_share: float  # B's bytes in its last store layer, over B's bytes
+    new_bytes: int  # nar bytes of the paths B adds
+    content: Downloads
+    chain: Downloads
+
+
+def _size(layer: frozenset[str], graph: ClosureGraph) -> int:
+    return sum(graph.nodes[path].nar_size for path in layer)
+
+
+def outcome(
+    shapes: Shapes, pair: Pair, layout: Layout, popularity: Mapping[str, int]
+) -> PairOutcome:
+    graph_a, graph_b = shapes.closure(pair.a), shapes.closure(pair.b)
+    held, wanted = layout.plan(graph_a, popularity), layout.plan(graph_b, popularity)
+    shared = 0
+    while shared < min(len(held), len(wanted)) and held[shared] == wanted[shared]:
+        shared += 1
+    a_bytes = sum(_size(layer, graph_a) for layer in held)
+
+    def downloads(fetched: list[frozenset[str]]) -> Downloads:
+        return Downloads(
+            len(held), a_bytes, len(fetched), sum(_size(layer, graph_b) for layer in fetched)
+        )
+
+    return PairOutcome(
+        layers=(len(held), len(wanted)),
+        last_share=_size(wanted[-1], graph_b) / sum(_size(layer, graph_b) for layer in wanted),
+        new_bytes=sum(
+            node.nar_size for path, node in graph_b.nodes.items() if path not in graph_a.nodes
+        ),
+        content=downloads([layer for layer in wanted if layer not in held]),
+        chain=downloads(wanted[shared:]),
+    )
+
+
+def modelled_seconds(engine: EngineCost, outcomes: Sequence[PairOutcome], link: str) -> float:
+    """The pairs' total: A's pull and B's, with the engine's reuse; +1 layer: the symlinks'."""
+    rate = LINKS[link]
+    total = 0.0
+    for result in outcomes:
+        got = result.content if engine.content_addressed else result.chain
+        total += engine.pull_seconds(got.a_layers + 1, got.a_bytes, rate)
+        total += engine.pull_seconds(got.b_layers + 1, got.b_bytes, rate)
+    return total
+
+
+@dataclass(frozen=True)
+class Measured:
+    pairs: list[Pair]
+    outcomes: dict[tuple[str, str], list[PairOutcome]]  # (layout label, popularity) -> per pair
+    layout_labels: list[str]
+    image_mb: list[float]  # B's nar MB, per pair
+
+
+def measure(quick: bool) -> Measured:
+    shapes = load()
+    pairs = choose_pairs(QUICK_PAIR_COUNT if quick else PAIR_COUNT)
+    data = {"none": {}, "dependents": shapes.popularity()}
+    chosen = layouts(quick)
+    outcomes = {
+        (layout.label, source): [outcome(shapes, pair, layout, data[source]) for pair in pairs]
+        for layout in chosen
+        for source in POPULARITIES
+    }
+    image_mb = [
+        sum(node.nar_size for node in shapes.closure(pair.b).nodes.values()) / MB for pair in pairs
+    ]
+    return Measured(pairs, outcomes, [layout.label for layout in chosen], image_mb)
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def _excess(results: Sequence[PairOutcome], content: bool) -> float:
+    return _median(
+        [(r.content if content else r.chain).b_bytes / max(r.new_bytes, 1) for r in results]
+    )
+
+
+def report(measured: Measured, quick: bool) -> str:
+    links = (LOOPBACK, "100 Mbit/s") if quick else tuple(LINKS)
+    sizes = sorted(measured.image_mb)
+    lines = [
+        "## Layouts on a real distribution's shapes",
+        "",
+        f"{len(measured.pairs)} pairs (seed {SEED}) of images from Debian 12's dependency "
+        "graph (`benchmarks/shapes.py`, snapshot `benchmarks/data/debian-12-shapes.json`): A = "
+        f"the shell and {TOOL_COUNTS[0]}-{TOOL_COUNTS[-1]} of {len(TOOLS)} common tools, B = A "
+        "with up to two removed and one to three added; a package stands for a store path, its "
+        "installed size for the nar size. B's closures: "
+        f"median {_median(sizes):,.0f} MB, {sizes[0]:,.0f}-{sizes[-1]:,.0f} MB (the generated "
+        "family's: 1-5 MB). Layers are planned by the registry's layering, not written: bytes "
+        "are nar bytes. *last layer*: the median share of B's bytes in its last store layer, "
+        "where the budget merges what is left. *excess*: B's download over the nar bytes of "
+        "the paths B adds, content-addressed (any layer A has is reused) and chain-prefix "
+        "(Docker's graph-driver store: B's leading layers identical to A's). Popularity: none, "
+        "or each package's dependents in the whole archive (what `nixery popcount` counts).",
+        "",
+        "| layout | popularity | layers per image (max) | last layer | content-addressed "
+        "median excess | chain-prefix median excess |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for label in measured.layout_labels:
+        for source in POPULARITIES:
+            results = measured.outcomes[label, source]
+            counts = [count for r in results for count in r.layers]
+            lines.append(
+                f"| {label} | {source} | {statistics.mean(counts):.1f} ({max(counts)}) "
+                f"| {_median([r.last_share for r in results]):.0%} "
+                f"| {_excess(results, True):.2f} | {_excess(results, False):.2f} |"
+            )
+    lines += ["", *_targets(measured), "", *_time_table(measured, links), ""]
+    return "\n".join(lines)
+
+
+def _targets(measured: Measured) -> list[str]:
+    lines = []
+    for source in POPULARITIES:
+        results = measured.outcomes[DEFAULT, source]
+        content, chain = _excess(results, True), _excess(results, False)
+        lines.append(
+            f"- The default, popularity {source}: content-addressed median excess {content:.2f} "
+            f"(target <= {TARGET_CONTENT_EXCESS}: "
+            f"{_met(content <= TARGET_CONTENT_EXCESS)}), chain-prefix {chain:.2f} (target <= "
+            f"{TARGET_CHAIN_EXCESS[source]}: {_met(chain <= TARGET_CHAIN_EXCESS[source])})."
+        )
+    return lines
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def _time_table(measured: Measured, links: Sequence[str]) -> list[str]:
+    columns = [(engine, link) for engine in ENGINES for link in links]
+    lines = [
+        "Pairs' total wall time by the engines' models (A's pull and B's, every pair; "
+        f"compressed = {COMPRESSION} x nar bytes), no popularity data, against one layer per "
+        "image / against Nixery's grouping (target <= 0.8 against both):",
+        "",
+        "| layout | " + " | ".join(f"{engine.label}, {link}" for engine, link in columns) + " |",
+        "|---|" + "--:|" * len(columns),
+    ]
+
+    def seconds(label: str, engine: EngineCost, link: str) -> float:
+        return modelled_seconds(engine, measured.outcomes[label, "none"], link)
+
+    for label in measured.layout_labels:
+        cells = []
+        for engine, link in columns:
+            mine = seconds(label, engine, link)
+            one, nixery = seconds(ONE_LAYER, engine, link), seconds(NIXERY, engine, link)
+            cells.append(f"{mine / one:.2f} / {mine / nixery:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def run(quick: bool) -> str:
+    return report(measure(quick), quick)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="6 pairs, two budgets (CI)")
+    print(run(parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The real-shapes layout benchmark: the Debian snapshot it reads, how the snapshot is made from
+an apt index, and its quick mode, as CI runs it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from benchmarks import bench_shapes
+from benchmarks.shapes import SHELL, TOOLS, Shapes, load, snapshot_from_index
+
+from nixery.build.graph import name_version
+
+INDEX = """\
+Package: app
+Version: 1:2.0~rc1-1
+Installed-Size: 10
+Depends: libfoo (>= 1.2) | libbar, mail-transport-agent, python3:any, app
+Description: an application
+ that spans lines: Depends: not-a-field
+
+Package: libfoo
+Version: 1.2-3
+Installed-Size: 2
+Pre-Depends: libc
+Depends: libfoo-data [amd64] <!nocheck>
+
+Package: libfoo-data
+Version: 1.2-3
+Installed-Size: 1
+Depends: libfoo
+
+Package: libc
+Version: 2.36
+Installed-Size: 30
+
+Package: exim
+Version: 4
+Installed-Size: 5
+Provides: mail-transport-agent
+Depends: libc
+
+Package: python3
+Version: 3.11
+Installed-Size: 20
+Depends: libc
+
+Package: libfoo
+Version: 0.9
+Installed-Size: 99
+"""
+
+
+def test_the_snapshot_keeps_first_alternatives_resolves_providers_and_cuts_cycles() -> None:
+    data = snapshot_from_index(INDEX, ["app"])
+    packages = data["packages"]
+    assert isinstance(packages, dict)
+    assert sorted(packages) == ["app", "exim", "libc", "libfoo", "libfoo-data", "python3"]
+    # The first alternative, the first provider of a virtual package, no arch qualifier, no
+    # self-reference; the first stanza of a package wins.
+    assert packages["app"]["depends"] == ["exim", "libfoo", "python3"]
+    assert packages["app"]["installed_size"] == 10 * 1024
+    assert packages["libfoo"]["version"] == "1.2-3"
+    # libfoo <-> libfoo-data: the walk from the sorted names keeps libfoo -> libfoo-data.
+    assert packages["libfoo"]["depends"] == ["libc", "libfoo-data"]
+    assert packages["libfoo-data"]["depends"] == []
+    # Dependents count the whole index, cycles included.
+    assert packages["libc"]["dependents"] == 3
+    assert packages["libfoo"]["dependents"] == 2
+
+
+def test_a_package_missing_from_the_index_is_an_error() -> None:
+    with pytest.raises(ValueError, match="not in the index: nope"):
+        snapshot_from_index(INDEX, ["app", "nope"])
+
+
+def test_the_committed_snapshot_holds_every_tool_and_gives_closures_of_real_size() -> None:
+    shapes = load()
+    assert {*SHELL, *TOOLS} <= set(shapes.packages)
+    git = shapes.closure([*SHELL, "git"])
+    assert git.roots == tuple(sorted(shapes.store_path(name) for name in [*SHELL, "git"]))
+    assert 30 <= len(git.nodes) <= 200
+    assert 50_000_000 <= sum(node.nar_size for node in git.nodes.values()) <= 500_000_000
+    libc = shapes.store_path("libc6")
+    assert re.fullmatch(r"/nix/store/[0-9a-df-np-sv-z]{32}-libc6-[A-Za-z0-9+._?=-]+", libc)
+    # Every path of the closure is referenced from the roots, and references stay inside.
+    for node in git.nodes.values():
+        assert set(node.references) <= set(git.nodes)
+    # The C library is what the most packages of the archive depend on.
+    popularity = shapes.popularity()
+    assert max(popularity, key=popularity.__getitem__) == name_version(libc)
+
+
+def test_store_paths_are_stable_and_distinct() -> None:
+    shapes = load()
+    paths = [shapes.store_path(name) for name in shapes.packages]
+    assert len(set(paths)) == len(paths)
+    assert Shapes(shapes.packages).store_path("git") == shapes.store_path("git")
+
+
+def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
+    section = bench_shapes.run(quick=True)
+    assert section.startswith("## Layouts on a real distribution's shapes")
+    rows = {
+        (cells[0], cells[1]): cells[2:]
+        for line in section.splitlines()
+        if line.startswith("| ")
+        and len(cells := [cell.strip() for cell in line.strip("|").split("|")]) == 6
+        and cells[1] in bench_shapes.POPULARITIES
+    }
+    default = bench_shapes.DEFAULT
+    for layout in (default, bench_shapes.ONE_LAYER, bench_shapes.NIXERY):
+        assert (layout, "none") in rows and (layout, "dependents") in rows
+    # One layer per image: one layer, all of it last, and B's whole closure downloaded.
+    assert rows[bench_shapes.ONE_LAYER, "none"][:2] == ["1.0 (1)", "100%"]
+    one_layer_excess = float(rows[bench_shapes.ONE_LAYER, "none"][2])
+    assert one_layer_excess > 1.5
+    for layout, _ in rows:
+        content, chain = (float(value) for value in rows[layout, "none"][2:])
+        # Nothing sends less than what B adds; chain-prefix reuse never beats content-addressed.
+        assert 1.0 <= content <= chain <= one_layer_excess
+    # The time table: every layout against one layer and Nixery's grouping, anchors at 1.
+    times = [line for line in section.splitlines() if line.startswith("| ") and " / " in line[-12:]]
+    assert {line.split(" |")[0].removeprefix("| ") for line in times} == {
+        label for label, _ in rows
+    }
+    one_layer_row = next(line for line in times if line.startswith(f"| {bench_shapes.ONE_LAYER} "))
+    assert all(cell.strip().startswith("1.00 / ") for cell in one_layer_row.split("|")[2:-1])

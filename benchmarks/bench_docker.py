@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,14 +259,33 @@ def rotated(items: Sequence[Item], shift: int) -> list[Item]:
     return [*items[shift:], *items[:shift]]
 
 
+class ImagePair(Protocol):
+    @property
+    def a_image(self) -> str: ...
+
+    @property
+    def b_image(self) -> str: ...
+
+
 def measure_layouts(
-    scratch: Path, layouts: list[Layout], quick: bool, engine: Engine, fresh_pulls: bool = True
+    scratch: Path,
+    layouts: list[Layout],
+    quick: bool,
+    engine: Engine,
+    fresh_pulls: bool = True,
+    pairs: Sequence[ImagePair] | None = None,
+    server_env: Mapping[str, str] | None = None,
+    only_links: Sequence[str] | None = None,
 ) -> Results:
     """Every layout's pulls (the pairs only, without `fresh_pulls`), interleaved: one
     `nixery serve` per layout, all running, and every image or pair pulled with each layout in
     turn (in rotated order) before the next, so that the load of the machine, which drifts over
-    minutes, does not favour the layouts measured in a quiet stretch."""
-    pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
+    minutes, does not favour the layouts measured in a quiet stretch.
+
+    By default the pairs are the first of `Incremental pulls`, from the test package set;
+    `pairs` and `server_env` (`NIXERY_PKGS_PATH`, say) pull others, over `only_links`."""
+    if pairs is None:
+        pairs = choose_pairs(QUICK_PAIRS if quick else FULL_PAIRS, QUICK_SIZES if quick else SIZES)
     fresh_list = fresh_images(quick) if fresh_pulls else []
     images = [image for _, image in fresh_list]
     images += [image for pair in pairs for image in (pair.a_image, pair.b_image)]
@@ -276,7 +295,7 @@ def measure_layouts(
         digests: dict[str, dict[str, list[str]]] = {}
         for number, layout in enumerate(layouts):
             started = time.monotonic()
-            server = start_nixery(scratch / str(number), layout.env)
+            server = start_nixery(scratch / str(number), {**(server_env or {}), **layout.env})
             stack.callback(server.stop)
             servers[layout.label] = server
             digests[layout.label] = {
@@ -288,7 +307,9 @@ def measure_layouts(
             labels = [
                 label
                 for label, layout in by_label.items()
-                if link in layout.links and (not quick or link in QUICK_LINKS)
+                if link in layout.links
+                and (not quick or link in QUICK_LINKS)
+                and (only_links is None or link in only_links)
             ]
             if not labels:
                 continue

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from benchmarks import bench_docker as docker
 from benchmarks.bench_docker import LINKS, LOOPBACK
 from benchmarks.shapes import SHELL, TOOLS, Shapes, load
 from nixery.build.graph import ClosureGraph
@@ -118,6 +122,14 @@ def layouts(quick: bool) -> list[Layout]:
 class Pair:
     a: tuple[str, ...]
     b: tuple[str, ...]
+
+    @property
+    def a_image(self) -> str:
+        return "/".join(self.a)
+
+    @property
+    def b_image(self) -> str:
+        return "/".join(self.b)
 
 
 def choose_pairs(count: int, seed: int = SEED) -> list[Pair]:
@@ -309,10 +321,157 @@ def run(quick: bool) -> str:
     return report(measure(quick), quick)
 
 
+# Pulled for real: the package set that builds the snapshot's closures (`benchmarks/pkgs/
+# shapes.nix`), the first pairs whose names all fit an image name (Docker references allow no
+# `+`), pulled by a real engine with the default, the previous default and the anchors.
+SHAPES_PKGS = Path(__file__).resolve().parent / "pkgs" / "shapes.nix"
+PULL_PAIRS = 4
+PULL_LINKS = (LOOPBACK, "100 Mbit/s")
+# Quick: one small pair, loopback only (about 60 MB images).
+QUICK_PULL_PAIR = Pair((*SHELL, "less"), (*SHELL, "less", "tree"))
+MODELS = dict(zip(("20.10", "28.5", "28.5-containerd"), ENGINES, strict=True))
+PREVIOUS_DEFAULT_BUDGET = 8
+
+
+def pull_pairs(quick: bool) -> list[Pair]:
+    if quick:
+        return [QUICK_PULL_PAIR]
+    usable = [
+        pair
+        for pair in choose_pairs(PAIR_COUNT)
+        if all(re.fullmatch(r"[a-z0-9._-]+", name) for name in (*pair.a, *pair.b))
+    ]
+    return usable[:PULL_PAIRS]
+
+
+# (layering, budget, label): the default, the previous default and the anchors.
+PULL_LAYOUTS: tuple[tuple[Layering, int, str], ...] = (
+    (DEFAULT_LAYERING, DEFAULT_BUDGET, f"`{DEFAULT_LAYERING}` {DEFAULT_BUDGET}"),
+    ("chunked", PREVIOUS_DEFAULT_BUDGET, f"`chunked` {PREVIOUS_DEFAULT_BUDGET}"),
+    ("prefix", 1, ONE_LAYER),
+    ("nixery", ANCHOR_BUDGET, NIXERY),
+)
+
+
+def pull_layouts(links: tuple[str, ...]) -> list[docker.Layout]:
+    return [
+        docker._layout(layering, budget, label, links, True)
+        for layering, budget, label in PULL_LAYOUTS
+    ]
+
+
+def pull(quick: bool, engine_name: str) -> str:
+    """The pairs pulled by a real engine; beside each ratio, the model's for the same pairs."""
+    engine = docker.ENGINES[engine_name]
+    links = (LOOPBACK,) if quick else PULL_LINKS
+    layouts = pull_layouts(links)
+    pairs = pull_pairs(quick)
+    with tempfile.TemporaryDirectory(prefix="nixery-bench-shapes-") as name:
+        results = docker.measure_layouts(
+            Path(name),
+            layouts,
+            quick=False,
+            engine=engine,
+            fresh_pulls=False,
+            pairs=pairs,
+            server_env={"NIXERY_PKGS_PATH": str(SHAPES_PKGS)},
+            only_links=links,
+        )
+    return pull_report(results, pairs, layouts, links, engine, MODELS[engine_name])
+
+
+def _modelled(pairs: Sequence[Pair], index: int, model: EngineCost, link: str) -> float:
+    """The model's pairs total for `PULL_LAYOUTS[index]`."""
+    layering, budget, label = PULL_LAYOUTS[index]
+    shapes = load()
+    layout = Layout(label, _planned(layering, budget))
+    return modelled_seconds(model, [outcome(shapes, pair, layout, {}) for pair in pairs], link)
+
+
+def pull_report(
+    results: docker.Results,
+    pairs: Sequence[Pair],
+    layouts: Sequence[docker.Layout],
+    links: Sequence[str],
+    engine: docker.Engine,
+    model: EngineCost,
+) -> str:
+    labels = [layout.label for layout in layouts]
+    default = labels[0]
+    lines = [
+        f"### Pulled for real: {engine.label}",
+        "",
+        f"{len(pairs)} of the pairs above (the first whose names fit an image name), built by "
+        "`nixery serve` from `benchmarks/pkgs/shapes.nix` (each package its installed size of "
+        "generated data, about 0.4 of it once gzipped, referencing its dependencies), A then B "
+        f"on a fresh {engine.label}, layouts interleaved. A s / B s (B's layers reused, from "
+        "the registry's access log / predicted from the manifests).",
+        "",
+        "| pair | B, MB | link | " + " | ".join(labels) + " |",
+        "|---|--:|---|" + "--:|" * len(labels),
+    ]
+    shapes = load()
+    mismatches = 0
+    for number, pair in enumerate(pairs):
+        size = sum(node.nar_size for node in shapes.closure(pair.b).nodes.values()) / MB
+        change = " ".join(
+            [
+                *(f"+{t}" for t in sorted(set(pair.b) - set(pair.a))),
+                *(f"-{t}" for t in sorted(set(pair.a) - set(pair.b))),
+            ]
+        )
+        for link in links:
+            cells = []
+            for label in labels:
+                got = results[label][link].pairs[number]
+                reused = got.b.layers - got.b_fetched
+                mismatches += reused != got.b_predicted
+                cells.append(
+                    f"{got.a.seconds:.1f} / {got.b.seconds:.1f} ({reused} / {got.b_predicted})"
+                )
+            lines.append(
+                f"| {' '.join(pair.a[len(SHELL) :])} {change} | {size:,.0f} | {link} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    lines += [
+        "",
+        "Pairs total, s; the default against each layout, measured (the model's "
+        f"{model.label} fit, on the same pairs):",
+        "",
+        "| layout | " + " | ".join(links) + " |",
+        "|---|" + "--:|" * len(links),
+    ]
+    for index, label in enumerate(labels):
+        cells = []
+        for link in links:
+            total = results[label][link].pairs_seconds
+            ratio = results[default][link].pairs_seconds / total
+            predicted = _modelled(pairs, 0, model, link) / _modelled(pairs, index, model, link)
+            cells.append(f"{total:.1f}: default {ratio:.2f}x ({predicted:.2f}x)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"- Reuse counted from the manifests ({'content-addressed' if engine.content_addressed else 'chain-prefix'}) "
+        "against the blobs the engine fetched: "
+        + ("every pull agrees." if mismatches == 0 else f"**{mismatches} pulls disagree**."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 pairs, two budgets (CI)")
-    print(run(parser.parse_args().quick))
+    parser.add_argument(
+        "--pull",
+        choices=sorted(docker.ENGINES),
+        help="also pull pairs for real with this engine (Debian 12's dockerd, or sid's)",
+    )
+    args = parser.parse_args()
+    print(run(args.quick))
+    if args.pull:
+        print(pull(args.quick, args.pull))
 
 
 if __name__ == "__main__":

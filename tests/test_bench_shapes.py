@@ -3,13 +3,17 @@ an apt index, and its quick mode, as CI runs it."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 
 import pytest
 from benchmarks import bench_shapes
 from benchmarks.shapes import SHELL, TOOLS, Shapes, load, snapshot_from_index
 
 from nixery.build.graph import name_version
+from tests.conftest import require_tools, unavailable
+from tests.daemons import docker_available
 
 INDEX = """\
 Package: app
@@ -126,3 +130,50 @@ def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
     }
     one_layer_row = next(line for line in times if line.startswith(f"| {bench_shapes.ONE_LAYER} "))
     assert all(cell.strip().startswith("1.00 / ") for cell in one_layer_row.split("|")[2:-1])
+
+
+def test_the_package_set_builds_the_snapshots_closures() -> None:
+    """`benchmarks/pkgs/shapes.nix` realises what the snapshot describes: the same store paths,
+    references and (within the data file's framing) nar sizes, so the pulls measure the shapes
+    the model plans."""
+    require_tools("nix-build")
+    names = [*SHELL, "less"]
+    built = subprocess.run(
+        ["nix-build", "--no-out-link", str(bench_shapes.SHAPES_PKGS)]
+        + [arg for name in names for arg in ("-A", name)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    expected = load().closure(names)
+    assert sorted(map(name_version, built)) == sorted(map(name_version, expected.roots))
+    info = json.loads(
+        subprocess.run(
+            ["nix", "path-info", "--json", "--recursive", *built],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    entries = info if isinstance(info, list) else [{"path": k, **v} for k, v in info.items()]
+    # The snapshot's store paths carry made-up hashes: compare by name and version.
+    real = {name_version(entry["path"]): entry for entry in entries}
+    planned = {name_version(path): node for path, node in expected.nodes.items()}
+    assert set(real) == set(planned)
+    for key, node in planned.items():
+        assert sorted(map(name_version, real[key]["references"])) == sorted(
+            map(name_version, node.references)
+        )
+        assert abs(real[key]["narSize"] - node.nar_size) <= 2_000
+
+
+def test_quick_pull_agrees_with_the_manifests() -> None:
+    require_tools("nix-build", "skopeo")
+    if not docker_available():
+        unavailable("dockerd is not installed")
+    section = bench_shapes.pull(quick=True, engine_name="20.10")
+    assert section.startswith("### Pulled for real: dockerd 20.10 (overlay2)")
+    for _, _, label in bench_shapes.PULL_LAYOUTS:
+        assert f"| {label}" in section
+    assert "| less +tree | 59 | loopback | " in section
+    assert "every pull agrees." in section

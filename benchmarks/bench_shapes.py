@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks import bench_docker as docker
 from benchmarks.bench_docker import LINKS, LOOPBACK
+from benchmarks.bench_incremental import Pair
 from benchmarks.shapes import SHELL, TOOLS, Shapes, load
 from nixery.build.graph import ClosureGraph
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, PLANNERS
@@ -116,20 +117,6 @@ def layouts(quick: bool) -> list[Layout]:
             for layering in per_path
         ]
     return [*sorted(chunked, key=lambda layout: layout.label != DEFAULT), *anchors]
-
-
-@dataclass(frozen=True)
-class Pair:
-    a: tuple[str, ...]
-    b: tuple[str, ...]
-
-    @property
-    def a_image(self) -> str:
-        return "/".join(self.a)
-
-    @property
-    def b_image(self) -> str:
-        return "/".join(self.b)
 
 
 def choose_pairs(count: int, seed: int = SEED) -> list[Pair]:

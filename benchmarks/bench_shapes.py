@@ -331,27 +331,25 @@ def pull_pairs(quick: bool) -> list[Pair]:
     return usable[:PULL_PAIRS]
 
 
-# (layering, budget, label): the default, the previous default and the anchors.
-PULL_LAYOUTS: tuple[tuple[Layering, int, str], ...] = (
-    (DEFAULT_LAYERING, DEFAULT_BUDGET, f"`{DEFAULT_LAYERING}` {DEFAULT_BUDGET}"),
-    ("chunked", PREVIOUS_DEFAULT_BUDGET, f"`chunked` {PREVIOUS_DEFAULT_BUDGET}"),
-    ("prefix", 1, ONE_LAYER),
-    ("nixery", ANCHOR_BUDGET, NIXERY),
-)
+PullLayout = tuple[Layering, int, str]  # layering, budget, label
 
 
-def pull_layouts(links: tuple[str, ...]) -> list[docker.Layout]:
+def pull_layout_specs(budgets: Sequence[int] = ()) -> list[PullLayout]:
+    """The default, the previous default, `chunked` at `budgets`, and the anchors."""
+    chunked = dict.fromkeys((DEFAULT_BUDGET, PREVIOUS_DEFAULT_BUDGET, *budgets))
     return [
-        docker._layout(layering, budget, label, links, True)
-        for layering, budget, label in PULL_LAYOUTS
+        *(("chunked", budget, f"`chunked` {budget}") for budget in chunked),
+        ("prefix", 1, ONE_LAYER),
+        ("nixery", ANCHOR_BUDGET, NIXERY),
     ]
 
 
-def pull(quick: bool, engine_name: str) -> str:
+def pull(quick: bool, engine_name: str, budgets: Sequence[int] = ()) -> str:
     """The pairs pulled by a real engine; beside each ratio, the model's for the same pairs."""
     engine = docker.ENGINES[engine_name]
     links = (LOOPBACK,) if quick else PULL_LINKS
-    layouts = pull_layouts(links)
+    specs = pull_layout_specs(budgets)
+    layouts = [docker._layout(*spec, links, True) for spec in specs]
     pairs = pull_pairs(quick)
     with tempfile.TemporaryDirectory(prefix="nixery-bench-shapes-") as name:
         results = docker.measure_layouts(
@@ -364,26 +362,30 @@ def pull(quick: bool, engine_name: str) -> str:
             server_env={"NIXERY_PKGS_PATH": str(SHAPES_PKGS)},
             only_links=links,
         )
-    return pull_report(results, pairs, layouts, links, engine, MODELS[engine_name])
+    modelled = {
+        (layout.label, link): _modelled(pairs, spec, MODELS[engine_name], link)
+        for spec, layout in zip(specs, layouts, strict=True)
+        for link in links
+    }
+    return pull_report(results, pairs, links, engine, modelled)
 
 
-def _modelled(pairs: Sequence[Pair], index: int, model: EngineCost, link: str) -> float:
-    """The model's pairs total for `PULL_LAYOUTS[index]`."""
-    layering, budget, label = PULL_LAYOUTS[index]
-    shapes = load()
+def _modelled(pairs: Sequence[Pair], spec: PullLayout, model: EngineCost, link: str) -> float:
+    """The model's pairs total for one layout."""
+    layering, budget, label = spec
     layout = Layout(label, _planned(layering, budget))
+    shapes = load()
     return modelled_seconds(model, [outcome(shapes, pair, layout, {}) for pair in pairs], link)
 
 
 def pull_report(
     results: docker.Results,
     pairs: Sequence[Pair],
-    layouts: Sequence[docker.Layout],
     links: Sequence[str],
     engine: docker.Engine,
-    model: EngineCost,
+    modelled: Mapping[tuple[str, str], float],  # (layout label, link) -> the model's seconds
 ) -> str:
-    labels = [layout.label for layout in layouts]
+    labels = list(results)
     default = labels[0]
     lines = [
         f"### Pulled for real: {engine.label}",
@@ -423,18 +425,18 @@ def pull_report(
             )
     lines += [
         "",
-        "Pairs total, s; the default against each layout, measured (the model's "
-        f"{model.label} fit, on the same pairs):",
+        "Pairs total, s; the default against each layout, measured (the model's, for "
+        "the same pairs with the fit above):",
         "",
         "| layout | " + " | ".join(links) + " |",
         "|---|" + "--:|" * len(links),
     ]
-    for index, label in enumerate(labels):
+    for label in labels:
         cells = []
         for link in links:
             total = results[label][link].pairs_seconds
             ratio = results[default][link].pairs_seconds / total
-            predicted = _modelled(pairs, 0, model, link) / _modelled(pairs, index, model, link)
+            predicted = modelled[default, link] / modelled[label, link]
             cells.append(f"{total:.1f}: default {ratio:.2f}x ({predicted:.2f}x)")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
@@ -455,10 +457,16 @@ def main() -> None:
         choices=sorted(docker.ENGINES),
         help="also pull pairs for real with this engine (Debian 12's dockerd, or sid's)",
     )
+    parser.add_argument(
+        "--budgets",
+        default="",
+        help="with --pull: `chunked` at these budgets too, comma-separated (e.g. 16,32)",
+    )
     args = parser.parse_args()
     print(run(args.quick))
     if args.pull:
-        print(pull(args.quick, args.pull))
+        budgets = [int(budget) for budget in args.budgets.split(",") if budget.strip()]
+        print(pull(args.quick, args.pull, budgets))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def test_quick_pull_agrees_with_the_manifests() -> None:
         unavailable("dockerd is not installed")
     section = bench_shapes.pull(quick=True, engine_name="20.10")
     assert section.startswith("### Pulled for real: dockerd 20.10 (overlay2)")
-    for _, _, label in bench_shapes.PULL_LAYOUTS:
+    for _, _, label in bench_shapes.pull_layout_specs():
         assert f"| {label}" in section
     assert "| less +tree | 59 | loopback | " in section
     assert "every pull agrees." in section

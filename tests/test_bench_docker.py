@@ -17,6 +17,8 @@ from tests.conftest import require_tools, unavailable
 from tests.current_engines import engines_available
 from tests.daemons import docker_available
 
+pytestmark = pytest.mark.bench
+
 NUMBER = r"-?\d+\.\d+"
 
 

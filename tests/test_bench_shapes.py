@@ -102,6 +102,7 @@ def test_store_paths_are_stable_and_distinct() -> None:
     assert Shapes(shapes.packages).store_path("git") == shapes.store_path("git")
 
 
+@pytest.mark.bench
 def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
     section = bench_shapes.run(quick=True)
     assert section.startswith("## Layouts on a real distribution's shapes")
@@ -132,6 +133,7 @@ def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
     assert all(cell.strip().startswith("1.00 / ") for cell in one_layer_row.split("|")[2:-1])
 
 
+@pytest.mark.bench
 def test_the_package_set_builds_the_snapshots_closures() -> None:
     """`benchmarks/pkgs/shapes.nix` realises what the snapshot describes: the same store paths,
     references and (within the data file's framing) nar sizes, so the pulls measure the shapes
@@ -167,6 +169,7 @@ def test_the_package_set_builds_the_snapshots_closures() -> None:
         assert abs(real[key]["narSize"] - node.nar_size) <= 2_000
 
 
+@pytest.mark.bench
 def test_quick_pull_agrees_with_the_manifests() -> None:
     require_tools("nix-build", "skopeo")
     if not docker_available():

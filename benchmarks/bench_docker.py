@@ -66,6 +66,7 @@ from benchmarks.bench_incremental import (
     SIZES,
     Pair,
     Workbench,
+    chain_prefix,
     choose_pairs,
     family_name,
 )
@@ -188,7 +189,7 @@ class Engine:
         if self.content_addressed:
             have = set(held)
             return [index for index, digest in enumerate(wanted) if digest not in have]
-        return list(range(_chain_prefix(held, wanted), len(wanted)))
+        return list(range(chain_prefix(held, wanted), len(wanted)))
 
     def reused(self, held: Sequence[str], wanted: Sequence[str]) -> int:
         """B's layers this engine reuses after A, predicted from the manifests."""
@@ -227,15 +228,6 @@ class PairPull:
 
 def _layer_digests(host_port: str, image: str) -> list[str]:
     return [layer.digest for layer in manifest_layers(host_port, image)]
-
-
-def _chain_prefix(held: Sequence[str], wanted: Sequence[str]) -> int:
-    shared = 0
-    for have, want in zip(held, wanted, strict=False):
-        if have != want:
-            break
-        shared += 1
-    return shared
 
 
 @dataclass(frozen=True)

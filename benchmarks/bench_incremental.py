@@ -53,6 +53,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks._orders import (
     OrderRow,
@@ -138,19 +139,31 @@ class Pair:
         return "/".join(self.b)
 
 
-def choose_pairs(count: int, sizes: Sequence[int], seed: int = SEED) -> list[Pair]:
+Member = TypeVar("Member")
+
+
+def draw_pairs(
+    population: Sequence[Member], sizes: Sequence[int], count: int, seed: int
+) -> list[tuple[list[Member], list[Member]]]:
+    """The pairs' rule, as (A, B): pair n's A is `sizes[n % len(sizes)]` members of `population`
+    (which is sorted), B is A with `min(n % 3, |A| - 1)` removed and `1 + (n // 3) % 3` added."""
     rng = random.Random(seed)
     pairs = []
     for number in range(count):
         size = sizes[number % len(sizes)]
-        a = rng.sample(range(FAMILY_SIZE), size)
+        a = rng.sample(population, size)
         removed = set(rng.sample(a, min(number % 3, size - 1)))
-        added = rng.sample(sorted(set(range(FAMILY_SIZE)) - set(a)), 1 + (number // 3) % 3)
-        b = [index for index in a if index not in removed] + added
-        pairs.append(
-            Pair(tuple(family_name(i) for i in sorted(a)), tuple(family_name(i) for i in sorted(b)))
-        )
+        absent = [member for member in population if member not in set(a)]
+        added = rng.sample(absent, 1 + (number // 3) % 3)
+        pairs.append((a, [member for member in a if member not in removed] + added))
     return pairs
+
+
+def choose_pairs(count: int, sizes: Sequence[int], seed: int = SEED) -> list[Pair]:
+    return [
+        Pair(tuple(family_name(i) for i in sorted(a)), tuple(family_name(i) for i in sorted(b)))
+        for a, b in draw_pairs(range(FAMILY_SIZE), sizes, count, seed)
+    ]
 
 
 class Workbench:
@@ -252,15 +265,22 @@ def downloaded_bytes(held: Sequence[LayerBlob], wanted: Sequence[LayerBlob]) -> 
     )
 
 
-def chain_prefix_bytes(held: Sequence[LayerBlob], wanted: Sequence[LayerBlob]) -> int:
-    """What Docker's graph-driver store downloads: B's layers from the first one that differs
-    from A's layer at the same position (a layer is keyed by its whole chain below it)."""
+def chain_prefix(held: Sequence[object], wanted: Sequence[object]) -> int:
+    """How many of B's leading layers Docker's graph-driver store reuses: those identical to A's
+    at the same position, up to the first that differs (a layer is keyed by its whole chain
+    below it)."""
     shared = 0
     for have, want in zip(held, wanted, strict=False):
-        if have.digest != want.digest:
+        if have != want:
             break
         shared += 1
-    return sum(blob.size for blob in wanted[shared:])
+    return shared
+
+
+def chain_prefix_bytes(held: Sequence[LayerBlob], wanted: Sequence[LayerBlob]) -> int:
+    """What Docker's graph-driver store downloads: B's layers after the chain prefix."""
+    digests = [blob.digest for blob in held], [blob.digest for blob in wanted]
+    return sum(blob.size for blob in wanted[chain_prefix(*digests) :])
 
 
 @dataclass(frozen=True)

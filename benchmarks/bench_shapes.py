@@ -24,7 +24,6 @@ popcount` counts over nixpkgs).
 from __future__ import annotations
 
 import argparse
-import random
 import re
 import statistics
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from benchmarks import bench_docker as docker
 from benchmarks.bench_docker import LINKS, LOOPBACK
-from benchmarks.bench_incremental import Pair
+from benchmarks.bench_incremental import Pair, chain_prefix, draw_pairs
 from benchmarks.shapes import SHELL, TOOLS, Shapes, load
 from nixery.build.graph import ClosureGraph
 from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, PLANNERS
@@ -120,16 +119,10 @@ def layouts(quick: bool) -> list[Layout]:
 
 
 def choose_pairs(count: int, seed: int = SEED) -> list[Pair]:
-    rng = random.Random(seed)
-    pairs = []
-    for number in range(count):
-        size = TOOL_COUNTS[number % len(TOOL_COUNTS)]
-        a = rng.sample(TOOLS, size)
-        removed = set(rng.sample(a, min(number % 3, size - 1)))
-        added = rng.sample(sorted(set(TOOLS) - set(a)), 1 + (number // 3) % 3)
-        b = [tool for tool in a if tool not in removed] + added
-        pairs.append(Pair((*SHELL, *sorted(a)), (*SHELL, *sorted(b))))
-    return pairs
+    return [
+        Pair((*SHELL, *sorted(a)), (*SHELL, *sorted(b)))
+        for a, b in draw_pairs(sorted(TOOLS), TOOL_COUNTS, count, seed)
+    ]
 
 
 @dataclass(frozen=True)
@@ -160,9 +153,6 @@ def outcome(
 ) -> PairOutcome:
     graph_a, graph_b = shapes.closure(pair.a), shapes.closure(pair.b)
     held, wanted = layout.plan(graph_a, popularity), layout.plan(graph_b, popularity)
-    shared = 0
-    while shared < min(len(held), len(wanted)) and held[shared] == wanted[shared]:
-        shared += 1
     a_bytes = sum(_size(layer, graph_a) for layer in held)
 
     def downloads(fetched: list[frozenset[str]]) -> Downloads:
@@ -177,7 +167,7 @@ def outcome(
             node.nar_size for path, node in graph_b.nodes.items() if path not in graph_a.nodes
         ),
         content=downloads([layer for layer in wanted if layer not in held]),
-        chain=downloads(wanted[shared:]),
+        chain=downloads(wanted[chain_prefix(held, wanted) :]),
     )
 
 
@@ -216,12 +206,8 @@ def measure(quick: bool) -> Measured:
     return Measured(pairs, outcomes, [layout.label for layout in chosen], image_mb)
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
 def _excess(results: Sequence[PairOutcome], content: bool) -> float:
-    return _median(
+    return statistics.median(
         [(r.content if content else r.chain).b_bytes / max(r.new_bytes, 1) for r in results]
     )
 
@@ -237,7 +223,7 @@ def report(measured: Measured, quick: bool) -> str:
         f"the shell and {TOOL_COUNTS[0]}-{TOOL_COUNTS[-1]} of {len(TOOLS)} common tools, B = A "
         "with up to two removed and one to three added; a package stands for a store path, its "
         "installed size for the nar size. B's closures: "
-        f"median {_median(sizes):,.0f} MB, {sizes[0]:,.0f}-{sizes[-1]:,.0f} MB (the generated "
+        f"median {statistics.median(sizes):,.0f} MB, {sizes[0]:,.0f}-{sizes[-1]:,.0f} MB (the generated "
         "family's: 1-5 MB). Layers are planned by the registry's layering, not written: bytes "
         "are nar bytes. *last layer*: the median share of B's bytes in its last store layer, "
         "where the budget merges what is left. *excess*: B's download over the nar bytes of "
@@ -255,7 +241,7 @@ def report(measured: Measured, quick: bool) -> str:
             counts = [count for r in results for count in r.layers]
             lines.append(
                 f"| {label} | {source} | {statistics.mean(counts):.1f} ({max(counts)}) "
-                f"| {_median([r.last_share for r in results]):.0%} "
+                f"| {statistics.median([r.last_share for r in results]):.0%} "
                 f"| {_excess(results, True):.2f} | {_excess(results, False):.2f} |"
             )
     lines += ["", *_targets(measured), "", *_time_table(measured, links), ""]
@@ -285,7 +271,7 @@ def _time_table(measured: Measured, links: Sequence[str]) -> list[str]:
     lines = [
         "Pairs' total wall time by the engines' models (A's pull and B's, every pair; "
         f"compressed = {COMPRESSION} x nar bytes), no popularity data, against one layer per "
-        "image / against Nixery's grouping (target <= 0.8 against both):",
+        f"image / against Nixery's grouping (target <= {TARGET_RATIO} against both):",
         "",
         "| layout | " + " | ".join(f"{engine.label}, {link}" for engine, link in columns) + " |",
         "|---|" + "--:|" * len(columns),
@@ -351,6 +337,7 @@ def pull(quick: bool, engine_name: str, budgets: Sequence[int] = ()) -> str:
     specs = pull_layout_specs(budgets)
     layouts = [docker._layout(*spec, links, True) for spec in specs]
     pairs = pull_pairs(quick)
+    shapes = load()
     with tempfile.TemporaryDirectory(prefix="nixery-bench-shapes-") as name:
         results = docker.measure_layouts(
             Path(name),
@@ -363,22 +350,24 @@ def pull(quick: bool, engine_name: str, budgets: Sequence[int] = ()) -> str:
             only_links=links,
         )
     modelled = {
-        (layout.label, link): _modelled(pairs, spec, MODELS[engine_name], link)
+        (layout.label, link): _modelled(shapes, pairs, spec, MODELS[engine_name], link)
         for spec, layout in zip(specs, layouts, strict=True)
         for link in links
     }
-    return pull_report(results, pairs, links, engine, modelled)
+    return pull_report(shapes, results, pairs, links, engine, modelled)
 
 
-def _modelled(pairs: Sequence[Pair], spec: PullLayout, model: EngineCost, link: str) -> float:
+def _modelled(
+    shapes: Shapes, pairs: Sequence[Pair], spec: PullLayout, model: EngineCost, link: str
+) -> float:
     """The model's pairs total for one layout."""
     layering, budget, label = spec
     layout = Layout(label, _planned(layering, budget))
-    shapes = load()
     return modelled_seconds(model, [outcome(shapes, pair, layout, {}) for pair in pairs], link)
 
 
 def pull_report(
+    shapes: Shapes,
     results: docker.Results,
     pairs: Sequence[Pair],
     links: Sequence[str],
@@ -399,7 +388,6 @@ def pull_report(
         "| pair | B, MB | link | " + " | ".join(labels) + " |",
         "|---|--:|---|" + "--:|" * len(labels),
     ]
-    shapes = load()
     mismatches = 0
     for number, pair in enumerate(pairs):
         size = sum(node.nar_size for node in shapes.closure(pair.b).nodes.values()) / MB

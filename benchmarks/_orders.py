@@ -52,7 +52,8 @@ def pair_paths(
         held=frozenset(held.nodes),
         wanted=tuple(sorted(wanted.nodes)),
         links=links,
-        ideal=sum(path_size[path] for path in new) + links,
+        # At least one byte: a pair whose B adds nothing still has an excess to report.
+        ideal=max(sum(path_size[path] for path in new) + links, 1),
     )
 
 
@@ -138,3 +139,64 @@ def holder_order(graph: ClosureGraph, holders: Mapping[str, int]) -> list[str]:
 def size_order(graph: ClosureGraph) -> list[str]:
     """Largest first: the order a key without popularity or graph data would give."""
     return sorted(graph.nodes, key=lambda path: (-graph.nodes[path].nar_size, path))
+
+
+def order_study(
+    graph: ClosureGraph,
+    path_size: Mapping[str, int],
+    fit: Sequence[PairPaths],
+    held_out: Sequence[PairPaths],
+    popularities: Mapping[str, Mapping[str, int]],
+    holders: Mapping[str, int],
+    moves: int,
+    seed: int,
+) -> list[OrderRow]:
+    """Median chain-prefix excess with one layer per path over `graph`'s paths (the union of
+    every pair's closures), on `fit` and `held_out`, for: the key orders with each of
+    `popularities` (source label -> data), `holder_order` with `holders`, `size_order`, and
+    last an order fitted to `fit` by `moves` moves from the first key order."""
+
+    def row(label: str, popularity: str, order: Sequence[str]) -> OrderRow:
+        position = positions(order)
+        return OrderRow(
+            label,
+            popularity,
+            median_excess(fit, position, path_size),
+            median_excess(held_out, position, path_size),
+        )
+
+    rows = []
+    start: list[str] = []
+    for source, popularity in popularities.items():
+        for label, order in key_orders(graph, popularity).items():
+            rows.append(row(label, source, order))
+            start = start or order
+    rows.append(
+        row("packages holding the path x nar size", "closures", holder_order(graph, holders))
+    )
+    rows.append(row("nar size", "-", size_order(graph)))
+    fitted = fitted_order(start, fit, path_size, moves, seed)
+    rows.append(row(f"fitted to the {len(fit)} pairs ({moves:,} moves)", "-", fitted))
+    return rows
+
+
+def order_table(rows: Sequence[OrderRow], held_out_count: int) -> list[str]:
+    """`order_study`'s rows as a Markdown table, then the best key and the fitted order."""
+    lines = [
+        "| order | popularity | median, the benchmark's pairs "
+        f"| median, {held_out_count} held-out pairs |",
+        "|---|---|--:|--:|",
+    ]
+    lines += [
+        f"| {row.label} | {row.popularity} | {row.fitted:.2f} | {row.held_out:.2f} |"
+        for row in rows
+    ]
+    *keys, fitted = rows
+    best = min(keys, key=lambda row: row.held_out)
+    return [
+        *lines,
+        "",
+        f"- Best key of the path on held-out pairs: {best.label} ({best.popularity}), "
+        f"{best.held_out:.2f}. The order fitted to the benchmark's pairs: {fitted.fitted:.2f} on "
+        f"them, {fitted.held_out:.2f} on held-out pairs.",
+    ]

@@ -55,17 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks._orders import (
-    OrderRow,
-    PairPaths,
-    fitted_order,
-    holder_order,
-    key_orders,
-    median_excess,
-    pair_paths,
-    positions,
-    size_order,
-)
+from benchmarks import _orders
+from benchmarks._orders import OrderRow, PairPaths, pair_paths
 from benchmarks._serving import OFFLINE_NIX_CONFIG, TEST_PKGS
 from nixery.build.contract import NixSource
 from nixery.build.graph import ClosureGraph
@@ -351,33 +342,19 @@ def order_study(
         links = bench.symlink_layer(wanted.roots).size
         return pair_paths(bench.closure(pair.a_image), wanted, path_size, links)
 
-    fit, test = [prepared(pair) for pair in pairs], [prepared(pair) for pair in held_out]
-
-    def row(label: str, popularity: str, order: Sequence[str]) -> OrderRow:
-        position = positions(order)
-        return OrderRow(
-            label,
-            popularity,
-            median_excess(fit, position, path_size),
-            median_excess(test, position, path_size),
-        )
-
-    rows = []
-    start: list[str] = []
-    for source in POPULARITY_SOURCES:
-        for label, order in key_orders(graph, bench.popularity(source)).items():
-            rows.append(row(label, source, order))
-            start = start or order
     holders = Counter(
         path for index in range(FAMILY_SIZE) for path in bench.closure(family_name(index)).nodes
     )
-    rows.append(
-        row("packages holding the path x nar size", "closures", holder_order(graph, holders))
+    return _orders.order_study(
+        graph,
+        path_size,
+        [prepared(pair) for pair in pairs],
+        [prepared(pair) for pair in held_out],
+        {source: bench.popularity(source) for source in POPULARITY_SOURCES},
+        holders,
+        moves,
+        SEED,
     )
-    rows.append(row("nar size", "-", size_order(graph)))
-    fitted = fitted_order(start, fit, path_size, moves, SEED)
-    rows.append(row(f"fitted to the {len(pairs)} pairs ({moves:,} moves)", "-", fitted))
-    return rows
 
 
 def _outcome(bench: Workbench, pair: Pair) -> Outcome:
@@ -492,27 +469,6 @@ def _summary_rows(outcomes: list[Outcome]) -> list[str]:
     return rows
 
 
-def _order_rows(measured: Measured) -> list[str]:
-    rows = [
-        "| order | popularity | median, the benchmark's pairs "
-        f"| median, {measured.held_out_count} held-out pairs |",
-        "|---|---|--:|--:|",
-    ]
-    rows += [
-        f"| {row.label} | {row.popularity} | {row.fitted:.2f} | {row.held_out:.2f} |"
-        for row in measured.orders
-    ]
-    *keys, fitted = measured.orders
-    best = min(keys, key=lambda row: row.held_out)
-    return [
-        *rows,
-        "",
-        f"- Best key of the path on held-out pairs: {best.label} ({best.popularity}), "
-        f"{best.held_out:.2f}. The order fitted to the benchmark's pairs: {fitted.fitted:.2f} on "
-        f"them, {fitted.held_out:.2f} on held-out pairs.",
-    ]
-
-
 def report(measured: Measured, quick: bool) -> str:
     outcomes = measured.outcomes
     lines = [
@@ -553,7 +509,7 @@ def report(measured: Measured, quick: bool) -> str:
         "fitted order: local search from the default's key (no popularity data), moving one "
         "path at a time while the benchmark pairs' median excess does not grow.",
         "",
-        *_order_rows(measured),
+        *_orders.order_table(measured.orders, measured.held_out_count),
         "",
     ]
     return "\n".join(lines)

@@ -125,11 +125,31 @@ def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
         assert 1.0 <= content <= chain <= one_layer_excess
     # The time table: every layout against one layer and Nixery's grouping, anchors at 1.
     times = [line for line in section.splitlines() if line.startswith("| ") and " / " in line[-12:]]
-    assert {line.split(" |")[0].removeprefix("| ") for line in times} == {
-        label for label, _ in rows
+    ratios = {
+        line.split(" |")[0].removeprefix("| "): [
+            [float(value) for value in cell.split(" / ")] for cell in line.split("|")[2:-1]
+        ]
+        for line in times
     }
-    one_layer_row = next(line for line in times if line.startswith(f"| {bench_shapes.ONE_LAYER} "))
-    assert all(cell.strip().startswith("1.00 / ") for cell in one_layer_row.split("|")[2:-1])
+    assert set(ratios) == {label for label, _ in rows} | {bench_shapes.NEW_PATHS_ONLY}
+    assert all(one == 1.0 for one, _ in ratios[bench_shapes.ONE_LAYER])
+    assert all(nixery == 1.0 for _, nixery in ratios[bench_shapes.NIXERY])
+    # The bound pulls A as the default does and B's new paths alone: never slower than it.
+    for bound, default_ratios in zip(
+        ratios[bench_shapes.NEW_PATHS_ONLY], ratios[default], strict=True
+    ):
+        assert bound[0] <= default_ratios[0] and bound[1] <= default_ratios[1]
+    # The order study: every order on the pairs and the held-out pairs, none below B's new paths.
+    orders = [line for line in section.splitlines() if line.startswith("| ") and " moves)" in line]
+    assert len(orders) == 1
+    study = section.split("What any order can reach")[1]
+    medians = [
+        float(value)
+        for line in study.splitlines()
+        if line.startswith("| ") and not line.startswith("| order ")
+        for value in line.split("|")[3:5]
+    ]
+    assert len(medians) == 2 * 7 and min(medians) >= 1.0
 
 
 @pytest.mark.bench

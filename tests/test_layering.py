@@ -384,6 +384,31 @@ def test_prefix_layers_share_a_leading_run_between_images_sharing_a_base() -> No
     assert plan_prefix_layers(two, {}) == second  # deterministic
 
 
+def test_prefix_order_weighs_popularity_by_its_logarithm_and_size_first() -> None:
+    """A big runtime the images share sorts ahead of a small library however popular; among
+    paths of a size, the more popular first; a count of 0 weighs as an unknown path."""
+    graph = make_graph(
+        ["app"],
+        {"app": ["runtime", "libpopular", "librare", "libzero"], "runtime": ["libc"]},
+        {"runtime": 100 * MB, "libpopular": 200_000, "librare": 200_000, "libzero": 200_000},
+    )
+    popularity = {
+        name_version(store_path("libpopular")): 50_000,
+        name_version(store_path("librare")): 3,
+        name_version(store_path("libzero")): 0,
+        name_version(store_path("runtime")): 1,
+    }
+    order = [layer.paths[0] for layer in plan_prefix_layers(graph, popularity, 10_000)]
+    names = [path.split("-", 1)[1] for path in order]
+    assert names.index("runtime") < names.index("libpopular") < names.index("librare")
+    assert names.index("librare") < names.index("libzero")
+    # Without data, as with counts of 1 or 0: size over the root of the closure's path count.
+    zero = plan_prefix_layers(graph, dict.fromkeys(popularity, 0), 10_000)
+    assert [layer.paths for layer in zero] == [
+        layer.paths for layer in plan_prefix_layers(graph, {}, 10_000)
+    ]
+
+
 def test_prefix_merges_the_paths_that_sort_last() -> None:
     graph, popularity = random_graph(7, 120)
     full = plan_prefix_layers(graph, popularity, 10_000)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import graphlib
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import get_args
@@ -305,15 +306,20 @@ def prefix_order_key(
 ) -> tuple[float, str]:
     """Where a path sits in every image that holds it: a function of the path alone.
 
-    Highest first: popularity x nar size (Nixery's rating: what sharing the layer saves),
-    divided by how many paths the path's own runtime closure holds. A path's closure is fixed
-    by the path; low-level paths that everything needs have small closures, the applications an
-    image is named for large ones, so the paths most likely to differ between two images come
-    last. Of the keys measured (benchmarks/bench_incremental.py) this gave the lowest
-    chain-prefix excess, with and without popularity data. Ties by the path itself.
+    Highest first: nar size (what sharing the path saves) x (1 + ln popularity), over the
+    square root of how many paths the path's own runtime closure holds. A path's closure is
+    fixed by the path; low-level paths that everything needs have small closures, the
+    applications an image is named for large ones, so the paths most likely to differ between
+    two images come last. Popularity counts run from 1 to tens of thousands (the C library):
+    taken whole, as Nixery's rating takes it, they put every small popular library ahead of
+    the big runtimes images share; their logarithm keeps the order they give among paths of a
+    size. Of the keys measured on pairs of a real distribution's images
+    (benchmarks/bench_shapes.py: Debian 12's graph, 384 pairs, then 384 held out), this one
+    sent the least, with and without popularity data. Ties by the path itself.
     """
-    rating = _popularity(path, popularity) * nar_size
-    return (-rating / closure_path_count, path)
+    # A count below 1 (a hand-made popularity file may hold one) weighs as an unknown path.
+    weight = 1 + math.log(max(_popularity(path, popularity), UNKNOWN_POPULARITY))
+    return (-weight * nar_size / math.sqrt(closure_path_count), path)
 
 
 def plan_prefix_layers(

@@ -57,10 +57,11 @@ def test_the_setting_is_checked_at_start_up() -> None:
 
 def test_amd64_keys_and_configs_keep_their_bytes() -> None:
     # Pinned: image keys and configs of existing (amd64) images do not move. Format 3 since
-    # the default layering became `chunked` (its layers differ, so its keys must).
+    # the default layering became `chunked`, 4 since its budget and order key changed (their
+    # layers differ, so their keys must).
     request = ImageRequest("hello", ("cacert", "hello", "iana-etc"), AMD64)
     material = {
-        "format": 3,
+        "format": 4,
         "source": REVISION.source_id,
         "commit": REVISION.commit,
         "system": "x86_64-linux",

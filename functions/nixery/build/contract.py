@@ -27,7 +27,9 @@ COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 # Bump when anything that shapes an image changes (layout, config, layering), so cache
 # entries of the old format are not served for the new one.
-BUILDER_FORMAT = 3  # 2: per-path layering by default; 3: chunked, budget 8
+# 2: per-path layering by default; 3: chunked, budget 8; 4: budget 64 and the order key
+# (1 + ln popularity) x nar size / sqrt(closure paths).
+BUILDER_FORMAT = 4
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from nixery.build.layering import DEFAULT_BUDGET, DEFAULT_LAYERING, PLANNERS
 from nixery.config import Layering
 
 SEED = 20261202
-PAIR_COUNT = 96
+PAIR_COUNT = 384
 QUICK_PAIR_COUNT = 6
 # Orders are also judged on pairs drawn as the benchmark's are with another seed.
 HELD_OUT_SEED = SEED + 1

@@ -18,7 +18,10 @@ Per layout: layers per image, the share of an image's bytes in its last store la
 budget merges what is left), the median excess (B's downloaded bytes over the nar bytes of the
 paths B adds), and the pairs' modelled wall time against one layer per image and against
 Nixery's grouping. Popularity: none, or the archive's dependents of each package (what `nixery
-popcount` counts over nixpkgs).
+popcount` counts over nixpkgs). Then what is reachable at all: the chain-prefix excess of one
+layer per path in orders of the path alone, and of an order fitted to the pairs, on the pairs
+and on held-out pairs (`benchmarks/_orders.py`); and a time-table row for B sending exactly the
+paths it adds.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from benchmarks import _orders
 from benchmarks import bench_docker as docker
-from benchmarks._orders import OrderRow, pair_paths
+from benchmarks._orders import OrderRow, PairPaths, pair_paths
 from benchmarks.bench_docker import LINKS, LOOPBACK
 from benchmarks.bench_incremental import Pair, chain_prefix, draw_pairs
 from benchmarks.shapes import SHELL, TOOLS, Shapes, load
@@ -231,7 +234,7 @@ def order_study(
     graph = shapes.closure((*SHELL, *TOOLS))
     path_size = {path: node.nar_size for path, node in graph.nodes.items()}
 
-    def prepared(pair: Pair) -> _orders.PairPaths:
+    def prepared(pair: Pair) -> PairPaths:
         return pair_paths(shapes.closure(pair.a), shapes.closure(pair.b), path_size, 0)
 
     holders = Counter(path for tool in TOOLS for path in shapes.closure((*SHELL, tool)).nodes)
@@ -353,7 +356,8 @@ def _time_table(measured: Measured, links: Sequence[str]) -> list[str]:
         *lines,
         "",
         f"- *{NEW_PATHS_ONLY}*: A as the default lays it out, then B's new paths alone in one "
-        "layer: what no layout can beat, as its B sends nothing A holds.",
+        "layer: with A pulled as the default pulls it, no layout's B can cost less, as this B "
+        "sends nothing A holds.",
     ]
 
 

@@ -128,9 +128,8 @@ def key_orders(graph: ClosureGraph, popularity: Mapping[str, int]) -> dict[str, 
 
 
 def holder_order(graph: ClosureGraph, holders: Mapping[str, int]) -> list[str]:
-    """By how many of the package set's packages hold the path in their runtime closure, times
-    nar size: what a path's popularity would be if it were measured as its chance of being in an
-    image. `nixery popcount` counts direct references instead, as Nixery does."""
+    """By how many of the images `holders` counts over hold the path, times nar size: Nixery's
+    rating on a count taken on the very images the pairs are drawn from."""
     return sorted(
         graph.nodes, key=lambda path: (-holders.get(path, 1) * graph.nodes[path].nar_size, path)
     )
@@ -172,7 +171,7 @@ def order_study(
             rows.append(row(label, source, order))
             start = start or order
     rows.append(
-        row("packages holding the path x nar size", "closures", holder_order(graph, holders))
+        row("packages holding the path x nar size", "holders", holder_order(graph, holders))
     )
     rows.append(row("nar size", "-", size_order(graph)))
     fitted = fitted_order(start, fit, path_size, moves, seed)

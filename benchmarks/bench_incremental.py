@@ -505,7 +505,8 @@ def report(measured: Measured, quick: bool) -> str:
         "",
         "What any order can reach: chain-prefix excess with one layer per path in one order "
         "for every image, the least any grouping of that order can send (`benchmarks/_orders.py`)"
-        f". Held-out pairs: drawn as the benchmark's pairs are, with seed {HELD_OUT_SEED}. The "
+        f". Held-out pairs: drawn as the benchmark's pairs are, with seed {HELD_OUT_SEED}. "
+        f"*holders*: how many of the family's {FAMILY_SIZE} images hold the path. The "
         "fitted order: local search from the default's key (no popularity data), moving one "
         "path at a time while the benchmark pairs' median excess does not grow.",
         "",

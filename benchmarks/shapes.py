@@ -8,8 +8,9 @@ package index (its `Depends`/`Pre-Depends` and `Installed-Size`), a package stan
 store path. The snapshot (`benchmarks/data/debian-12-shapes.json`) keeps the closure of the tools
 an image may name (`TOOLS`), each package's size and dependencies (the first of alternatives,
 virtual packages resolved to their first provider, cycles cut in a fixed order, since store
-paths cannot form cycles), and how many packages of the whole archive depend on each one: the
-count `nixery popcount` makes over nixpkgs, here over Debian.
+paths cannot form cycles), and two counts over the whole archive that `nixery popcount` makes over
+nixpkgs: how many packages depend on each one (`--count references`, Nixery's), and how many
+hold it in their dependency closure (`--count closures`, the default).
 
     python -m benchmarks.shapes --write   # remake the snapshot from this machine's apt index
 """
@@ -118,6 +119,7 @@ class Package:
     installed_size: int  # bytes
     depends: tuple[str, ...]  # packages of the snapshot, sorted; acyclic
     dependents: int  # packages of the whole archive that depend on this one
+    holders: int  # packages of the whole archive, but this one, whose closures hold this one
 
 
 @dataclass(frozen=True)
@@ -157,12 +159,17 @@ class Shapes:
             tuple(sorted(self.store_path(name) for name in roots)), dict(sorted(nodes.items()))
         )
 
-    def popularity(self) -> dict[str, int]:
-        """Nixery's popularity format, `{"<name-version>": count}`: the archive's dependents."""
-        return {
-            name_version(self.store_path(name)): package.dependents
+    def popularity(self, count: str = "closures") -> dict[str, int]:
+        """Nixery's popularity format, `{"<name-version>": count}`: per package, the archive's
+        packages holding it in their closures (`closures`) or depending on it (`references`)."""
+        counts = {
+            name: package.holders if count == "closures" else package.dependents
             for name, package in sorted(self.packages.items())
-            if package.dependents
+        }
+        return {
+            name_version(self.store_path(name)): counted
+            for name, counted in counts.items()
+            if counted
         }
 
 
@@ -175,6 +182,7 @@ def load(path: Path = SNAPSHOT) -> Shapes:
                 installed_size=entry["installed_size"],
                 depends=tuple(entry["depends"]),
                 dependents=entry["dependents"],
+                holders=entry["holders"],
             )
             for name, entry in data["packages"].items()
         }
@@ -228,6 +236,21 @@ def snapshot_from_index(index: str, wanted: Iterable[str]) -> dict[str, object]:
 
     dependencies = {name: resolved(depends, name) for name, (_, _, depends) in raw.items()}
     dependents = Counter(dep for deps in dependencies.values() for dep in deps)
+    depended_on_by: dict[str, list[str]] = {}
+    for name, deps in dependencies.items():
+        for dep in deps:
+            depended_on_by.setdefault(dep, []).append(name)
+
+    def holders(name: str) -> int:
+        """The packages, but `name`, whose closures (cycles and all, as apt installs) hold it."""
+        held_by = {name}
+        pending = [name]
+        while pending:
+            for holder in depended_on_by.get(pending.pop(), ()):
+                if holder not in held_by:
+                    held_by.add(holder)
+                    pending.append(holder)
+        return len(held_by) - 1
 
     # Store paths form no cycles: a depth-first walk from the sorted names keeps every edge but
     # those that close a cycle, the same way every time.
@@ -262,6 +285,7 @@ def snapshot_from_index(index: str, wanted: Iterable[str]) -> dict[str, object]:
                 "installed_size": raw[name][1],
                 "depends": acyclic[name],
                 "dependents": dependents[name],
+                "holders": holders(name),
             }
             for name in sorted(acyclic)
         },

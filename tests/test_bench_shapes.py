@@ -71,6 +71,11 @@ def test_the_snapshot_keeps_first_alternatives_resolves_providers_and_cuts_cycle
     # Dependents count the whole index, cycles included.
     assert packages["libc"]["dependents"] == 3
     assert packages["libfoo"]["dependents"] == 2
+    # Holders too, through every route: libfoo-data holds libc by way of libfoo, and libfoo and
+    # libfoo-data hold each other.
+    assert packages["libc"]["holders"] == 5  # libfoo, libfoo-data, exim, python3, app
+    assert packages["libfoo"]["holders"] == packages["libfoo-data"]["holders"] == 2
+    assert packages["app"]["holders"] == 0
 
 
 def test_a_package_missing_from_the_index_is_an_error() -> None:
@@ -90,9 +95,14 @@ def test_the_committed_snapshot_holds_every_tool_and_gives_closures_of_real_size
     # Every path of the closure is referenced from the roots, and references stay inside.
     for node in git.nodes.values():
         assert set(node.references) <= set(git.nodes)
-    # The C library is what the most packages of the archive depend on.
-    popularity = shapes.popularity()
-    assert max(popularity, key=popularity.__getitem__) == name_version(libc)
+    # The C library is what the most packages of the archive depend on, and in nearly as many
+    # closures as any package (gcc-12-base, which it depends on, is in a few more). Every
+    # package is held by at least the packages that depend on it.
+    references = shapes.popularity("references")
+    assert max(references, key=references.__getitem__) == name_version(libc)
+    closures = shapes.popularity("closures")
+    assert closures[name_version(libc)] >= max(closures.values()) * 0.99
+    assert all(closures[name] >= count for name, count in references.items())
 
 
 def test_store_paths_are_distinct() -> None:
@@ -114,7 +124,7 @@ def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
     }
     default = bench_shapes.DEFAULT
     for layout in (default, bench_shapes.ONE_LAYER, bench_shapes.NIXERY):
-        assert (layout, "none") in rows and (layout, "dependents") in rows
+        assert all((layout, source) in rows for source in ("none", "closures", "references"))
     # One layer per image: one layer, all of it last, and B's whole closure downloaded.
     assert rows[bench_shapes.ONE_LAYER, "none"][:2] == ["1.0 (1)", "100%"]
     one_layer_excess = float(rows[bench_shapes.ONE_LAYER, "none"][2])
@@ -149,7 +159,9 @@ def test_quick_mode_reports_every_layout_with_consistent_figures() -> None:
         if line.startswith("| ") and not line.startswith("| order ")
         for value in line.split("|")[3:5]
     ]
-    assert len(medians) == 2 * 7 and min(medians) >= 1.0
+    # Two keys per popularity source, then the holders' key, nar size and the fitted order.
+    order_rows = 2 * len(bench_shapes.POPULARITIES) + 3
+    assert len(medians) == 2 * order_rows and min(medians) >= 1.0
 
 
 @pytest.mark.bench

@@ -560,24 +560,45 @@ def popularity(nix: Nix, source: NixSource, system: str) -> dict[str, int]:
     return popcount(nix, source, system, realise=True, store=None)
 
 
-def test_popcount_counts_references_between_closures(popularity: dict[str, int]) -> None:
-    # hello, app, bashInteractive, coreutils, moreutils, nano, emptydir and all 300 synthetic
-    # packages refer to busybox; multi's default output does not.
-    assert popularity["busybox-static"] == 307
-    # libfoo, libbar and python3Packages.numpy; haskellPackages is not recursed into.
-    assert popularity["libbase-1.0"] == 3
-    assert popularity["libfoo-1.0"] == popularity["libbar-1.0"] == popularity["app-1.0"] == 1
-    # Referenced by nothing, or never built.
+def test_popcount_counts_the_packages_whose_closures_hold_a_path(
+    popularity: dict[str, int],
+) -> None:
+    # The 307 packages that refer to busybox (below), and tool (through app) and syntheticAll
+    # (through the synthetic packages), which do not refer to it themselves.
+    assert popularity["busybox-static"] == 309
+    # The diamond app -> libfoo, libbar -> libbase under tool, and python3Packages.numpy.
+    assert popularity["libbase-1.0"] == 5  # libfoo, libbar, app, tool, numpy
+    assert popularity["libfoo-1.0"] == popularity["libbar-1.0"] == 2  # app, tool
+    assert popularity["app-1.0"] == 1  # tool
+    # Held by no other package, or never built.
     for name in ("hello-2.12", "tool-1.0", "broken-1.0", "ShellCheck-1.0", "slow-1.0"):
         assert name not in popularity
-    # syntheticAll refers to every synthetic package.
     synthetic = {
         name: count for name, count in popularity.items() if name.startswith("synthetic-p")
     }
+    # syntheticAll holds every synthetic package; the family's own chains hold some many times.
     assert len(synthetic) == 300
-    assert all(count >= 1 for count in synthetic.values())
-    assert max(synthetic.values()) > 2
+    assert min(synthetic.values()) == 1
+    assert max(synthetic.values()) > 100
     assert list(popularity) == sorted(popularity)
+
+
+def test_popcount_counts_references_as_nixery_does(
+    popularity: dict[str, int], nix: Nix, source: NixSource, system: str
+) -> None:
+    references = popcount(nix, source, system, realise=False, store=None, counting="references")
+    # hello, app, bashInteractive, coreutils, moreutils, nano, emptydir and all 300 synthetic
+    # packages refer to busybox; multi's default output does not.
+    assert references["busybox-static"] == 307
+    # libfoo, libbar and python3Packages.numpy; haskellPackages is not recursed into.
+    assert references["libbase-1.0"] == 3
+    assert references["libfoo-1.0"] == references["libbar-1.0"] == references["app-1.0"] == 1
+    for name in ("hello-2.12", "tool-1.0", "broken-1.0", "ShellCheck-1.0", "slow-1.0"):
+        assert name not in references
+    # The same paths count either way: those some other package holds are those some other
+    # path refers to.
+    assert references.keys() == popularity.keys()
+    assert list(references) == sorted(references)
 
 
 def test_popularity_round_trips_through_a_file_and_a_url(

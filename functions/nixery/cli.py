@@ -158,6 +158,7 @@ def popcount(args: argparse.Namespace) -> int:
             realise=args.realise,
             store=args.store,
             on_realised=advance,
+            counting=args.count,
         )
     text = dump_popularity(counts)
     if args.output == "-":
@@ -273,6 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--store", default=None, help="store or binary cache to read closures from"
     )
     pop_parser.add_argument("--realise", action="store_true", help="build every package first")
+    pop_parser.add_argument(
+        "--count",
+        choices=("closures", "references"),
+        default="closures",
+        help="per path: the top-level packages whose closures hold it (default), or the paths "
+        "that reference it (Nixery's count)",
+    )
     pop_parser.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     pop_parser.set_defaults(run=popcount)
 

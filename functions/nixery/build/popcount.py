@@ -1,8 +1,17 @@
 """Popularity data in Nixery's format: `{"<name-version>": count}`.
 
-A store path's count is how many other paths reference it within the union of the runtime
-closures of all top-level packages of a package set. Layering puts popular paths in layers of
-their own, so that images share them.
+Two counts over the top-level packages of a package set (`Counting`):
+
+- `closures` (the default): how many top-level packages, other than the path itself, hold the
+  path in their runtime closure. An image is a handful of top-level packages, so this is how
+  often the path comes with a package an image names: what decides whether two images share
+  it. On pairs of a real distribution's images (benchmarks/bench_shapes.py) it put the paths
+  two images share ahead of those they do not more often than `references` did.
+- `references`: how many other paths reference it within the union of the runtime closures of
+  the top-level packages, as Nixery's popcount counts (its threshold of 100 and its ratings
+  were set on that count, so `NIXERY_LAYERING=nixery` reproduces Nixery best with it).
+
+A path no other package holds (or references) is left out, as Nixery leaves it out.
 """
 
 from __future__ import annotations
@@ -14,15 +23,19 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Literal, get_args
 
 from nixery.build.contract import BuildFailed, BuildTimedOut, NixSource
-from nixery.build.graph import name_version
+from nixery.build.graph import ClosureGraph, name_version
 from nixery.build.nix import Nix, parse_path_info, source_arguments
 
 URL_TIMEOUT_SECONDS = 30.0
 # Packages realised per Nix call with `realise`: big enough to keep Nix's parallelism, small
 # enough for the progress callback to move.
 REALISE_BATCH = 64
+
+Counting = Literal["closures", "references"]
+COUNTINGS: tuple[Counting, ...] = get_args(Counting)
 
 
 def popcount(
@@ -32,8 +45,10 @@ def popcount(
     realise: bool,
     store: str | None,
     on_realised: Callable[[int, int], None] | None = None,
+    counting: Counting = "closures",
 ) -> dict[str, int]:
-    """Counts references between the closures of `source`'s packages, within `nix.timeout`.
+    """Counts, for every path, the top-level packages of `source` whose closures hold it (or,
+    with `counting="references"`, the paths referring to it), within `nix.timeout`.
 
     With `realise`, packages are built first (those that fail are left out); otherwise the
     paths must already be in `store` (a binary cache URL, say) or the local store. Paths that
@@ -67,11 +82,31 @@ def popcount(
         return {}
     info = nix.path_info(valid, deadline, recursive=True, store=store)
     graph = parse_path_info(info, valid)
-    counts: Counter[str] = Counter()
-    for node in graph.nodes.values():
-        for reference in node.references:
-            counts[name_version(reference)] += 1
+    counts = _closure_holders(graph) if counting == "closures" else _referrers(graph)
     return dict(sorted(counts.items()))
+
+
+def _closure_holders(graph: ClosureGraph) -> Counter[str]:
+    """Per name-version: the roots, other than the path itself, whose closures hold it."""
+    counts: Counter[str] = Counter()
+    for root in graph.roots:
+        held = {root}
+        pending = [root]
+        while pending:
+            for reference in graph.nodes[pending.pop()].references:
+                if reference not in held:
+                    held.add(reference)
+                    pending.append(reference)
+        held.discard(root)
+        counts.update({name_version(path) for path in held})
+    return counts
+
+
+def _referrers(graph: ClosureGraph) -> Counter[str]:
+    """Per name-version: the paths of the closures' union that reference it."""
+    return Counter(
+        name_version(reference) for node in graph.nodes.values() for reference in node.references
+    )
 
 
 def dump_popularity(counts: Mapping[str, int]) -> str:
